@@ -1,0 +1,1 @@
+"""Command-line entry points (absl apps). scripts/*.py are thin wrappers around these."""

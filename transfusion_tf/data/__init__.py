@@ -1,0 +1,1 @@
+"""Data: synthetic tasks, real readers, task specs and the tf.data pipeline."""

@@ -1,0 +1,1 @@
+"""Experiments: the study runner and its report."""

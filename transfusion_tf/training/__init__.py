@@ -1,0 +1,1 @@
+"""Training: distribution strategy, custom-loop trainer, exact metrics, summaries."""

@@ -1,0 +1,176 @@
+"""Tests for transfusion_tf.models: architectures, stages, weight files, preprocessing, the parameter table."""
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transfusion_tf import models
+from transfusion_tf.cli import models as models_cli
+from transfusion_tf.errors import UsageError
+from transfusion_tf.models import cbr
+
+
+class BuildTest(tf.test.TestCase):
+
+  def test_all_models_build_small_and_give_logits(self):
+    for name in models.MODEL_NAMES:
+      size = max(models.MIN_SIZE[name], 32)
+      model = models.build_model(name, 3, (size, size, 3))
+      out = model(np.zeros((2, size, size, 3), np.float32), training=False)
+      self.assertEqual(tuple(out.shape), (2, 3), name)
+      self.assertEqual(out.dtype, tf.float32)
+      self.assertEqual(model.name, name)
+
+  def test_all_models_build_at_paper_resolution(self):
+    for name in models.MODEL_NAMES:
+      s = models.zoo.PAPER_SIZE[name]
+      model = models.build_model(name, 5, (s, s, 3))
+      self.assertEqual(tuple(model.output.shape), (None, 5), name)
+
+  def test_cbr_follows_paper_table(self):
+    for name, spec in cbr.CBR_SPECS.items():
+      model = models.build_model(name, 5, (64, 64, 3))
+      convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+      self.assertEqual([c.filters for c in convs], list(spec.widths))
+      self.assertTrue(all(c.kernel_size == (spec.kernel, spec.kernel) for c in convs))
+      self.assertTrue(all(not c.use_bias and c.strides == (1, 1) and c.padding == "same" for c in convs))
+      pools = [any(l.name == f"conv{i}_pool" for l in model.layers) for i in range(1, len(convs) + 1)]
+      self.assertEqual(pools, list(spec.pools), name)
+      names = [l.name for l in model.layers]
+      for i in range(1, len(convs) + 1):  # conv -> BN -> ReLU order
+        j = names.index(f"conv{i}_conv")
+        self.assertEqual(names[j + 1:j + 3], [f"conv{i}_bn", f"conv{i}_relu"])
+      self.assertEqual(names[-2:], ["avg_pool", "head"])
+
+  def test_cbr_widths_and_multiplier(self):
+    model = models.build_model("cbr_tiny", 2, (32, 32, 3), cbr_widths=(8, 16, 24, 32), width_multiplier=0.5)
+    convs = [l.filters for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    self.assertEqual(convs, [4, 8, 12, 16])
+    with self.assertRaisesRegex(UsageError, "needs 4 values"):
+      models.build_model("cbr_tiny", 2, (32, 32, 3), cbr_widths=(8, 16))
+
+  def test_paper_convention_counts(self):
+    self.assertEqual(models.paper_convention_count("cbr_larget"), 8_532_480)
+    self.assertEqual(models.paper_convention_count("cbr_tiny"), 1_076_480)
+
+  def test_resnet_matches_keras_applications(self):
+    ours = models.build_model("resnet50", 5, (64, 64, 3))
+    ref = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3), pooling="avg")
+    ours_w = [(l.name, [tuple(w.shape) for w in l.weights]) for l in ours.layers if l.name != "head"]
+    ref_w = [(l.name, [tuple(w.shape) for w in l.weights]) for l in ref.layers]
+    self.assertEqual(ours_w[1:], ref_w[1:])  # Input layers are named differently.
+
+  def test_bad_inputs(self):
+    with self.assertRaisesRegex(UsageError, "unknown --model='vgg'"):
+      models.build_model("vgg", 2, (64, 64, 3))
+    with self.assertRaisesRegex(UsageError, "below inceptionv3's minimum of 75"):
+      models.build_model("inceptionv3", 2, (64, 64, 3))
+
+
+class StageTest(tf.test.TestCase):
+
+  def test_stage_names(self):
+    self.assertEqual(models.stage_names(models.build_model("resnet50", 2, (32, 32, 3))),
+                     ["conv1", "block1", "block2", "block3", "block4", "pool"])
+    self.assertEqual(models.stage_names(models.build_model("cbr_larget", 2, (32, 32, 3))),
+                     ["conv1", "conv2", "conv3", "conv4", "conv5", "pool"])
+    inc = models.build_model("inceptionv3", 2, (75, 75, 3))
+    self.assertEqual(models.stage_names(inc), ["stem"] + [f"mixed{i}" for i in range(11)] + ["pool"])
+
+  def test_stage_outputs_and_layers(self):
+    model = models.build_model("resnet50", 2, (64, 64, 3))
+    self.assertEqual(models.stage_layers(model, "block3")[-1].name, "conv4_block6_out")
+    self.assertEqual(tuple(models.stage_output(model, "conv1").shape), (None, 16, 16, 64))
+    self.assertEqual(tuple(models.stage_output(model, "block4").shape)[-1], 2048)
+    inc = models.build_model("inceptionv3", 2, (75, 75, 3))
+    self.assertEqual(models.stage_layers(inc, "mixed7")[-1].name, "mixed7")
+    self.assertEqual(models.stage_layers(inc, "stem")[-1].__class__.__name__, "MaxPooling2D")
+    # Every weighted layer but the head belongs to exactly one stage.
+    mapping = models.stages.layer_stage_map(inc)
+    self.assertTrue(all(l.name in mapping for l in inc.layers if l.weights and l.name != "head"))
+    small = models.build_model("cbr_small", 2, (64, 64, 3))
+    sub = keras.Model(small.input, [models.stage_output(small, s) for s in ("conv1", "conv4", "pool")])
+    outs = sub(np.zeros((1, 64, 64, 3), np.float32))
+    self.assertEqual([tuple(o.shape) for o in outs], [(1, 32, 32, 32), (1, 4, 4, 256), (1, 256)])
+    with self.assertRaisesRegex(UsageError, "stage 'block9' does not exist"):
+      models.stage_layers(model, "block9")
+
+
+class WeightsTest(tf.test.TestCase):
+
+  def test_imagenet_offline_error_is_fast_and_names_file(self):
+    home = self.create_tempdir().full_path
+    os.environ["KERAS_HOME"] = home
+    try:
+      start = time.time()
+      with self.assertRaises(UsageError) as ctx:
+        models.build_model("resnet50", 2, (32, 32, 3), weights="imagenet")
+      msg = str(ctx.exception)
+      self.assertLess(time.time() - start, 30)
+      self.assertIn("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", msg)
+      self.assertIn(os.path.join(home, "models"), msg)
+      self.assertIn("--weights=PATH", msg)
+      with self.assertRaisesRegex(UsageError, "no ImageNet weights exist for cbr_small"):
+        models.build_model("cbr_small", 2, (32, 32, 3), weights="imagenet")
+    finally:
+      del os.environ["KERAS_HOME"]
+
+  def test_imagenet_file_from_cache_loads(self):
+    # A stand-in notop file in the Keras cache layout, written the way keras.applications' files are laid out.
+    home = self.create_tempdir().full_path
+    os.makedirs(os.path.join(home, "models"))
+    src = models.build_model("resnet50", 7, (32, 32, 3), seed=3, include_head=False)
+    models.save_weight_file(src, os.path.join(home, "models", models.IMAGENET_FILES["resnet50"]))
+    os.environ["KERAS_HOME"] = home
+    try:
+      model = models.build_model("resnet50", 2, (48, 48, 3), weights="imagenet")
+    finally:
+      del os.environ["KERAS_HOME"]
+    self.assertAllEqual(model.get_layer("conv3_block2_2_conv").kernel,
+                        src.get_layer("conv3_block2_2_conv").kernel)
+
+  def test_weights_path_round_trip_skips_head(self):
+    path = os.path.join(self.create_tempdir().full_path, "src.weights.h5")
+    src = models.build_model("cbr_tiny", 10, (32, 32, 3), seed=1)
+    models.save_weight_file(src, path, source="synthetic_source")
+    model = models.build_model("cbr_tiny", 2, (64, 64, 3), weights=path, seed=2)
+    for layer in model.layers:
+      if layer.weights and layer.name != "head":
+        for a, b in zip(layer.weights, src.get_layer(layer.name).weights):
+          self.assertAllEqual(a, b)
+    self.assertIn("standing in for ImageNet", models.read_weight_file(path).description)
+
+  def test_wrong_architecture_names_layer(self):
+    path = os.path.join(self.create_tempdir().full_path, "tiny.weights.h5")
+    models.save_weight_file(models.build_model("cbr_tiny", 2, (32, 32, 3)), path)
+    with self.assertRaisesRegex(UsageError, "layer 'conv1_conv' has weight shapes"):
+      models.build_model("cbr_small", 2, (32, 32, 3), weights=path)
+    with self.assertRaisesRegex(UsageError, "not found"):
+      models.build_model("cbr_small", 2, (32, 32, 3), weights=path + ".missing")
+
+
+class PreprocessingTest(tf.test.TestCase):
+
+  def test_modes_follow_model(self):
+    self.assertEqual(models.preprocessing_mode("resnet50", "imagenet"), "caffe")
+    self.assertEqual(models.preprocessing_mode("inceptionv3", "imagenet"), "tf")
+    self.assertEqual(models.preprocessing_mode("cbr_small", None, override="unit"), "unit")
+    img = np.full((1, 2, 2, 3), 255.0, np.float32)
+    img[..., 0] = 0.0  # R = 0
+    self.assertAllClose(models.preprocess(img, "tf")[0, 0, 0], [-1.0, 1.0, 1.0])
+    caffe = models.preprocess(tf.constant(img), "caffe")[0, 0, 0]
+    self.assertAllClose(caffe, [255 - 103.939, 255 - 116.779, 0 - 123.68])  # BGR order
+    with self.assertRaisesRegex(UsageError, "--preprocessing='bgr'"):
+      models.preprocessing_mode("resnet50", None, override="bgr")
+
+
+class ParamTableTest(tf.test.TestCase):
+
+  def test_table_prints_paper_convention(self):
+    rows = models_cli.param_table(["cbr_larget", "cbr_tiny"], 64, 5)
+    text = models_cli.format_table(rows, 64, 5)
+    self.assertIn("8,532,480", text)
+    self.assertIn("1,076,480", text)
+    self.assertEqual(rows[0][2], rows[0][3])

@@ -1,0 +1,125 @@
+"""Initialisation schemes (PAPER.md section 4, rows MV, WT, SL, GB): one entry point, `initialize`.
+
+Schemes: `random`, `pretrained`, `meanvar`, `transfuse:<stage>`, `slim`, `gabor`. Everything not set from a
+source gets the project's random init: He-normal (fan-in) kernels, zero biases, BatchNorm gamma 1 / beta 0 /
+moving mean 0 / moving variance 1. All draws are seeded, so the same (model, scheme, seed) gives the same weights.
+"""
+import numpy as np
+
+from transfusion_tf.errors import UsageError
+from transfusion_tf.models import gabor as gabor_lib
+from transfusion_tf.models import resnet, stages
+from transfusion_tf.models import weights as weights_lib
+
+SCHEMES = ("random", "pretrained", "meanvar", "transfuse:<stage>", "slim", "gabor")
+NEEDS_SOURCE = ("pretrained", "meanvar", "transfuse", "slim")
+
+
+def parse_scheme(scheme):
+  """Splits 'transfuse:block2' into ('transfuse', 'block2'); other schemes give (scheme, None)."""
+  base, _, arg = str(scheme).partition(":")
+  if base not in ("random", "pretrained", "meanvar", "transfuse", "slim", "gabor"):
+    raise UsageError(f"--init={scheme!r} is not a scheme; choose from {', '.join(SCHEMES)}")
+  if base == "transfuse" and not arg:
+    raise UsageError("--init=transfuse needs a stage, e.g. --init=transfuse:conv1 (or :none, :all)")
+  return base, (arg or None)
+
+
+def _is_kernel(var_name):
+  return var_name in ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+def _standard_value(var, rng):
+  name = var.name.split("/")[-1]
+  shape = tuple(var.shape)
+  if _is_kernel(name):
+    fan_in = int(np.prod(shape[:-1]))
+    return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+  if name in ("gamma", "moving_variance"):
+    return np.ones(shape)
+  return np.zeros(shape)  # bias, beta, moving_mean
+
+
+def _layer_rng(seed, index):
+  return np.random.default_rng([int(seed), int(index), 7919])
+
+
+def random_init(model, seed=0, only=None):
+  """Re-initialises every layer of `model` (or only the layer names in `only`) with the standard random init."""
+  for i, layer in enumerate(model.layers):
+    if not layer.weights or (only is not None and layer.name not in only):
+      continue
+    rng = _layer_rng(seed, i)
+    for var in layer.weights:
+      var.assign(_standard_value(var, rng).astype(var.dtype))
+
+
+def _copy(model, arrays_by_layer):
+  for name, arrays in arrays_by_layer.items():
+    layer = model.get_layer(name)
+    for var, value in zip(layer.weights, arrays):
+      var.assign(np.asarray(value, dtype=var.dtype))
+
+
+def _meanvar(model, source, seed, include_bn):
+  matched = weights_lib.match_layers(model, source)
+  for i, layer in enumerate(model.layers):
+    if layer.name not in matched:
+      continue
+    if layer.__class__.__name__ == "BatchNormalization" and not include_bn:
+      continue
+    rng = _layer_rng(seed, i + 100003)
+    for var, src in zip(layer.weights, matched[layer.name]):
+      src = np.asarray(src, np.float64)
+      var.assign(rng.normal(src.mean(), src.std(), size=src.shape).astype(var.dtype))
+  return sorted(matched)
+
+
+def _check_slim(model, source):
+  if stages.architecture(model) != "resnet50":
+    raise UsageError(f"--init=slim needs --model=resnet50, got {stages.architecture(model)}")
+  probe = "conv4_block1_1_conv"
+  src = source.by_name().get(probe)
+  width = model.get_layer(probe).weights[0].shape[-1]
+  if src is not None and width * 2 != src[0].shape[-1]:
+    raise UsageError(
+        f"--init=slim needs ResNet50 built with half-width blocks 3-4 (build_model(..., slim=True)); layer {probe} "
+        f"has {width} filters and the source {src[0].shape[-1]}")
+
+
+def initialize(model, scheme, source=None, seed=0, gabor_frequency="low", meanvar_bn=False):
+  """Initialises `model` in place with `scheme` and returns a dict describing what was done.
+
+  model: built by `build_model`. scheme: see SCHEMES. source: "imagenet", a weights path, or a SourceWeights; needed
+  by pretrained, meanvar, transfuse:* and slim. seed: for every random draw. gabor_frequency: "low" or "high".
+  meanvar_bn: also draw BatchNorm parameters from the source moments (default: standard BN init, as in the paper).
+  Returns {"scheme", "copied_layers" (names copied bit for bit), "meanvar_layers", "source" (description)}.
+  """
+  base, arg = parse_scheme(scheme)
+  info = {"scheme": str(scheme), "copied_layers": [], "meanvar_layers": [], "source": None}
+  random_init(model, seed)
+  if base in NEEDS_SOURCE:
+    if source is None:
+      raise UsageError(f"--init={scheme} needs source weights: pass --weights=PATH (e.g. from transfusion-pretrain) "
+                       "or --weights=imagenet")
+    source = weights_lib.load_source(stages.architecture(model), source)
+    info["source"] = source.description
+  if base == "random":
+    return info
+  if base == "gabor":
+    conv = stages.conv1_layer(model)
+    kernel = conv.weights[0]
+    kernel.assign(gabor_lib.gabor_kernel(tuple(kernel.shape), gabor_frequency).astype(kernel.dtype))
+    info["gabor"] = {"layer": conv.name, "frequency": gabor_frequency}
+    return info
+  if base == "meanvar":
+    info["meanvar_layers"] = _meanvar(model, source, seed, meanvar_bn)
+    return info
+  if base == "slim":
+    _check_slim(model, source)
+    arg = resnet.STACKS[1][0]  # Pretrained through block2, as the paper's Slim.
+  only = stages.layers_up_to(model, "all" if base == "pretrained" else arg)
+  matched = weights_lib.match_layers(model, source, only=only)
+  _copy(model, matched)
+  info["copied_layers"] = sorted(matched)
+  return info

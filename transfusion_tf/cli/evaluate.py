@@ -1,0 +1,58 @@
+"""`transfusion-evaluate`: scores a run directory (its final or step-0 weights, or a checkpoint) on a split."""
+import os
+
+import tensorflow as tf
+from absl import app, flags
+
+from transfusion_tf.data import pipeline
+from transfusion_tf.errors import UsageError, exit_on_usage_error
+from transfusion_tf.training import rundir, trainer
+
+flags.DEFINE_string("eval_run_dir", None, "Run directory to score (written by transfusion-train).")
+flags.DEFINE_enum("which", "final", ["final", "step0"], "Which exported weights of the run to score.")
+flags.DEFINE_string("checkpoint", None, "A checkpoint prefix (e.g. RUN/checkpoints/ckpt-200) instead of --which.")
+flags.DEFINE_string("split", "test", "Split to score: test, validation or train.")
+flags.DEFINE_integer("eval_batch_size", 64, "Batch size for scoring.")
+flags.DEFINE_string("out", None, "Output JSON (default: <run>/eval_<split>_<which>.json).")
+FLAGS = flags.FLAGS
+
+
+def evaluate_run(run_dir, split="test", which="final", checkpoint=None, batch_size=64):
+  """Scores `run_dir` on `split`; returns {"metrics", "split", "weights", "num_examples", "data"}."""
+  config = rundir.load_config(run_dir)
+  if checkpoint:
+    model = rundir.build_from_config(config)
+    if not tf.io.gfile.exists(checkpoint + ".index"):
+      raise UsageError(f"--checkpoint={checkpoint} does not exist (no {checkpoint}.index)")
+    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    source = checkpoint
+  else:
+    model, _ = rundir.load_run_model(run_dir, which)
+    source = rundir.weights_path(run_dir, which)
+  data = pipeline.build_data(config["dataset"], image_size=config["image_size"], batch_size=batch_size,
+                             model_name=config["model"], weights=config.get("weights"), seed=config["seed"],
+                             channels=config["channels"], **(config.get("data_kwargs") or {}))
+  predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+  metrics = trainer.evaluate_model(predict, data, split)
+  return {"metrics": metrics, "split": split, "weights": source, "num_examples": data.num_examples.get(split),
+          "data": data.source_description}
+
+
+@exit_on_usage_error
+def main(argv):
+  if len(argv) > 1:
+    raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.eval_run_dir:
+    raise UsageError("--eval_run_dir is required")
+  out = evaluate_run(FLAGS.eval_run_dir, FLAGS.split, FLAGS.which, FLAGS.checkpoint, FLAGS.eval_batch_size)
+  path = FLAGS.out or os.path.join(FLAGS.eval_run_dir, f"eval_{FLAGS.split}_{FLAGS.which}.json")
+  rundir.atomic_write_json(path, out)
+  print("  ".join(f"{k} {v:.4f}" for k, v in out["metrics"].items()) + f"\nwritten to {path}", flush=True)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,29 @@
+"""`transfusion-train`: trains one model on one task with one init scheme and one seed into --run_dir."""
+from absl import app, flags
+
+from transfusion_tf.errors import UsageError, exit_on_usage_error
+from transfusion_tf.training import flags as train_flags
+from transfusion_tf.training import trainer
+
+FLAGS = flags.FLAGS
+
+
+@exit_on_usage_error
+def main(argv):
+  if len(argv) > 1:
+    raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.run_dir:
+    raise UsageError("--run_dir is required")
+  cfg = train_flags.config_from_flags()
+  result = trainer.train(cfg, FLAGS.run_dir, overwrite=FLAGS.overwrite, flags_text=train_flags.flags_text())
+  primary = result["primary_metric"]
+  print(f"done: final {primary} {result['final'][primary]:.4f}, best {result['best'][primary]:.4f} "
+        f"at step {result['best']['step']}; results in {FLAGS.run_dir}/result.json", flush=True)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

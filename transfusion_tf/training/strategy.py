@@ -1,0 +1,48 @@
+"""The one place that picks a tf.distribute strategy."""
+import json
+import os
+
+import tensorflow as tf
+
+from transfusion_tf.errors import UsageError
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+def get_strategy(name="auto"):
+  """Returns a tf.distribute.Strategy for `name`.
+
+  auto: MirroredStrategy over all GPUs when there are several, else OneDeviceStrategy on the GPU or the CPU.
+  multi_worker: MultiWorkerMirroredStrategy configured by the TF_CONFIG environment variable.
+  tpu: TPUStrategy from TPUClusterResolver (Colab or a TPU VM).
+  The global batch is always per-replica batch x strategy.num_replicas_in_sync.
+  """
+  if name not in STRATEGIES:
+    raise UsageError(f"--strategy={name!r} is not one of {', '.join(STRATEGIES)}")
+  gpus = tf.config.list_logical_devices("GPU")
+  if name == "auto":
+    name = "mirrored" if len(gpus) > 1 else "one_device"
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker":
+    if "TF_CONFIG" not in os.environ:
+      raise UsageError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and task)")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+  tf.config.experimental_connect_to_cluster(resolver)
+  tf.tpu.experimental.initialize_tpu_system(resolver)
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief():
+  """True unless TF_CONFIG names this process a non-chief worker (only the chief writes results)."""
+  cfg = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+  task = cfg.get("task", {})
+  if not task:
+    return True
+  if task.get("type") == "chief":
+    return True
+  has_chief = "chief" in cfg.get("cluster", {})
+  return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and not has_chief

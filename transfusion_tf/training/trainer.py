@@ -1,0 +1,388 @@
+"""The trainer: one model, one task, one init scheme, one seed, into one run directory (see rundir.py).
+
+A custom tf.distribute loop (Keras 3's `fit` fails under MultiWorkerMirroredStrategy): the dataset is distributed
+with `experimental_distribute_dataset`, each step runs `strategy.run` inside one traced `tf.function`, and the
+per-replica loss is scaled by the global batch. Evaluation gathers every logit of the split and computes exact
+metrics in numpy. Checkpoints hold model, optimiser, step and elapsed time; the input position is the step
+itself, because the pipeline's order and augmentation are a pure function of (seed, example index).
+"""
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transfusion_tf import models
+from transfusion_tf.data import pipeline
+from transfusion_tf.errors import UsageError
+from transfusion_tf.models import init as init_lib
+from transfusion_tf.training import metrics as metrics_lib
+from transfusion_tf.training import rundir, strategy as strategy_lib, summaries
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "step")
+# Config keys that do not change what is trained: a resumed run may differ in these.
+_NON_SEMANTIC = ("strategy", "jit", "log_every_seconds")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Everything that defines a training run. `batch_size` is per replica; the global batch is
+  batch_size x num_replicas_in_sync. `convergence_auc` is the threshold for steps-to-threshold (None: not
+  measured). model_kwargs go to build_model, data_kwargs to data.pipeline.build_data."""
+  model: str = "cbr_tiny"
+  dataset: str = "synthetic_retina"
+  image_size: int = 64
+  init: str = "random"
+  weights: str = None
+  seed: int = 0
+  optimizer: str = "adam"
+  learning_rate: float = 1e-3
+  lr_schedule: str = "cosine"
+  warmup_steps: int = 0
+  momentum: float = 0.9
+  weight_decay: float = 0.0
+  batch_size: int = 32
+  train_steps: int = 1000
+  eval_every: int = 100
+  eval_split: str = "validation"
+  convergence_auc: float = None
+  strategy: str = "auto"
+  mixed_precision: bool = False
+  jit: bool = False
+  gabor_frequency: str = "low"
+  meanvar_bn: bool = False
+  log_every_seconds: float = 0.0
+  model_kwargs: dict = dataclasses.field(default_factory=dict)
+  data_kwargs: dict = dataclasses.field(default_factory=dict)
+
+  def to_dict(self):
+    return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+def validate(cfg):
+  """Raises UsageError for mistakes that can be seen before any data is read or any file written."""
+  models.check_model_name(cfg.model)
+  base, _ = init_lib.parse_scheme(cfg.init)
+  if base in init_lib.NEEDS_SOURCE and not cfg.weights:
+    raise UsageError(f"--init={cfg.init} needs source weights: pass --weights=PATH (e.g. written by "
+                     "transfusion-pretrain) or --weights=imagenet")
+  if cfg.image_size < models.MIN_SIZE[cfg.model]:
+    raise UsageError(f"--image_size={cfg.image_size} is below {cfg.model}'s minimum of "
+                     f"{models.MIN_SIZE[cfg.model]} px")
+  if cfg.optimizer not in OPTIMIZERS:
+    raise UsageError(f"--optimizer={cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+  if cfg.lr_schedule not in LR_SCHEDULES:
+    raise UsageError(f"--lr_schedule={cfg.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+  for name in ("train_steps", "eval_every", "batch_size"):
+    if getattr(cfg, name) <= 0:
+      raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
+  if cfg.weights and cfg.weights != "imagenet" and not os.path.exists(os.path.expanduser(cfg.weights)):
+    raise UsageError(f"--weights file not found: {cfg.weights}")
+
+
+def _semantic(train_cfg):
+  return {k: v for k, v in train_cfg.items() if k not in _NON_SEMANTIC}
+
+
+def prepare_run_dir(run_dir, cfg, overwrite):
+  """Checks `run_dir` against `cfg`. Returns the finished result when the same run is already complete.
+
+  A run directory holding a different configuration is refused unless `overwrite`, which empties it.
+  """
+  existing = rundir.read_json(os.path.join(run_dir, "config.json"))
+  if existing is not None and _semantic(existing.get("train", {})) != _semantic(cfg.to_dict()):
+    if not overwrite:
+      old, new = _semantic(existing.get("train", {})), _semantic(cfg.to_dict())
+      diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+      raise UsageError(f"--run_dir={run_dir} holds a run with a different configuration ({', '.join(diff)} "
+                       "differ); pass --overwrite to replace it or choose another --run_dir")
+  if overwrite:
+    for name in ("checkpoints", "weights", "tb", "curve.json", "result.json", "config.json", "_workers"):
+      path = os.path.join(run_dir, name)
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      elif os.path.exists(path):
+        os.remove(path)
+    return None
+  return rundir.read_json(os.path.join(run_dir, "result.json"))
+
+
+def _learning_rate(cfg):
+  base = cfg.learning_rate
+  if cfg.lr_schedule == "cosine":
+    sched = keras.optimizers.schedules.CosineDecay(base if not cfg.warmup_steps else 0.0,
+                                                   max(1, cfg.train_steps - cfg.warmup_steps), alpha=0.01,
+                                                   warmup_target=base if cfg.warmup_steps else None,
+                                                   warmup_steps=cfg.warmup_steps)
+    return sched
+  if cfg.lr_schedule == "step":
+    bounds = [int(cfg.train_steps * 0.6), int(cfg.train_steps * 0.85)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, [base, base * 0.1, base * 0.01])
+  return base
+
+
+def make_optimizer(cfg):
+  """Builds the Keras optimiser (wrapped in a LossScaleOptimizer under mixed precision)."""
+  lr = _learning_rate(cfg)
+  if cfg.optimizer == "adam":
+    opt = keras.optimizers.Adam(lr)
+  elif cfg.optimizer == "adamw":
+    opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay or 1e-4)
+  else:
+    opt = keras.optimizers.SGD(lr, momentum=cfg.momentum)
+  if cfg.mixed_precision:
+    opt = keras.optimizers.LossScaleOptimizer(opt)
+  return opt
+
+
+def per_example_loss(task, labels, masks, logits):
+  """Loss per example (B,) for `task`: softmax CE, sigmoid BCE (masked per label), or binary referable BCE."""
+  logits = tf.cast(logits, tf.float32)
+  if task.kind == "multilabel":
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(labels, tf.float32), logits=logits)
+    return tf.reduce_sum(bce * masks, axis=1) / float(task.num_outputs)
+  if task.kind == "grading" and task.binary_head:
+    target = tf.cast(labels >= 2, tf.float32)
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits[:, 0]) * masks
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits) * masks
+
+
+def device_description():
+  """A short description of the devices training runs on, for result.json and reports."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if gpus:
+    names = []
+    for g in gpus:
+      details = tf.config.experimental.get_device_details(g)
+      names.append(details.get("device_name", g.name))
+    return f"{len(gpus)} GPU(s): {', '.join(names)}"
+  return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def versions():
+  """Package versions recorded in result.json."""
+  import transfusion_tf
+  return {"transfusion_tf": transfusion_tf.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+          "numpy": np.__version__, "python": platform.python_version()}
+
+
+class _Progress:
+  """A step/ETA line: every few seconds on a terminal, every 30 s (and at the end) in logs."""
+
+  def __init__(self, total, start, every):
+    self.total, self.start_step = total, start
+    self.every = every or (5.0 if sys.stdout.isatty() else 30.0)
+    self.t0 = self.last = time.time()
+
+  def update(self, step, loss, images_per_second, force=False):
+    now = time.time()
+    if not force and now - self.last < self.every:
+      return
+    self.last = now
+    done = step - self.start_step
+    eta = (now - self.t0) / done * (self.total - step) if done > 0 else float("nan")
+    eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?"
+    print(f"step {step}/{self.total}  loss {loss:.4f}  {images_per_second:.1f} img/s  ETA {eta_s}", flush=True)
+
+
+class Trainer:
+  """Trains `cfg` into `run_dir`. Use `run()`; construction builds data, model and optimiser."""
+
+  def __init__(self, cfg, run_dir, flags_text=None, export_attrs=None):
+    self.cfg, self.run_dir = cfg, run_dir
+    self.flags_text, self.export_attrs = flags_text, dict(export_attrs or {})
+    self.chief = strategy_lib.is_chief()
+    keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
+    self.strategy = strategy_lib.get_strategy(cfg.strategy)
+    self.replicas = self.strategy.num_replicas_in_sync
+    self.global_batch = cfg.batch_size * self.replicas
+    self.data = pipeline.build_data(cfg.dataset, image_size=cfg.image_size, batch_size=self.global_batch,
+                                    model_name=cfg.model, weights=cfg.weights, seed=cfg.seed, channels=3,
+                                    **cfg.data_kwargs)
+    self.task = self.data.task
+    with self.strategy.scope():
+      self.model = models.build_model(cfg.model, self.task.num_outputs, (cfg.image_size, cfg.image_size, 3),
+                                      seed=cfg.seed, **cfg.model_kwargs)
+      self.init_info = models.initialize(self.model, cfg.init, source=cfg.weights, seed=cfg.seed,
+                                         gabor_frequency=cfg.gabor_frequency, meanvar_bn=cfg.meanvar_bn)
+      self.optimizer = make_optimizer(cfg)
+      self.optimizer.build(self.model.trainable_variables)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+      self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
+    self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
+                                    elapsed=self.elapsed)
+    self.work_dir = run_dir if self.chief else os.path.join(run_dir, "_workers", str(_task_index()))
+    self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(self.work_dir, "checkpoints"),
+                                              max_to_keep=2)
+    self._train_step = self._make_train_step()
+    self._predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+  def _make_train_step(self):
+    model, opt, task, strategy, gb = self.model, self.optimizer, self.task, self.strategy, self.global_batch
+    mixed = self.cfg.mixed_precision
+
+    def grads_fn(images, labels, masks):
+      with tf.GradientTape() as tape:
+        logits = model(images, training=True)
+        loss = tf.nn.compute_average_loss(per_example_loss(task, labels, masks, logits), global_batch_size=gb)
+        scaled = opt.scale_loss(loss) if mixed else loss
+      return loss, tape.gradient(scaled, model.trainable_variables)
+
+    if self.cfg.jit:
+      grads_fn = tf.function(grads_fn, jit_compile=True)
+
+    def replica_step(images, labels, masks):
+      loss, grads = grads_fn(images, labels, masks)
+      opt.apply_gradients(zip(grads, model.trainable_variables))
+      return loss
+
+    @tf.function
+    def train_step(iterator):
+      per_replica = strategy.run(replica_step, args=next(iterator))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return train_step
+
+  def evaluate(self, split):
+    """Returns exact metrics of the current model on `split`, over every example of it."""
+    return evaluate_model(self._predict, self.data, split)
+
+  def _write_config(self):
+    cfg = self.cfg
+    config = {"model": cfg.model, "num_outputs": self.task.num_outputs, "image_size": cfg.image_size,
+              "channels": 3, "model_kwargs": cfg.model_kwargs, "dataset": cfg.dataset,
+              "data_kwargs": cfg.data_kwargs, "init": cfg.init, "weights": cfg.weights, "seed": cfg.seed,
+              "preprocessing": self.data.preprocessing if hasattr(self.data, "preprocessing") else None,
+              "task": self.task.name, "train": cfg.to_dict()}
+    rundir.save_config(self.run_dir, config)
+    if self.flags_text is not None:
+      with open(os.path.join(self.run_dir, "flags.txt"), "w") as f:
+        f.write(self.flags_text)
+
+  def run(self):
+    """Trains to cfg.train_steps, resuming from the last checkpoint; returns the result dict."""
+    cfg = self.cfg
+    restored = self.manager.restore_or_initialize()
+    start = int(self.step.numpy())
+    curve_path = os.path.join(self.run_dir, "curve.json")
+    curve = [p for p in (rundir.read_json(curve_path, []) if self.chief else []) if p["step"] <= start]
+    writer = summaries.Writer(os.path.join(self.run_dir, "tb") if self.chief else None)
+    if restored:
+      print(f"resuming {self.run_dir} from step {start}", flush=True)
+    else:
+      if self.chief:
+        self._write_config()
+        rundir.save_model_weights(self.model, self.run_dir, "step0", **self._attrs())
+        writer.hparams(cfg.to_dict(), self.run_dir)
+        writer.images("train/examples", self.data.sample_images(4)[0], 0)
+      print(f"training {cfg.model} on {self.data.source_description}; init {cfg.init}"
+            + (f" from {self.init_info['source']}" if self.init_info.get("source") else ""), flush=True)
+    t_start, base_elapsed = time.time(), float(self.elapsed.numpy())
+
+    def seconds():
+      return base_elapsed + time.time() - t_start
+
+    def do_eval(step):
+      point = {"step": step, "seconds": round(seconds(), 3), **self.evaluate(cfg.eval_split)}
+      curve[:] = [p for p in curve if p["step"] < step] + [point]
+      if self.chief:
+        rundir.atomic_write_json(curve_path, curve)
+        prefix = "val" if cfg.eval_split == "validation" else cfg.eval_split
+        writer.scalars({f"{prefix}/{k}": v for k, v in point.items() if k not in ("step", "seconds")}, step)
+        writer.histogram("conv1/kernel", models.conv1_layer(self.model).weights[0], step)
+      return point
+
+    if not any(p["step"] == start for p in curve) and (start % cfg.eval_every == 0 or start == cfg.train_steps):
+      do_eval(start)  # Also re-done after a kill between checkpoint and curve write.
+    iterator = iter(self.strategy.experimental_distribute_dataset(self.data.train(start)))
+    progress = _Progress(cfg.train_steps, start, cfg.log_every_seconds)
+    losses, t_log, images_since = [], time.time(), 0
+    step = start
+    while step < cfg.train_steps:
+      loss = float(self._train_step(iterator))
+      step += 1
+      losses.append(loss)
+      images_since += self.global_batch
+      if not np.isfinite(loss):
+        raise FloatingPointError(f"training loss became {loss} at step {step}; lower --learning_rate")
+      now = time.time()
+      ips = images_since / max(now - t_log, 1e-9)
+      progress.update(step, float(np.mean(losses[-20:])), ips)
+      if step % cfg.eval_every == 0 or step == cfg.train_steps:
+        lr = self.optimizer.learning_rate
+        writer.scalars({"train/loss": float(np.mean(losses)), "train/images_per_second": ips,
+                        "train/lr": float(lr(step) if callable(lr) else lr)}, step)
+        losses, t_log, images_since = [], time.time(), 0
+        point = do_eval(step)
+        self.step.assign(step)
+        self.elapsed.assign(seconds())
+        self.manager.save(checkpoint_number=step)
+        progress.update(step, point.get("train_loss", loss), ips, force=True)
+        print("  eval " + "  ".join(f"{k} {v:.4f}" for k, v in point.items() if k not in ("step", "seconds")),
+              flush=True)
+    writer.close()
+    rundir.save_model_weights(self.model, self.work_dir, "final", **self._attrs())
+    if not self.chief:
+      return None
+    result = self._result(curve, seconds())
+    rundir.atomic_write_json(os.path.join(self.run_dir, "result.json"), result)
+    return result
+
+  def _attrs(self):
+    source = {"imagenet_tfds": "imagenet"}.get(self.cfg.dataset, self.cfg.dataset)
+    attrs = {"source": source, "model_name": self.cfg.model, "image_size": self.cfg.image_size, "seed": self.cfg.seed,
+             "preprocessing": getattr(self.data, "preprocessing", "") or ""}
+    attrs.update(self.export_attrs)
+    return attrs
+
+  def _result(self, curve, total_seconds):
+    primary = self.task.primary_metric
+    names = [k for k in curve[-1] if k not in ("step", "seconds")]
+    best = {k: float(np.nanmax([p[k] for p in curve])) for k in names}
+    best_point = max(curve, key=lambda p: -np.inf if np.isnan(p[primary]) else p[primary])
+    best["step"] = best_point["step"]
+    thr = self.cfg.convergence_auc
+    reached = [p["step"] for p in curve if thr is not None and p[primary] >= thr]
+    return {"final": curve[-1], "best": best, "primary_metric": primary,
+            "steps_to_threshold": reached[0] if reached else None,
+            "convergence": {"metric": primary, "threshold": thr},
+            "flags": self.cfg.to_dict(), "versions": versions(), "device": device_description(),
+            "data": self.data.source_description, "init": self.init_info,
+            "source_weights": self.init_info.get("source"), "seconds": round(total_seconds, 2),
+            "global_batch": self.global_batch, "replicas": self.replicas}
+
+
+def evaluate_model(predict, data, split):
+  """Runs `predict` (images -> logits) over every example of `split` of `data` and returns exact metrics."""
+  labels, masks, logits = [], [], []
+  for images, y, m in data.eval(split):
+    logits.append(np.asarray(predict(images)))
+    labels.append(y.numpy())
+    masks.append(m.numpy())
+  if not logits:
+    raise UsageError(f"the {split} split of {data.source_description} is empty")
+  return metrics_lib.compute_metrics(data.task, np.concatenate(labels), np.concatenate(masks),
+                                     np.concatenate(logits))
+
+
+def _task_index():
+  cfg = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+  return int(cfg.get("task", {}).get("index", 0))
+
+
+def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None):
+  """Runs (or resumes, or skips when finished) training `cfg` into `run_dir`. Returns the result dict."""
+  validate(cfg)
+  finished = prepare_run_dir(run_dir, cfg, overwrite)
+  if finished is not None:
+    print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
+    return finished
+  os.makedirs(run_dir, exist_ok=True)
+  return Trainer(cfg, run_dir, flags_text, export_attrs).run()

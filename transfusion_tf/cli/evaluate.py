@@ -2,18 +2,19 @@
 import os
 
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 from transfusion_tf.data import pipeline
+from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import UsageError, exit_on_usage_error
+from transfusion_tf.training import flags as train_flags  # noqa: F401  (defines --run_dir)
 from transfusion_tf.training import rundir, trainer
 
-flags.DEFINE_string("eval_run_dir", None, "Run directory to score (written by transfusion-train).")
 flags.DEFINE_enum("which", "final", ["final", "step0"], "Which exported weights of the run to score.")
 flags.DEFINE_string("checkpoint", None, "A checkpoint prefix (e.g. RUN/checkpoints/ckpt-200) instead of --which.")
 flags.DEFINE_string("split", "test", "Split to score: test, validation or train.")
 flags.DEFINE_integer("eval_batch_size", 64, "Batch size for scoring.")
-flags.DEFINE_string("out", None, "Output JSON (default: <run>/eval_<split>_<which>.json).")
+flags.DEFINE_string("metrics_out", None, "Output JSON (default: <run_dir>/eval_<split>_<which>.json).")
 FLAGS = flags.FLAGS
 
 
@@ -42,16 +43,16 @@ def evaluate_run(run_dir, split="test", which="final", checkpoint=None, batch_si
 def main(argv):
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS.eval_run_dir:
-    raise UsageError("--eval_run_dir is required")
-  out = evaluate_run(FLAGS.eval_run_dir, FLAGS.split, FLAGS.which, FLAGS.checkpoint, FLAGS.eval_batch_size)
-  path = FLAGS.out or os.path.join(FLAGS.eval_run_dir, f"eval_{FLAGS.split}_{FLAGS.which}.json")
+  if not FLAGS.run_dir:
+    raise UsageError("--run_dir is required (the run directory to score)")
+  out = evaluate_run(FLAGS.run_dir, FLAGS.split, FLAGS.which, FLAGS.checkpoint, FLAGS.eval_batch_size)
+  path = FLAGS.metrics_out or os.path.join(FLAGS.run_dir, f"eval_{FLAGS.split}_{FLAGS.which}.json")
   rundir.atomic_write_json(path, out)
   print("  ".join(f"{k} {v:.4f}" for k, v in out["metrics"].items()) + f"\nwritten to {path}", flush=True)
 
 
 def run():
-  app.run(main)
+  run_app(main)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`transfusion-models`: prints each model's parameter count beside the paper's."""
-from absl import app, flags
+from absl import flags
 
 from transfusion_tf import models
+from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import exit_on_usage_error
 
 flags.DEFINE_integer("table_image_size", 224, "Input size (px) at which to build each model for the table.")
@@ -41,7 +42,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_app(main)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ transfuse:*|slim --weights=PATH` read; it records its source so every later outp
 import os
 import shutil
 
-from absl import app, flags
+from absl import flags
 
+from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import UsageError, exit_on_usage_error
 from transfusion_tf.training import flags as train_flags
 from transfusion_tf.training import rundir, trainer
@@ -42,7 +43,7 @@ def main(argv):
 
 def run():
   flags.FLAGS.set_default("dataset", "synthetic_source")
-  app.run(main)
+  run_app(main)
 
 
 if __name__ == "__main__":

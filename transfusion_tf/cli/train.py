@@ -1,6 +1,7 @@
 """`transfusion-train`: trains one model on one task with one init scheme and one seed into --run_dir."""
-from absl import app, flags
+from absl import flags
 
+from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import UsageError, exit_on_usage_error
 from transfusion_tf.training import flags as train_flags
 from transfusion_tf.training import trainer
@@ -22,7 +23,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_app(main)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,162 @@
+"""Tests for the trainer and the train/evaluate/pretrain commands: contract, resume after SIGKILL, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from transfusion_tf import models
+from transfusion_tf.errors import UsageError
+from transfusion_tf.training import rundir, trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL_DATA = dict(num_train=256, num_val=128, num_test=128)
+
+
+def run_script(name, *args, timeout=300):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", f"{name}.py"), *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(stderr):
+  return [l for l in stderr.splitlines() if l.startswith("error:")]
+
+
+def tiny_cfg(**kw):
+  base = dict(model="cbr_tiny", dataset="synthetic_retina", image_size=32, train_steps=6, eval_every=3,
+              batch_size=8, model_kwargs={"width_multiplier": 0.25}, data_kwargs=dict(SMALL_DATA))
+  base.update(kw)
+  return trainer.TrainConfig(**base)
+
+
+class TrainCommandTest(tf.test.TestCase):
+
+  def test_contract_command_and_rerun(self):
+    run_dir = os.path.join(self.create_tempdir().full_path, "run")
+    args = ["--model=cbr_tiny", "--dataset=synthetic_retina", "--image_size=64", "--init=random",
+            "--train_steps=40", "--eval_every=20", "--batch_size=16", "--seed=0", f"--run_dir={run_dir}"]
+    proc = run_script("train", *args)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    result = rundir.read_json(os.path.join(run_dir, "result.json"))
+    for key in ("final", "best", "steps_to_threshold", "flags", "versions"):
+      self.assertIn(key, result)
+    curve = rundir.read_json(os.path.join(run_dir, "curve.json"))
+    self.assertEqual([p["step"] for p in curve], [0, 20, 40])
+    for p in curve:
+      self.assertTrue({"step", "seconds", "auc_referable"} <= set(p))
+      self.assertBetween(p["auc_referable"], 0.0, 1.0)
+    self.assertNotEmpty(os.listdir(os.path.join(run_dir, "tb")))
+    self.assertTrue(os.path.exists(rundir.weights_path(run_dir, "step0")))
+    self.assertIn("--model=cbr_tiny", open(os.path.join(run_dir, "flags.txt")).read())
+    mtime = os.path.getmtime(os.path.join(run_dir, "result.json"))
+    again = run_script("train", *args)
+    self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+    self.assertIn("already finished", again.stdout)
+    self.assertNotIn("step 20/40", again.stdout)
+    self.assertEqual(os.path.getmtime(os.path.join(run_dir, "result.json")), mtime)
+    # Evaluate scores the finished run on the test split.
+    ev = run_script("evaluate", f"--run_dir={run_dir}", "--split=test")
+    self.assertEqual(ev.returncode, 0, ev.stderr[-3000:])
+    scored = rundir.read_json(os.path.join(run_dir, "eval_test_final.json"))
+    self.assertEqual(scored["num_examples"], 1000)
+    self.assertBetween(scored["metrics"]["auc_referable"], 0.0, 1.0)
+
+  def test_resume_after_sigkill(self):
+    run_dir = os.path.join(self.create_tempdir().full_path, "run")
+    args = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--model=cbr_tiny", "--image_size=32",
+            "--width_multiplier=0.5", "--train_steps=300", "--eval_every=50", "--batch_size=8",
+            "--num_train=256", "--num_val=64", "--num_test=64", f"--run_dir={run_dir}"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+      saved = [f for f in os.listdir(ckpt_dir)] if os.path.isdir(ckpt_dir) else []
+      if any(f.startswith("ckpt-100.index") for f in saved):
+        break
+      time.sleep(0.05)
+    self.assertIsNone(proc.poll(), "training finished before it could be killed; make the run longer")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    self.assertFalse(os.path.exists(os.path.join(run_dir, "result.json")))
+    resumed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
+    self.assertIn("resuming", resumed.stdout)
+    self.assertNotIn("step 1/300", resumed.stdout)
+    curve = rundir.read_json(os.path.join(run_dir, "curve.json"))
+    self.assertEqual([p["step"] for p in curve], list(range(0, 301, 50)))
+    result = rundir.read_json(os.path.join(run_dir, "result.json"))
+    self.assertEqual(result["final"]["step"], 300)
+
+  def test_user_mistakes_exit_2_with_one_line(self):
+    tmp = self.create_tempdir().full_path
+    run_dir = os.path.join(tmp, "run")
+    cases = [
+        (["--model=vgg16"], "--model=vgg16"),
+        (["--init=meanvar"], "needs source weights"),
+        (["--model=inceptionv3", "--image_size=64"], "below inceptionv3's minimum of 75"),
+        (["--dataset=nope"], "--dataset=nope"),
+        (["--init=pretrained", f"--weights={tmp}/missing.h5"], "missing.h5"),
+    ]
+    for extra, needle in cases:
+      proc = run_script("train", f"--run_dir={run_dir}", "--train_steps=2", *extra)
+      self.assertEqual(proc.returncode, 2, (extra, proc.stderr[-2000:]))
+      errors = error_lines(proc.stderr)
+      self.assertLen(errors, 1, proc.stderr)
+      self.assertIn(needle, errors[0])
+    self.assertFalse(os.path.exists(os.path.join(run_dir, "config.json")))
+
+
+class TrainerTest(tf.test.TestCase):
+
+  def test_refuses_different_config_and_keeps_files(self):
+    run_dir = self.create_tempdir().full_path
+    trainer.train(tiny_cfg(), run_dir)
+    before = open(os.path.join(run_dir, "result.json")).read()
+    with self.assertRaisesRegex(UsageError, "different configuration.*learning_rate"):
+      trainer.train(tiny_cfg(learning_rate=0.1), run_dir)
+    self.assertEqual(open(os.path.join(run_dir, "result.json")).read(), before)
+    result = trainer.train(tiny_cfg(learning_rate=0.1), run_dir, overwrite=True)
+    self.assertEqual(result["flags"]["learning_rate"], 0.1)
+
+  def test_wrong_architecture_weights_name_the_layer(self):
+    tmp = self.create_tempdir().full_path
+    path = os.path.join(tmp, "small.weights.h5")
+    models.save_weight_file(models.build_model("cbr_small", 3, (32, 32, 3)), path)
+    with self.assertRaisesRegex(UsageError, "layer 'conv1_conv'"):
+      trainer.train(tiny_cfg(init="pretrained", weights=path), os.path.join(tmp, "run"))
+
+  def test_pretrain_then_transfer_schemes(self):
+    from transfusion_tf.cli import pretrain
+    tmp = self.create_tempdir().full_path
+    src_cfg = tiny_cfg(dataset="synthetic_source", train_steps=4, eval_every=4)
+    path = pretrain.pretrain(src_cfg, os.path.join(tmp, "pre"), os.path.join(tmp, "src.weights.h5"))
+    src = models.read_weight_file(path)
+    self.assertEqual(src.attrs["source"], "synthetic_source")
+    for scheme in ("pretrained", "meanvar", "transfuse:conv2", "gabor"):
+      run_dir = os.path.join(tmp, scheme.replace(":", "_"))
+      result = trainer.train(tiny_cfg(init=scheme, weights=None if scheme == "gabor" else path), run_dir)
+      self.assertEqual(result["final"]["step"], 6)
+      step0 = models.read_weight_file(rundir.weights_path(run_dir, "step0")).by_name()
+      if scheme == "pretrained":
+        self.assertIn("standing in for ImageNet", result["source_weights"])
+        self.assertAllEqual(step0["conv3_conv"][0], src.by_name()["conv3_conv"][0])
+      if scheme == "transfuse:conv2":
+        self.assertAllEqual(step0["conv2_conv"][0], src.by_name()["conv2_conv"][0])
+        self.assertNotAllClose(step0["conv3_conv"][0], src.by_name()["conv3_conv"][0])
+
+  def test_steps_to_threshold_and_cxr_metrics(self):
+    run_dir = self.create_tempdir().full_path
+    result = trainer.train(tiny_cfg(dataset="synthetic_cxr", convergence_auc=0.0), run_dir)
+    self.assertEqual(result["steps_to_threshold"], 0)
+    self.assertIn("auc_pleural_effusion", result["final"])
+    self.assertEqual(result["primary_metric"], "auc_mean")
+    never = trainer.train(tiny_cfg(convergence_auc=1.01), self.create_tempdir().full_path)
+    self.assertIsNone(never["steps_to_threshold"])
+    curve = rundir.read_json(os.path.join(run_dir, "curve.json"))
+    self.assertTrue(all(np.isfinite(p["seconds"]) for p in curve))
+    json.dumps(result)

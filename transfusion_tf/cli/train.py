@@ -17,6 +17,9 @@ def main(argv):
     raise UsageError("--run_dir is required")
   cfg = train_flags.config_from_flags()
   result = trainer.train(cfg, FLAGS.run_dir, overwrite=FLAGS.overwrite, flags_text=train_flags.flags_text())
+  if result is None:  # A non-chief worker: the chief writes the results.
+    print("worker done", flush=True)
+    return
   primary = result["primary_metric"]
   print(f"done: final {primary} {result['final'][primary]:.4f}, best {result['best'][primary]:.4f} "
         f"at step {result['best']['step']}; results in {FLAGS.run_dir}/result.json", flush=True)

@@ -19,11 +19,13 @@ def get_strategy(name="auto"):
   """
   if name not in STRATEGIES:
     raise UsageError(f"--strategy={name!r} is not one of {', '.join(STRATEGIES)}")
-  gpus = tf.config.list_logical_devices("GPU")
+  # list_physical_devices, unlike list_logical_devices, leaves the runtime uninitialised, which
+  # MultiWorkerMirroredStrategy needs ("collective ops must be configured at program startup").
+  gpus = tf.config.list_physical_devices("GPU")
   if name == "auto":
     name = "mirrored" if len(gpus) > 1 else "one_device"
   if name == "one_device":
-    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()
   if name == "multi_worker":

@@ -222,6 +222,7 @@ class Trainer:
     self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(self.work_dir, "checkpoints"),
                                               max_to_keep=2)
     self._train_step = self._make_train_step()
+    self._sync_stats = self._make_sync_stats() if self.replicas > 1 else None
     self._predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
 
   def _make_train_step(self):
@@ -249,6 +250,20 @@ class Trainer:
       return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     return train_step
+
+  def _make_sync_stats(self):
+    # BatchNorm moving statistics are updated from each replica's own batches and are not all-reduced like the
+    # gradients, so replicas drift apart. Averaging them before each evaluation and checkpoint keeps every
+    # worker's model identical and uses all replicas' batches for the estimate.
+    strategy, stats = self.strategy, list(self.model.non_trainable_variables)
+
+    @tf.function
+    def sync():
+      local = strategy.run(lambda: [tf.identity(v) for v in stats])
+      for var, value in zip(stats, local):
+        var.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
+
+    return sync
 
   def evaluate(self, split):
     """Returns exact metrics of the current model on `split`, over every example of it."""
@@ -290,6 +305,8 @@ class Trainer:
       return base_elapsed + time.time() - t_start
 
     def do_eval(step):
+      if self._sync_stats is not None:
+        self._sync_stats()
       point = {"step": step, "seconds": round(seconds(), 3), **self.evaluate(cfg.eval_split)}
       curve[:] = [p for p in curve if p["step"] < step] + [point]
       if self.chief:

@@ -54,7 +54,8 @@ def random_init(model, seed=0, only=None):
       var.assign(_standard_value(var, rng).astype(var.dtype))
 
 
-def _copy(model, arrays_by_layer):
+def copy_weights(model, arrays_by_layer):
+  """Assigns {layer name: [arrays]} to the named layers of `model`, in each layer's weight order."""
   for name, arrays in arrays_by_layer.items():
     layer = model.get_layer(name)
     for var, value in zip(layer.weights, arrays):
@@ -120,6 +121,6 @@ def initialize(model, scheme, source=None, seed=0, gabor_frequency="low", meanva
     arg = resnet.STACKS[1][0]  # Pretrained through block2, as the paper's Slim.
   only = stages.layers_up_to(model, "all" if base == "pretrained" else arg)
   matched = weights_lib.match_layers(model, source, only=only)
-  _copy(model, matched)
+  copy_weights(model, matched)
   info["copied_layers"] = sorted(matched)
   return info

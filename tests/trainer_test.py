@@ -131,10 +131,9 @@ class TrainerTest(tf.test.TestCase):
       trainer.train(tiny_cfg(init="pretrained", weights=path), os.path.join(tmp, "run"))
 
   def test_pretrain_then_transfer_schemes(self):
-    from transfusion_tf.cli import pretrain
     tmp = self.create_tempdir().full_path
     src_cfg = tiny_cfg(dataset="synthetic_source", train_steps=4, eval_every=4)
-    path = pretrain.pretrain(src_cfg, os.path.join(tmp, "pre"), os.path.join(tmp, "src.weights.h5"))
+    path = trainer.pretrain(src_cfg, os.path.join(tmp, "pre"), os.path.join(tmp, "src.weights.h5"))
     src = models.read_weight_file(path)
     self.assertEqual(src.attrs["source"], "synthetic_source")
     for scheme in ("pretrained", "meanvar", "transfuse:conv2", "gabor"):

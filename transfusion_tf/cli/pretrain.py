@@ -4,30 +4,15 @@ Offline the source is the embedded `synthetic_source` task, standing in for Imag
 `--dataset=imagenet_tfds --tfds_manual_dir=...`. The exported file is what `--init=pretrained|meanvar|
 transfuse:*|slim --weights=PATH` read; it records its source so every later output can say what stood in.
 """
-import os
-import shutil
-
 from absl import flags
 
 from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import UsageError, exit_on_usage_error
 from transfusion_tf.training import flags as train_flags
-from transfusion_tf.training import rundir, trainer
+from transfusion_tf.training import trainer
 
 flags.DEFINE_string("export", None, "Where to write the pretrained weights (default: <run_dir>/pretrained.weights.h5).")
 FLAGS = flags.FLAGS
-
-
-def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None):
-  """Trains `cfg` (a source task) into `run_dir` and copies its final weights to `export`. Returns the path."""
-  if not cfg.dataset.endswith("source") and cfg.dataset != "imagenet_tfds":
-    raise UsageError(f"--dataset={cfg.dataset} is not a source task; use synthetic_source or imagenet_tfds")
-  trainer.train(cfg, run_dir, overwrite=overwrite, flags_text=flags_text)
-  export = export or os.path.join(run_dir, "pretrained.weights.h5")
-  tmp = f"{export}.tmp-{os.getpid()}"
-  shutil.copyfile(rundir.weights_path(run_dir, "final"), tmp)
-  os.replace(tmp, export)
-  return export
 
 
 @exit_on_usage_error
@@ -36,7 +21,7 @@ def main(argv):
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.run_dir:
     raise UsageError("--run_dir is required")
-  path = pretrain(train_flags.config_from_flags(), FLAGS.run_dir, FLAGS.export, FLAGS.overwrite,
+  path = trainer.pretrain(train_flags.config_from_flags(), FLAGS.run_dir, FLAGS.export, FLAGS.overwrite,
                   train_flags.flags_text())
   print(f"pretrained weights written to {path} (use --init=pretrained --weights={path})", flush=True)
 

@@ -195,8 +195,9 @@ class _Progress:
 class Trainer:
   """Trains `cfg` into `run_dir`. Use `run()`; construction builds data, model and optimiser."""
 
-  def __init__(self, cfg, run_dir, flags_text=None, export_attrs=None):
+  def __init__(self, cfg, run_dir, flags_text=None, export_attrs=None, tb_dir=None):
     self.cfg, self.run_dir = cfg, run_dir
+    self.tb_dir = tb_dir or os.path.join(run_dir, "tb")
     self.flags_text, self.export_attrs = flags_text, dict(export_attrs or {})
     self.chief = strategy_lib.is_chief()
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
@@ -288,7 +289,7 @@ class Trainer:
     start = int(self.step.numpy())
     curve_path = os.path.join(self.run_dir, "curve.json")
     curve = [p for p in (rundir.read_json(curve_path, []) if self.chief else []) if p["step"] <= start]
-    writer = summaries.Writer(os.path.join(self.run_dir, "tb") if self.chief else None)
+    writer = summaries.Writer(self.tb_dir if self.chief else None)
     if restored:
       print(f"resuming {self.run_dir} from step {start}", flush=True)
     else:
@@ -394,12 +395,27 @@ def _task_index():
   return int(cfg.get("task", {}).get("index", 0))
 
 
-def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None):
-  """Runs (or resumes, or skips when finished) training `cfg` into `run_dir`. Returns the result dict."""
+def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_dir=None):
+  """Runs (or resumes, or skips when finished) training `cfg` into `run_dir`. Returns the result dict.
+
+  tb_dir: TensorBoard log directory (default <run_dir>/tb; the study puts every run under one root).
+  """
   validate(cfg)
   finished = prepare_run_dir(run_dir, cfg, overwrite)
   if finished is not None:
     print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
     return finished
   os.makedirs(run_dir, exist_ok=True)
-  return Trainer(cfg, run_dir, flags_text, export_attrs).run()
+  return Trainer(cfg, run_dir, flags_text, export_attrs, tb_dir).run()
+
+
+def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None, tb_dir=None):
+  """Trains `cfg` (a source task) into `run_dir` and copies its final weights to `export`. Returns the path."""
+  if not cfg.dataset.endswith("source") and cfg.dataset != "imagenet_tfds":
+    raise UsageError(f"--dataset={cfg.dataset} is not a source task; use synthetic_source or imagenet_tfds")
+  train(cfg, run_dir, overwrite=overwrite, flags_text=flags_text, tb_dir=tb_dir)
+  export = export or os.path.join(run_dir, "pretrained.weights.h5")
+  tmp = f"{export}.tmp-{os.getpid()}"
+  shutil.copyfile(rundir.weights_path(run_dir, "final"), tmp)
+  os.replace(tmp, export)
+  return export

@@ -1,0 +1,73 @@
+"""`transfusion-study`: runs a whole study from a flagfile (pretraining, the sweep, analyses, report).
+
+  transfusion-study --flagfile=flags/quick.cfg --out=DIR
+Re-running the same command resumes; on a finished DIR it trains nothing. Shard a sweep over processes or
+machines with --shard=i/n --study_stage=train, then run once more without --shard for the analyses and report.
+"""
+from absl import flags
+
+from transfusion_tf.cli.common import run_app
+from transfusion_tf.errors import UsageError, exit_on_usage_error
+from transfusion_tf.experiments import study
+from transfusion_tf.training import flags as train_flags
+
+flags.DEFINE_string("out", None, "Output folder of the study: runs, TensorBoard root, figures, report.md.")
+flags.DEFINE_list("study_models", ["cbr_tiny"], "Models of the sweep.")
+flags.DEFINE_list("study_inits", ["random", "pretrained"], "Init schemes every model runs with, besides those the "
+                  "experiments add (random, pretrained, meanvar, transfuse:<stage>, slim, gabor_low, gabor_high).")
+flags.DEFINE_integer("study_seeds", 1, "Repetitions per setting (seeds 0..n-1; the paper: 3).")
+flags.DEFINE_list("experiments", ["T1"], f"Experiments: {', '.join(study.EXPERIMENTS)}.")
+flags.DEFINE_string("source_weights", "auto", "Pretrained source: auto (ImageNet from the Keras cache where "
+                    "present, else pretraining on synthetic_source), synthetic, imagenet, or a weights path.")
+flags.DEFINE_integer("pretrain_steps", 500, "Steps of synthetic-source pretraining per model.")
+flags.DEFINE_integer("pretrain_image_size", None, "Input size for pretraining (default: --image_size).")
+flags.DEFINE_integer("pretrain_num_train", 4000, "Synthetic source images for pretraining.")
+flags.DEFINE_float("pretrain_learning_rate", 1e-3, "Learning rate of source pretraining.")
+flags.DEFINE_integer("small_data_subset", 5000, "T3's training-set size (the paper: 5,000).")
+flags.DEFINE_list("wt_stages", None, "WT stages (default: none, every stage bottom-up); 'none' is random init.")
+flags.DEFINE_integer("analysis_images", 256, "Validation images fed to the SVCCA analyses.")
+flags.DEFINE_integer("analysis_max_positions", 2000, "Cap on spatial positions (datapoints) per conv stage.")
+flags.DEFINE_boolean("force", False, "Redo every run and analysis even when finished.")
+flags.DEFINE_string("shard", "0/1", "i/n: train only every n-th run starting at i (then run the report unsharded).")
+flags.DEFINE_enum("study_stage", "all", ["all", "train", "report"], "all; train (the sweep only); report "
+                  "(analyses and report over finished runs).")
+FLAGS = flags.FLAGS
+
+
+def _shard(text):
+  try:
+    i, n = (int(v) for v in text.split("/"))
+  except ValueError:
+    raise UsageError(f"--shard={text!r} must look like i/n, e.g. 0/4") from None
+  if not 0 <= i < n:
+    raise UsageError(f"--shard={text!r}: need 0 <= i < n")
+  return i, n
+
+
+def config_from_flags():
+  """StudyConfig from the parsed flags; the training/model/data flags give every run's base configuration."""
+  if not FLAGS.out:
+    raise UsageError("--out is required (the study's output folder)")
+  return study.StudyConfig(
+      out=FLAGS.out, base=train_flags.config_from_flags(), models=tuple(FLAGS.study_models),
+      inits=tuple(FLAGS.study_inits), seeds=FLAGS.study_seeds, experiments=tuple(FLAGS.experiments),
+      source_weights=FLAGS.source_weights, pretrain_steps=FLAGS.pretrain_steps,
+      pretrain_image_size=FLAGS.pretrain_image_size, pretrain_num_train=FLAGS.pretrain_num_train,
+      pretrain_learning_rate=FLAGS.pretrain_learning_rate, small_data_subset=FLAGS.small_data_subset,
+      wt_stages=tuple(FLAGS.wt_stages) if FLAGS.wt_stages else None, analysis_images=FLAGS.analysis_images,
+      analysis_max_positions=FLAGS.analysis_max_positions, force=FLAGS.force, shard=_shard(FLAGS.shard))
+
+
+@exit_on_usage_error
+def main(argv):
+  if len(argv) > 1:
+    raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  study.run_study(config_from_flags(), FLAGS.study_stage)
+
+
+def run():
+  run_app(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -284,6 +284,13 @@ class Trainer:
 
   def run(self):
     """Trains to cfg.train_steps, resuming from the last checkpoint; returns the result dict."""
+    try:
+      return self._run()
+    except tf.errors.OpError as e:
+      # An image that passed the up-front check but fails to decode in tf.data: one line naming the file.
+      raise pipeline.as_usage_error(e) or e
+
+  def _run(self):
     cfg = self.cfg
     restored = self.manager.restore_or_initialize()
     start = int(self.step.numpy())

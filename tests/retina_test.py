@@ -1,0 +1,225 @@
+"""Tests for transfusion_tf/data/retina.py: APTOS / EyePACS folders + CSVs, bad input, TFDS (mocked, no network)."""
+import os
+
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from transfusion_tf.data import pipeline
+from transfusion_tf.data import retina
+from transfusion_tf.errors import UsageError
+
+
+def _image(rng, h=36, w=48):
+  return (rng.random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def _write_csv(path, header, rows):
+  with open(path, "w") as f:
+    f.write(",".join(header) + "\n")
+    for row in rows:
+      f.write(",".join(str(v) for v in row) + "\n")
+
+
+def make_aptos(root, n=10, seed=0):
+  """APTOS layout: train.csv (id_code,diagnosis) + train_images/<id>.png; returns the ids."""
+  rng = np.random.default_rng(seed)
+  os.makedirs(os.path.join(root, "train_images"))
+  ids = [f"{i:04x}ab{i}" for i in range(n)]
+  for i, image_id in enumerate(ids):
+    Image.fromarray(_image(rng)).save(os.path.join(root, "train_images", f"{image_id}.png"))
+  _write_csv(os.path.join(root, "train.csv"), ["id_code", "diagnosis"], [(d, i % 5) for i, d in enumerate(ids)])
+  return ids
+
+
+def make_eyepacs(root, patients=6, seed=0):
+  """EyePACS layout: trainLabels.csv (image,level) + train/<patient>_<eye>.jpeg."""
+  rng = np.random.default_rng(seed)
+  os.makedirs(os.path.join(root, "train"))
+  rows = []
+  for p in range(patients):
+    for eye in ("left", "right"):
+      name = f"{p + 10}_{eye}"
+      Image.fromarray(_image(rng)).save(os.path.join(root, "train", f"{name}.jpeg"), "JPEG")
+      rows.append((name, (p + (eye == "right")) % 5))
+  _write_csv(os.path.join(root, "trainLabels.csv"), ["image", "level"], rows)
+  return rows
+
+
+class FolderTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.root = self.create_tempdir().full_path
+
+  def test_aptos_detected(self):
+    ids = make_aptos(self.root)
+    rec = retina.read_csv_folder(self.root)
+    self.assertLen(rec, 10)
+    self.assertEqual(rec.labels.dtype, np.int32)
+    self.assertAllEqual(rec.labels, np.arange(10) % 5)
+    self.assertEqual(os.path.basename(rec.paths[3]), f"{ids[3]}.png")
+    self.assertEqual(set(rec.formats), {"png"})
+    self.assertEqual(list(rec.patient_ids), ids)
+
+  def test_eyepacs_detected_with_patients(self):
+    rows = make_eyepacs(self.root)
+    rec = retina.read_csv_folder(self.root)
+    self.assertLen(rec, len(rows))
+    self.assertEqual(list(rec.patient_ids[:2]), ["10", "10"])
+    self.assertEqual(set(rec.formats), {"jpeg"})
+
+  def test_explicit_columns_file_names_and_other_csv(self):
+    rng = np.random.default_rng(0)
+    os.makedirs(os.path.join(self.root, "imgs"))
+    for i in range(4):
+      Image.fromarray(_image(rng)).save(os.path.join(self.root, "imgs", f"x{i}.tif"))
+    csv_path = os.path.join(self.create_tempdir().full_path, "grades.csv")
+    _write_csv(csv_path, ["file", "dr", "extra"], [(f"imgs/x{i}.tif", i, "z") for i in range(4)])
+    rec = retina.read_csv_folder(self.root, csv_path, image_column="file", label_column="dr")
+    self.assertAllEqual(rec.labels, [0, 1, 2, 3])
+    self.assertEqual(set(rec.formats), {"tiff"})
+    with self.assertRaisesRegex(UsageError, r"no column 'grade'.*--label_column.*file, dr, extra"):
+      retina.read_csv_folder(self.root, csv_path, image_column="file", label_column="grade")
+
+  def test_missing_column(self):
+    make_aptos(self.root)
+    _write_csv(os.path.join(self.root, "train.csv"), ["id_code", "score"], [("a", 1)])
+    with self.assertRaisesRegex(UsageError, r"train.csv lacks a grade column.*diagnosis.*--label_column"):
+      retina.read_csv_folder(self.root)
+
+  def test_label_out_of_range_and_skip(self):
+    ids = make_aptos(self.root)
+    rows = [(d, i % 5) for i, d in enumerate(ids)]
+    rows[4] = (ids[4], 7)
+    rows[6] = (ids[6], "severe")
+    _write_csv(os.path.join(self.root, "train.csv"), ["id_code", "diagnosis"], rows)
+    with self.assertRaisesRegex(UsageError, r"train.csv row 6: diagnosis='7' is not a grade 0-4 \(1 more bad rows"):
+      retina.read_csv_folder(self.root)
+    with self.assertLogs(level="WARNING") as logs:
+      rec = retina.read_csv_folder(self.root, on_bad_image="skip")
+    self.assertLen(rec, 8)
+    self.assertIn("skipped 2 of 10 rows", logs.output[0])
+
+  def test_missing_and_corrupt_images(self):
+    ids = make_aptos(self.root)
+    os.remove(os.path.join(self.root, "train_images", f"{ids[2]}.png"))
+    bad = os.path.join(self.root, "train_images", f"{ids[5]}.png")
+    data = open(bad, "rb").read()
+    open(bad, "wb").write(data[: len(data) // 3])
+    with self.assertRaisesRegex(UsageError, rf"train.csv row 4: no image file for id_code='{ids[2]}' in "):
+      retina.read_csv_folder(self.root)
+    with self.assertLogs(level="WARNING") as logs:
+      rec = retina.read_csv_folder(self.root, on_bad_image="skip")
+    self.assertLen(rec, 8)
+    self.assertIn("skipped 1 of 10 rows of", logs.output[0])
+    self.assertIn("whose image file is missing", logs.output[0])
+    self.assertIn("skipped 1 of 9 image files", logs.output[1])
+    self.assertIn(f"{ids[5]}.png", logs.output[1])
+    with self.assertRaisesRegex(UsageError, rf"{ids[5]}.png \(row 6 of .*labels.csv\): truncated PNG"):
+      retina.read_csv_folder(self.root, validate_images="full",
+                             labels_csv=self._csv_without(ids[2]), cache_dir=self.create_tempdir().full_path)
+
+  def _csv_without(self, image_id):
+    path = os.path.join(self.create_tempdir().full_path, "labels.csv")
+    with open(os.path.join(self.root, "train.csv")) as f:
+      lines = [l for l in f if not l.startswith(image_id)]
+    open(path, "w").write("".join(lines))
+    return path
+
+  def test_absent_data(self):
+    with self.assertRaisesRegex(UsageError, "--data_dir"):
+      retina.read_csv_folder(None)
+    with self.assertRaisesRegex(UsageError, "--data_dir=.*nowhere"):
+      retina.read_csv_folder(os.path.join(self.root, "nowhere"))
+    with self.assertRaisesRegex(UsageError, "--labels_csv"):
+      retina.read_csv_folder(self.root)
+    with self.assertRaisesRegex(UsageError, "--labels_csv=missing.csv"):
+      retina.read_csv_folder(self.root, "missing.csv")
+
+  def test_patient_split_keeps_eyes_together(self):
+    make_eyepacs(self.root, patients=20)
+    rec = retina.read_csv_folder(self.root)
+    parts = retina.split_records(rec, 0.1, 0.2, seed=0)
+    self.assertEqual(sum(len(p) for p in parts.values()), 40)
+    ids = {k: set(p.patient_ids) for k, p in parts.items()}
+    self.assertEmpty(ids["train"] & ids["validation"])
+    self.assertEmpty(ids["train"] & ids["test"])
+    self.assertEmpty(ids["validation"] & ids["test"])
+    for part in parts.values():
+      self.assertAllEqual(np.unique(part.patient_ids, return_counts=True)[1], [2] * len(set(part.patient_ids)))
+
+  def test_split_column_and_empty_split(self):
+    ids = make_aptos(self.root, n=6)
+    splits = ["train", "train", "val", "test", "train", "valid"]
+    _write_csv(os.path.join(self.root, "train.csv"), ["id_code", "diagnosis", "split"],
+               [(d, i % 5, s) for i, (d, s) in enumerate(zip(ids, splits))])
+    parts = retina.split_records(retina.read_csv_folder(self.root))
+    self.assertEqual({k: len(v) for k, v in parts.items()}, {"train": 3, "validation": 2, "test": 1})
+    _write_csv(os.path.join(self.root, "train.csv"), ["id_code", "diagnosis", "split"],
+               [(d, i % 5, "train") for i, d in enumerate(ids)])
+    with self.assertRaisesRegex(UsageError, "validation split .* is empty"):
+      retina.split_records(retina.read_csv_folder(self.root))
+
+  def test_build_data_end_to_end(self):
+    make_eyepacs(self.root, patients=10)
+    data = pipeline.build_data("retina_csv", 32, 4, "inceptionv3", data_dir=self.root, num_val=1)
+    self.assertEqual(data.task.name, "retina")
+    self.assertEqual(sum(data.num_examples.values()), 19)
+    self.assertEqual(data.num_examples["validation"], 1)
+    images, labels, masks = next(iter(data.train(0)))
+    self.assertEqual(images.shape, (4, 32, 32, 3))
+    self.assertBetween(float(tf.reduce_min(images)), -1.0, 1.0)
+    self.assertEqual(labels.dtype, tf.int32)
+    n = sum(len(b[1]) for b in data.eval("test"))
+    self.assertEqual(n, data.num_examples["test"])
+    self.assertIn("retina_csv", data.source_description)
+
+
+class TfdsTest(tf.test.TestCase):
+  """EyePACS through TFDS, always under tfds.testing.mock_data: nothing here may reach the network."""
+
+  def setUp(self):
+    super().setUp()
+    self.manual = self.create_tempdir().full_path
+    for d in ("train", "test"):
+      os.makedirs(os.path.join(self.manual, d))
+    open(os.path.join(self.manual, "trainLabels.csv"), "w").write("image,level\n")
+
+  def test_load_split(self):
+    with tfds.testing.mock_data(num_examples=6):
+      ds, size = retina.load_eyepacs_tfds("validation", manual_dir=self.manual)
+      self.assertEqual(size, 6)
+      image, label = next(iter(ds))
+    self.assertEqual(image.dtype, tf.uint8)
+    self.assertEqual(image.shape[-1], 3)
+    self.assertBetween(int(label), 0, 4)
+
+  def test_fails_fast_without_manual_files(self):
+    with tfds.testing.mock_data(num_examples=2):
+      with self.assertRaisesRegex(UsageError, "--tfds_manual_dir=DIR holding trainLabels.csv, train, test"):
+        retina.load_eyepacs_tfds("train")
+      os.remove(os.path.join(self.manual, "trainLabels.csv"))
+      with self.assertRaisesRegex(UsageError, "lacks trainLabels.csv"):
+        retina.load_eyepacs_tfds("train", manual_dir=self.manual)
+    with self.assertRaisesRegex(UsageError, "tfds_config"):
+      retina.load_eyepacs_tfds("train", config="2M")
+
+  def test_build_data_and_skip_resume(self):
+    with tfds.testing.mock_data(num_examples=10):
+      data = pipeline.build_data("eyepacs_tfds", 24, 4, "cbr_small", tfds_manual_dir=self.manual, seed=3)
+      self.assertEqual(data.num_examples, {"train": 10, "validation": 10, "test": 10})
+      full = [[t.numpy() for t in b] for b in data.train(0).take(4)]
+      resumed = [[t.numpy() for t in b] for b in data.train(2).take(2)]
+      evals = [b[1].numpy() for b in data.eval("test")]
+    self.assertEqual(full[0][0].shape, (4, 24, 24, 3))
+    for a, b in zip(full[2:], resumed):
+      for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    self.assertEqual([len(e) for e in evals], [4, 4, 2])
+    self.assertIsNone(data.labels("test"))
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,19 +1,21 @@
 """`transfusion-compare`: SVCCA, PWCCA and linear CKA between the stages of two trained runs.
 
-    transfusion-compare --run_a=runs/rand_s0 --run_b=runs/pre_s0 --out=cmp/rand_vs_pre.json
-    transfusion-compare --run_a=runs/rand_s0 --which_a=step0 --run_b=runs/rand_s0 --out=cmp/moved.json
+    transfusion-compare --run_a=runs/rand_s0 --run_b=runs/pre_s0 --compare_out=cmp/rand_vs_pre.json
+    transfusion-compare --run_a=runs/rand_s0 --which_a=step0 --run_b=runs/rand_s0 --compare_out=cmp/moved.json
 
 Both runs must be the same architecture at the same input size and preprocessing. They see the same images of
-run_a's dataset (`--compare_split`, the first `--num_images`), in the same order. Writes the JSON to `--out`
+run_a's dataset (`--compare_split`, the first `--num_images`), in the same order. Writes the JSON to `--compare_out`
 (per-stage results and, with --stage_matrix, the stage x stage matrices) and a PNG beside it (same name, .png):
 the stage x stage SVCCA heatmap and the per-stage SVCCA/PWCCA/CKA lines.
 """
 import os
+import sys
+import warnings
 
 from absl import flags
 
 from transfusion_tf import models
-from transfusion_tf.analysis import activations, representation
+from transfusion_tf.analysis import activations, cca, representation
 from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import UsageError, exit_on_usage_error
 from transfusion_tf.training import rundir
@@ -34,7 +36,7 @@ flags.DEFINE_string("compare_split", "validation", "Split of run_a's dataset to 
 flags.DEFINE_integer("compare_seed", 0, "Seed of the position sampling.")
 flags.DEFINE_float("svcca_keep_variance", 0.99, "SVCCA keeps the top directions explaining this variance.")
 flags.DEFINE_boolean("stage_matrix", True, "Also compare every stage of run_a with every stage of run_b.")
-flags.DEFINE_string("out", None, "Output JSON path; the PNG goes beside it with the .png extension.")
+flags.DEFINE_string("compare_out", None, "Output JSON path; the PNG goes beside it with the .png extension.")
 FLAGS = flags.FLAGS
 
 
@@ -84,10 +86,9 @@ def eval_batches(config, num_images, batch_size, split="validation"):
                              weights=config.get("weights"), seed=int(config.get("seed", 0)), **kwargs)
   left = int(num_images)
   for batch in data.eval(split):
-    images = activations.batch_images(batch)
     if left <= 0:
       break
-    images = images[:left]
+    images = activations.batch_images(batch)[:left]
     left -= int(images.shape[0])
     yield images
 
@@ -151,21 +152,30 @@ def compare_runs(run_a, run_b, which_a="final", which_b="final", stages=None, co
 def main(argv):
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS.out:
-    raise UsageError("--out is required (the JSON file to write)")
-  result = compare_runs(FLAGS.run_a, FLAGS.run_b, FLAGS.which_a, FLAGS.which_b, FLAGS.stages, FLAGS.conv_mode,
-                        FLAGS.max_positions, FLAGS.num_images, FLAGS.compare_batch_size, FLAGS.compare_split,
-                        FLAGS.compare_seed, FLAGS.svcca_keep_variance, FLAGS.stage_matrix)
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  png = os.path.splitext(FLAGS.out)[0] + ".png"
+  if not FLAGS.compare_out:
+    raise UsageError("--compare_out is required (the JSON file to write)")
+  with warnings.catch_warnings():
+    # One summary line below instead of one cca warning per compared pair.
+    warnings.simplefilter("ignore", cca.FewDatapointsWarning)
+    result = compare_runs(FLAGS.run_a, FLAGS.run_b, FLAGS.which_a, FLAGS.which_b, FLAGS.stages, FLAGS.conv_mode,
+                          FLAGS.max_positions, FLAGS.num_images, FLAGS.compare_batch_size, FLAGS.compare_split,
+                          FLAGS.compare_seed, FLAGS.svcca_keep_variance, FLAGS.stage_matrix)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.compare_out)), exist_ok=True)
+  png = os.path.splitext(FLAGS.compare_out)[0] + ".png"
   result["png"] = png
   representation.figure_compare(result, png, title=f"{result['label_a']} vs {result['label_b']}")
-  rundir.atomic_write_json(FLAGS.out, result)
+  rundir.atomic_write_json(FLAGS.compare_out, result)
   for s, r in result["per_stage"].items():
     pw = "n/a" if r["pwcca"] is None else f"{r['pwcca']:.3f}"
     print(f"{s:<8} svcca {r['svcca']:.3f}  pwcca {pw}  cka {r['cka']:.3f}  ({r['mode']}, {r['datapoints']} "
           f"datapoints, {r['neurons'][0]}/{r['neurons'][1]} neurons)", flush=True)
-  print(f"written to {FLAGS.out} and {png}", flush=True)
+  cells = result["matrix"]["cells"] if "matrix" in result else list(result["per_stage"].values())
+  few = sum(bool(c["few_datapoints"]) for c in cells)
+  if few:
+    print(f"warning: {few} of {len(cells)} comparisons have fewer than {cca.MIN_DATAPOINTS_PER_NEURON} datapoints "
+          "per neuron, which biases CCA towards 1 (few_datapoints in the JSON, ! in the picture); raise "
+          "--num_images or --max_positions", file=sys.stderr, flush=True)
+  print(f"written to {FLAGS.compare_out} and {png}", flush=True)
 
 
 def run():

@@ -1,0 +1,447 @@
+"""Stage activations from one multi-output Keras submodel, streamed into covariance sums, and model comparison.
+
+A comparison runs two models on exactly the same image batches, in the same order. For each model one submodel
+`keras.Model(model.input, [stage outputs])` returns every requested stage from a single forward pass per batch
+(DESIGN.md: the backbone is never nested as a layer). Activations become (datapoints, neurons) rows:
+
+  positions  conv stages: every sampled spatial position of every image is a datapoint. Per image, up to
+             `max_positions` positions are drawn without replacement from a seeded generator keyed by (seed, batch
+             index, grid size), so both models, and every stage of the same spatial size, use the SAME positions.
+             Datapoints = images x min(max_positions, H*W). Two stages of different spatial size cannot share
+             positions; such a pair falls back to avgpool and the result says so (`fallback`).
+  avgpool    conv stages: the mean over space, one datapoint per image.
+  vector     stages that are already vectors (`pool`): one datapoint per image, whatever the conv mode.
+
+Nothing is held whole in memory. Inside a `tf.function` on the model's device the rows of each batch are cast to
+float64, shifted by a per-neuron constant (the neuron's mean over the first batch, which keeps the later centring
+from cancelling digits) and summed into variables: count, sum_x, x^T x per stage feature and x^T y per compared
+pair. Only these neurons x neurons matrices reach numpy, once at the end, where they go to
+`cca.CovarianceAccumulator.update_moments` and from there to SVCCA, PWCCA and linear CKA. PWCCA needs only the
+covariances in `cca.pwcca` (its weights are the canonical variates' loadings on the neurons, read off the
+covariance), so it too uses every datapoint; no sample of rows is kept for it.
+
+`stage_activations` keeps a bounded, seeded reservoir sample of rows instead (for notebooks and checks).
+"""
+import dataclasses
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transfusion_tf import models
+from transfusion_tf.analysis import cca as cca_lib
+from transfusion_tf.errors import UsageError
+
+CONV_MODES = ("positions", "avgpool")
+DEFAULT_MAX_POSITIONS = 64
+DEFAULT_SAMPLE_ROWS = 20_000
+DATAPOINTS_PER_NEURON = 5  # PAPER.md section 5: keep datapoints at 5x the neurons or more.
+
+
+def stage_submodel(model, stages):
+  """Returns `keras.Model(model.input, [stage outputs])`: every stage of `stages` from one forward pass.
+
+  model: built by `transfusion_tf.models.build_model`. stages: stage names (UsageError on an unknown one).
+  """
+  outputs = [models.stage_output(model, s) for s in stages]
+  return keras.Model(model.input, outputs, name=f"{model.name}_stages")
+
+
+def check_conv_mode(conv_mode):
+  """Raises UsageError unless `conv_mode` is one of CONV_MODES; returns it."""
+  if conv_mode not in CONV_MODES:
+    raise UsageError(f"conv_mode {conv_mode!r} is not one of {', '.join(CONV_MODES)}")
+  return conv_mode
+
+
+def batch_images(batch):
+  """The images of one batch element: an array or tensor, or the first item of an (images, labels, ...) tuple."""
+  if isinstance(batch, dict):
+    batch = batch["image"] if "image" in batch else batch["images"]
+  elif isinstance(batch, (tuple, list)):
+    batch = batch[0]
+  return tf.convert_to_tensor(batch, tf.float32)
+
+
+def reiterable(batches):
+  """Returns `batches` as something that can be iterated more than once (a one-shot iterator becomes a list).
+
+  `batches` may be a list, a tf.data.Dataset, any re-iterable, or a zero-argument callable returning an iterable.
+  """
+  if callable(batches) and not hasattr(batches, "__iter__"):
+    return _CallableBatches(batches)
+  if iter(batches) is batches:
+    return [b for b in batches]
+  return batches
+
+
+class _CallableBatches:
+
+  def __init__(self, fn):
+    self._fn = fn
+
+  def __iter__(self):
+    return iter(self._fn())
+
+
+def sample_positions(num_images, height, width, max_positions, seed, batch_index):
+  """Flat row indices into the (num_images * height * width) positions of one batch, the same for every model.
+
+  Per image, min(max_positions, H*W) positions without replacement (all of them, in order, when max_positions is
+  None or 0 or at least H*W). The draw depends only on (seed, batch_index, height, width, num_images).
+  Returns an int64 array of length num_images * k, image-major.
+  """
+  hw = int(height) * int(width)
+  base = np.arange(num_images, dtype=np.int64)[:, None] * hw
+  if not max_positions or max_positions >= hw:
+    return (base + np.arange(hw, dtype=np.int64)[None, :]).reshape(-1)
+  rng = np.random.default_rng([int(seed), int(batch_index), int(height), int(width), 104729])
+  # The k smallest of iid uniforms per image: a uniform k-subset without replacement.
+  picks = np.argpartition(rng.random((num_images, hw)), int(max_positions) - 1, axis=1)[:, :int(max_positions)]
+  return (base + np.sort(picks, axis=1)).reshape(-1)
+
+
+def batch_moments(x, y):
+  """Raw moments of one batch, in TensorFlow float64: (n, sum_x, sum_y, x^T x, y^T y, x^T y).
+
+  x: (n, p) and y: (n, q) rows of the same datapoints. These are what `CovarianceAccumulator.update_moments`
+  takes; summing them over batches and centring once at the end gives the covariances.
+  """
+  x = tf.cast(x, tf.float64)
+  y = tf.cast(y, tf.float64)
+  n = tf.cast(tf.shape(x)[0], tf.float64)
+  return (n, tf.reduce_sum(x, 0), tf.reduce_sum(y, 0), tf.matmul(x, x, transpose_a=True),
+          tf.matmul(y, y, transpose_a=True), tf.matmul(x, y, transpose_a=True))
+
+
+@dataclasses.dataclass
+class _Feature:
+  side: int          # 0: model a, 1: model b.
+  stage: str
+  kind: str          # positions | avgpool | vector
+  grid: tuple        # (H, W) of the stage output, or None for vectors.
+  neurons: int
+
+  @property
+  def stream(self):
+    return f"p{self.grid[0]}x{self.grid[1]}" if self.kind == "positions" else "image"
+
+
+@dataclasses.dataclass
+class _Pair:
+  stage_a: str
+  stage_b: str
+  feature_a: int
+  feature_b: int
+  mode: str
+  fallback: str
+
+
+def _stage_shapes(model, stages):
+  shapes = []
+  for s in stages:
+    shape = tuple(models.stage_output(model, s).shape)
+    if len(shape) not in (2, 4):
+      raise UsageError(f"stage {s!r} of {model.name} has output rank {len(shape)}; expected 2 or 4")
+    if len(shape) == 4 and (shape[1] is None or shape[2] is None):
+      raise UsageError(f"stage {s!r} of {model.name} has no static spatial size; build the model with a fixed "
+                       "image size")
+    shapes.append(shape)
+  return shapes
+
+
+class _Planner:
+  """Decides, per compared pair, how each side becomes rows, and de-duplicates the features."""
+
+  def __init__(self):
+    self.features = []
+    self._index = {}
+
+  def feature(self, side, stage, kind, shape):
+    key = (side, stage, kind)
+    if key not in self._index:
+      grid = (int(shape[1]), int(shape[2])) if len(shape) == 4 else None
+      self._index[key] = len(self.features)
+      self.features.append(_Feature(side, stage, kind, grid, int(shape[-1])))
+    return self._index[key]
+
+  def pair(self, stage_a, shape_a, stage_b, shape_b, conv_mode):
+    fallback = None
+    if len(shape_a) == 2 and len(shape_b) == 2:
+      kind_a = kind_b = mode = "vector"
+    elif len(shape_a) == 2 or len(shape_b) == 2:
+      mode = "avgpool"
+      kind_a = "vector" if len(shape_a) == 2 else "avgpool"
+      kind_b = "vector" if len(shape_b) == 2 else "avgpool"
+      if conv_mode == "positions":
+        fallback = "one side is a vector stage: the conv side is average-pooled"
+    elif conv_mode == "avgpool":
+      kind_a = kind_b = mode = "avgpool"
+    elif tuple(shape_a[1:3]) != tuple(shape_b[1:3]):
+      kind_a = kind_b = mode = "avgpool"
+      fallback = (f"spatial sizes differ ({shape_a[1]}x{shape_a[2]} vs {shape_b[1]}x{shape_b[2]}): "
+                  "positions cannot be shared, average-pooled instead")
+    else:
+      kind_a = kind_b = mode = "positions"
+    return _Pair(stage_a, stage_b, self.feature(0, stage_a, kind_a, shape_a),
+                 self.feature(1, stage_b, kind_b, shape_b), mode, fallback)
+
+
+class _Reservoir:
+  """Seeded reservoir sampling of row indices for one row stream; every feature of the stream keeps the same rows."""
+
+  def __init__(self, capacity, seed, name):
+    self.capacity = int(capacity)
+    self.seen = 0
+    self._rng = np.random.default_rng([int(seed), sum(map(ord, name)), len(name), 15485863])
+
+  def plan(self, rows):
+    """Returns (batch-local row indices to keep, reservoir slots they go to) for the next `rows` rows."""
+    idx = np.arange(self.seen, self.seen + rows, dtype=np.int64)
+    self.seen += rows
+    if self.capacity <= 0:
+      return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    slots = np.where(idx < self.capacity, idx, self._rng.integers(0, idx + 1))
+    keep = np.nonzero(slots < self.capacity)[0]
+    kept_slots = slots[keep]
+    # Several rows of one batch may land on the same slot: the last one wins, as in the sequential algorithm.
+    _, first_rev = np.unique(kept_slots[::-1], return_index=True)
+    last = np.sort(len(kept_slots) - 1 - first_rev)
+    return keep[last], kept_slots[last]
+
+
+class _Stream:
+  """Runs two models over the same batches and accumulates the moments of every planned feature and pair."""
+
+  def __init__(self, model_a, model_b, stages_a, stages_b, planner, pairs, max_positions, seed, sample_rows):
+    self.stages = (list(stages_a), list(stages_b))
+    if model_b is None or model_b is model_a:  # One model: one forward pass serves both sides.
+      union = list(dict.fromkeys(self.stages[0] + self.stages[1]))
+      self.sub = (stage_submodel(model_a, union),)
+      self.stages = (union, union)
+    else:
+      self.sub = (stage_submodel(model_a, stages_a), stage_submodel(model_b, stages_b))
+    self.features = planner.features
+    self.pairs = pairs
+    self.max_positions = max_positions
+    self.seed = seed
+    self.grids = sorted({f.grid for f in self.features if f.kind == "positions"})
+    self.streams = sorted({f.stream for f in self.features})
+    self.reservoirs = {s: _Reservoir(sample_rows, seed, s) for s in self.streams}
+    self.samples = [None] * len(self.features)
+    self.count = {s: 0 for s in self.streams}
+    self.images = 0
+    self.batches = 0
+    f64 = tf.float64
+    self.v_shift = [tf.Variable(tf.zeros([f.neurons], f64), trainable=False) for f in self.features]
+    self.v_sum = [tf.Variable(tf.zeros([f.neurons], f64), trainable=False) for f in self.features]
+    self.v_xtx = [tf.Variable(tf.zeros([f.neurons, f.neurons], f64), trainable=False) for f in self.features]
+    self.v_xty = [tf.Variable(tf.zeros([self.features[p.feature_a].neurons, self.features[p.feature_b].neurons],
+                                       f64), trainable=False) for p in pairs]
+    self._step = tf.function(self._step_fn, reduce_retracing=True)
+
+  def _rows(self, feature, act, positions):
+    if feature.kind == "positions":
+      rows = tf.gather(tf.reshape(act, [-1, feature.neurons]), positions[f"p{feature.grid[0]}x{feature.grid[1]}"])
+    elif feature.kind == "avgpool":
+      rows = tf.reduce_mean(act, axis=[1, 2])
+    else:
+      rows = act
+    return tf.cast(rows, tf.float64)
+
+  def _step_fn(self, images, positions, keep, first):
+    outs = []
+    for sub in self.sub:  # One forward pass per model per batch, all stages at once.
+      o = sub(images, training=False)
+      outs.append(list(o) if isinstance(o, (list, tuple)) else [o])
+    rows, kept = [], []
+    for i, f in enumerate(self.features):
+      r = self._rows(f, outs[min(f.side, len(outs) - 1)][self.stages[f.side].index(f.stage)], positions)
+      kept.append(tf.gather(r, keep[f.stream]))
+      # The first batch sets the shift (a tensor flag, so the function is traced once for every batch).
+      self.v_shift[i].assign(tf.where(first, tf.reduce_mean(r, 0), self.v_shift[i]))
+      r = r - self.v_shift[i]
+      self.v_sum[i].assign_add(tf.reduce_sum(r, 0))
+      self.v_xtx[i].assign_add(tf.matmul(r, r, transpose_a=True))
+      rows.append(r)
+    for j, p in enumerate(self.pairs):
+      self.v_xty[j].assign_add(tf.matmul(rows[p.feature_a], rows[p.feature_b], transpose_a=True))
+    return kept
+
+  def run(self, batches):
+    for batch in batches:
+      images = batch_images(batch)
+      n = int(images.shape[0])
+      if n == 0:
+        continue
+      positions = {f"p{h}x{w}": tf.constant(sample_positions(n, h, w, self.max_positions, self.seed, self.batches))
+                   for h, w in self.grids}
+      plans, keep = {}, {}
+      for s in self.streams:
+        m = n if s == "image" else len(positions[s])
+        self.count[s] += m
+        plans[s] = self.reservoirs[s].plan(m)
+        keep[s] = tf.constant(plans[s][0])
+      kept = self._step(images, positions, keep, tf.constant(self.batches == 0))
+      for i, f in enumerate(self.features):
+        _, slots = plans[f.stream]
+        if not len(slots):
+          continue
+        if self.samples[i] is None:
+          self.samples[i] = np.zeros((self.reservoirs[f.stream].capacity, f.neurons), np.float64)
+        self.samples[i][slots] = kept[i].numpy()
+      self.images += n
+      self.batches += 1
+    if not self.images:
+      raise UsageError("no images to compare: the batch iterable was empty")
+
+  def accumulator(self, j):
+    """A CovarianceAccumulator holding pair j's totals (the only transfer of moments to numpy).
+
+    Its covariances are those of the data; its means are relative to the per-neuron shift (see the module
+    docstring), which no similarity measure depends on.
+    """
+    p = self.pairs[j]
+    fa, fb = self.features[p.feature_a], self.features[p.feature_b]
+    acc = cca_lib.CovarianceAccumulator()
+    acc.update_moments(self.count[fa.stream], self.v_sum[p.feature_a].numpy(), self.v_sum[p.feature_b].numpy(),
+                       self.v_xtx[p.feature_a].numpy(), self.v_xtx[p.feature_b].numpy(), self.v_xty[j].numpy())
+    return acc
+
+  def feature_sample(self, i):
+    """Rows of feature i's bounded reservoir sample, or None when nothing was kept."""
+    f = self.features[i]
+    rows = min(self.reservoirs[f.stream].seen, self.reservoirs[f.stream].capacity)
+    return None if self.samples[i] is None else self.samples[i][:rows]
+
+  def sample(self, j):
+    """(x, y) rows of pair j's bounded reservoir sample (same datapoints on both sides)."""
+    p = self.pairs[j]
+    return self.feature_sample(p.feature_a), self.feature_sample(p.feature_b)
+
+
+def _nan_to_none(v):
+  v = float(v)
+  return None if not np.isfinite(v) else v
+
+
+def compare_pairs(model_a, model_b, pairs, batches, conv_mode="positions", max_positions=DEFAULT_MAX_POSITIONS,
+                  seed=0, keep_variance=0.99, keep_dims=None, return_accumulators=False):
+  """Compares stage `a` of model_a with stage `b` of model_b for every (a, b) in `pairs`, in one pass.
+
+  model_a, model_b: built by `models.build_model`, with the same input shape (model_b may be model_a).
+  pairs: [(stage_a, stage_b), ...]. batches: iterable of image batches (arrays or tensors (B, H, W, C), already
+  preprocessed for the models; or (images, labels, ...) tuples as `Data.eval` yields), iterated once. Both models
+  see every batch, in the same order, in the same step.
+  conv_mode: "positions" or "avgpool" (see the module docstring); max_positions: positions per image (None or 0:
+  all). seed: position sampling. keep_variance / keep_dims: SVCCA's truncation (see `cca.svcca`).
+
+  Returns a list, in the order of `pairs`, of dicts:
+    stage_a, stage_b; mode ("positions" | "avgpool" | "vector"), requested_mode (conv_mode), fallback (why the
+    requested mode was not used, or None); svcca (mean SVCCA correlation), svcca_dims ([kept a, kept b]), pwcca,
+    cka (linear CKA), all over every datapoint; datapoints, neurons ([a, b]), images, positions_per_image (positions
+    mode, else None), grid ([[H, W], [H, W]] of conv stages, else None), few_datapoints (fewer than 5 datapoints per
+    neuron of the larger side; `cca.svcca` also warns with FewDatapointsWarning).
+  With return_accumulators, each dict also holds "accumulator", the pair's `cca.CovarianceAccumulator` (its
+  covariances are the data's; its means are shifted, see `_Stream.accumulator`).
+  """
+  check_conv_mode(conv_mode)
+  in_a, in_b = tuple(model_a.input.shape[1:]), tuple(model_b.input.shape[1:])
+  if in_a != in_b:
+    raise UsageError(f"the two models take different inputs ({in_a} vs {in_b}); they must see the same images")
+  pairs = [(str(a), str(b)) for a, b in pairs]
+  if not pairs:
+    raise UsageError("no stages to compare")
+  stages_a = list(dict.fromkeys(a for a, _ in pairs))
+  stages_b = list(dict.fromkeys(b for _, b in pairs))
+  shapes_a = dict(zip(stages_a, _stage_shapes(model_a, stages_a)))
+  shapes_b = dict(zip(stages_b, _stage_shapes(model_b, stages_b)))
+  planner = _Planner()
+  planned = [planner.pair(a, shapes_a[a], b, shapes_b[b], conv_mode) for a, b in pairs]
+  stream = _Stream(model_a, model_b, stages_a, stages_b, planner, planned, max_positions, seed, 0)
+  stream.run(batches)
+  return [_pair_result(stream, j, p, conv_mode, max_positions, keep_variance, keep_dims, return_accumulators)
+          for j, p in enumerate(planned)]
+
+
+def _pair_result(stream, j, p, conv_mode, max_positions, keep_variance, keep_dims, return_accumulators):
+  fa, fb = stream.features[p.feature_a], stream.features[p.feature_b]
+  datapoints = stream.count[fa.stream]
+  neurons = [fa.neurons, fb.neurons]
+  acc = stream.accumulator(j)
+  sv = cca_lib.svcca(acc, keep_variance=keep_variance, keep_dims=keep_dims)  # Warns when datapoints are few.
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", cca_lib.FewDatapointsWarning)  # Once per pair is enough.
+    pw = cca_lib.pwcca(acc)
+    cka = cca_lib.linear_cka(acc)
+  out = {
+      "stage_a": p.stage_a, "stage_b": p.stage_b, "mode": p.mode, "requested_mode": conv_mode,
+      "fallback": p.fallback, "datapoints": int(datapoints), "neurons": neurons, "images": int(stream.images),
+      "few_datapoints": bool(datapoints < DATAPOINTS_PER_NEURON * max(neurons)),
+      "grid": [list(fa.grid), list(fb.grid)] if fa.grid and fb.grid else None,
+      "positions_per_image": (min(int(max_positions or 10**12), fa.grid[0] * fa.grid[1])
+                              if p.mode == "positions" else None),
+      "svcca": _nan_to_none(sv.mean), "svcca_dims": [int(sv.kept_x), int(sv.kept_y)],
+      "pwcca": _nan_to_none(pw.mean), "cka": _nan_to_none(cka),
+  }
+  if return_accumulators:
+    out["accumulator"] = acc
+  return out
+
+
+def compare_models(model_a, model_b, stages, batches, conv_mode="positions", max_positions=DEFAULT_MAX_POSITIONS,
+                   seed=0, keep_variance=0.99, keep_dims=None):
+  """Compares each stage of model_a with the same stage of model_b on the same images, in one pass.
+
+  stages: stage names present in both models (None: all stages of model_a). See `compare_pairs` for the other
+  arguments. Returns {stage: result dict} in stage order; each result holds svcca, pwcca, cka, datapoints, neurons,
+  mode, requested_mode and fallback (see `compare_pairs`).
+  """
+  stages = list(stages) if stages else models.stage_names(model_a)
+  results = compare_pairs(model_a, model_b, [(s, s) for s in stages], batches, conv_mode=conv_mode,
+                          max_positions=max_positions, seed=seed, keep_variance=keep_variance, keep_dims=keep_dims)
+  return {s: r for s, r in zip(stages, results)}
+
+
+def similarity_matrix(model_a, model_b, stages_a, stages_b, batches, conv_mode="positions",
+                      max_positions=DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99, keep_dims=None):
+  """Every stage of model_a against every stage of model_b, in one pass over `batches`.
+
+  Pairs of equal spatial size share positions in positions mode; the others are average-pooled (each cell records
+  its mode and fallback). Returns {"stages_a", "stages_b", "svcca" / "pwcca" / "cka" / "mode": len(stages_a) x
+  len(stages_b) nested lists (None where undefined), "cells": the `compare_pairs` dicts, row-major}.
+  """
+  stages_a = list(stages_a) if stages_a else models.stage_names(model_a)
+  stages_b = list(stages_b) if stages_b else models.stage_names(model_b)
+  pairs = [(a, b) for a in stages_a for b in stages_b]
+  cells = compare_pairs(model_a, model_b, pairs, batches, conv_mode=conv_mode, max_positions=max_positions,
+                        seed=seed, keep_variance=keep_variance, keep_dims=keep_dims)
+  nb = len(stages_b)
+  grid = {k: [[cells[i * nb + j][k] for j in range(nb)] for i in range(len(stages_a))]
+          for k in ("svcca", "pwcca", "cka", "mode")}
+  return dict(stages_a=stages_a, stages_b=stages_b, cells=cells, **grid)
+
+
+def stage_activations(model, stages, batches, conv_mode="positions", max_positions=DEFAULT_MAX_POSITIONS, seed=0,
+                      max_rows=DEFAULT_SAMPLE_ROWS):
+  """(datapoints, neurons) float64 arrays of each stage of one model, for notebooks and checks.
+
+  Uses the same single-pass submodel and the same position sampling as the comparisons, and keeps a seeded
+  reservoir of at most `max_rows` rows per stage. Returns {stage: {"rows": array, "datapoints": rows seen,
+  "mode": ..., "neurons": int}}.
+  """
+  check_conv_mode(conv_mode)
+  stages = list(stages) if stages else models.stage_names(model)
+  shapes = dict(zip(stages, _stage_shapes(model, stages)))
+  planner = _Planner()
+  kinds = {s: "vector" if len(shapes[s]) == 2 else conv_mode for s in stages}
+  index = {s: planner.feature(0, s, kinds[s], shapes[s]) for s in stages}
+  stream = _Stream(model, None, stages, stages, planner, [], max_positions, seed, max_rows)
+  stream.run(batches)
+  out = {}
+  for s in stages:
+    f = stream.features[index[s]]
+    out[s] = {"rows": stream.feature_sample(index[s]), "datapoints": int(stream.count[f.stream]),
+              "mode": kinds[s], "neurons": f.neurons}
+  return out

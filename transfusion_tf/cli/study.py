@@ -29,8 +29,8 @@ flags.DEFINE_integer("analysis_images", 256, "Validation images fed to the SVCCA
 flags.DEFINE_integer("analysis_max_positions", 2000, "Cap on spatial positions (datapoints) per conv stage.")
 flags.DEFINE_boolean("force", False, "Redo every run and analysis even when finished.")
 flags.DEFINE_string("shard", "0/1", "i/n: train only every n-th run starting at i (then run the report unsharded).")
-flags.DEFINE_enum("study_stage", "all", ["all", "train", "report"], "all; train (the sweep only); report "
-                  "(analyses and report over finished runs).")
+flags.DEFINE_enum("study_stage", "all", ["all", "train", "report", "plan"], "all; train (the sweep only); "
+                  "report (analyses and report over finished runs); plan (list the runs and stop).")
 FLAGS = flags.FLAGS
 
 

@@ -423,11 +423,18 @@ def run_analyses(cfg, runs):
 
 
 def run_study(cfg, stage="all"):
-  """Runs the study: stage "all" (sweep, analyses, report), "train" (sweep only, e.g. one shard) or "report"
-  (analyses and report over whatever runs are finished). Returns the report path or None."""
+  """Runs the study: stage "all" (sweep, analyses, report), "train" (sweep only, e.g. one shard), "report"
+  (analyses and report over whatever runs are finished) or "plan" (list the runs). Returns the report path or
+  None."""
   from transfusion_tf.experiments import report
   t0 = time.time()
   runs = plan_runs(cfg)
+  if stage == "plan":
+    sources = source_plan(cfg, runs)
+    print(f"study plan: {len(runs)} training runs, sources {sources}", flush=True)
+    for r in runs:
+      print(f"  {r.name}{'  (done)' if is_done(run_dir(cfg, r)) else ''}", flush=True)
+    return None
   if stage in ("all", "train"):
     runs, _ = run_sweep(cfg)
   if stage == "train" or cfg.shard[1] > 1:

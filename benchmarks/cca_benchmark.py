@@ -8,7 +8,8 @@ covariance products X'X, Y'Y, X'Y with BLAS: the least any covariance-based meth
 unless --no_reference, a reference-style timing for comparison: our own re-implementation of the google/svcca approach
 (SVD of the centred data, then CCA via the inverse square root of the covariance), labelled as such. Then it streams
 --stream_points datapoints of 256 + 256 neurons through a CovarianceAccumulator in a child process and reports the peak
-memory that streaming added (ru_maxrss minus the resident size before it) and the tracemalloc peak of numpy buffers.
+memory that streaming added (peak RSS, reset when streaming starts, minus the resident size before it) and the
+tracemalloc peak of numpy buffers.
 """
 import argparse
 import gc
@@ -117,14 +118,38 @@ def _rss_bytes():
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak_rss():
+  """Restarts the kernel's peak-RSS count (Linux >= 4.0); False where that is not possible."""
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    return True
+  except OSError:
+    return False
+
+
+def _peak_rss_bytes():
+  """VmHWM, the peak RSS since exec or the last reset. (ru_maxrss is no use in a child: Linux carries the parent's
+  peak over fork and exec, so it would report the 2048-neuron timings' memory.)"""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB.
+
+
 def _stream_child(points, neurons, batch):
-  """Runs in a fresh process so that ru_maxrss reflects streaming alone, not the timings before it."""
+  """Runs in a fresh process, so that the timings' large arrays neither count towards nor fragment its memory."""
   pool = [_activations(batch, neurons, neurons, seed=i) for i in range(4)]  # Recycled: the stream's source.
   acc = cca_lib.CovarianceAccumulator()
   acc.update(*pool[0])  # First touch of BLAS buffers and the accumulator itself counts towards the peak below.
   acc = cca_lib.CovarianceAccumulator()
   gc.collect()
   rss_before = _rss_bytes()
+  reset = _reset_peak_rss()
   tracemalloc.start()
   start = time.perf_counter()
   done = 0
@@ -136,13 +161,13 @@ def _stream_child(points, neurons, batch):
   seconds = time.perf_counter() - start
   traced_peak = tracemalloc.get_traced_memory()[1]
   tracemalloc.stop()
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB.
+  peak = _peak_rss_bytes()
   start = time.perf_counter()
   r = cca_lib.svcca(acc)
   analyse = time.perf_counter() - start
   print(json.dumps({"points": acc.count, "seconds": seconds, "rss_before": rss_before, "peak_rss": peak,
-                    "added": max(0, peak - rss_before), "traced_peak": traced_peak, "svcca_s": analyse,
-                    "svcca": r.mean}))
+                    "added": max(0, peak - rss_before), "peak_reset": reset, "traced_peak": traced_peak,
+                    "svcca_s": analyse, "svcca": r.mean}))
 
 
 def _stream(args):
@@ -155,9 +180,10 @@ def _stream(args):
   mib = 1 << 20
   print(f"  {res['seconds']:.1f} s ({res['points'] / res['seconds']:,.0f} datapoints/s), then svcca from the "
         f"accumulator in {res['svcca_s']:.2f} s (similarity {res['svcca']:.4f})")
-  print(f"  peak memory added while streaming: {res['added'] / mib:.0f} MiB (ru_maxrss {res['peak_rss'] / mib:.0f} MiB "
-        f"- resident before {res['rss_before'] / mib:.0f} MiB); tracemalloc peak {res['traced_peak'] / mib:.0f} MiB",
-        flush=True)
+  since = "streaming began" if res["peak_reset"] else "the child started"
+  print(f"  peak memory added while streaming: {res['added'] / mib:.0f} MiB (peak RSS since {since} "
+        f"{res['peak_rss'] / mib:.0f} MiB - resident before {res['rss_before'] / mib:.0f} MiB); tracemalloc peak of "
+        f"numpy buffers {res['traced_peak'] / mib:.0f} MiB", flush=True)
   return res
 
 
@@ -171,6 +197,7 @@ def main():
   parser.add_argument("--stream_points", type=int, default=None, help="datapoints to stream (default 10,000,000)")
   parser.add_argument("--stream_neurons", type=int, default=256, help="neurons per side in the stream")
   parser.add_argument("--stream_batch", type=int, default=8192, help="datapoints per accumulator update")
+  parser.add_argument("--skip_timings", action="store_true", help="only the streaming memory measurement")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--json", help="also write the figures to this file")
   parser.add_argument("--_stream_child", action="store_true", help=argparse.SUPPRESS)
@@ -186,7 +213,7 @@ def main():
   print(f"cca benchmark: {os.cpu_count()} CPU core(s), numpy {np.__version__}, OPENBLAS_NUM_THREADS={threads}. On a "
         "shared machine the timings can be inflated by other load (multithreaded BLAS suffers most: try "
         "OPENBLAS_NUM_THREADS=1 there); ratios from the same run are the more reliable figures.")
-  rows = [_time_size(n, p, q, args) for n, p, q in sizes]
+  rows = [] if args.skip_timings else [_time_size(n, p, q, args) for n, p, q in sizes]
   stream = _stream(args) if args.stream_points > 0 else None
   if args.json:
     with open(args.json, "w") as f:

@@ -88,6 +88,16 @@ class CcaTest(tf.test.TestCase):
       self.assertAllClose(got, _qr_cca(x, y), rtol=0, atol=1e-8)
       self.assertTrue(np.all(np.diff(got) <= 0) and got.min() >= 0 and got.max() <= 1)
 
+  def test_cholesky_and_eigen_paths_agree(self):
+    # Well-conditioned sides take a Cholesky shortcut; a large epsilon forces the eigendecomposition path instead.
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((700, 6))
+    y = x[:, :4] @ rng.standard_normal((4, 5)) + rng.standard_normal((700, 5))
+    self.assertIsNotNone(cca_lib._cholesky_factor(np.cov(x.T), cca_lib.DEFAULT_EPSILON))
+    self.assertIsNone(cca_lib._cholesky_factor(np.cov(x.T), 0.01))
+    self.assertAllClose(cca_lib.cca(x, y, epsilon=0.01), cca_lib.cca(x, y), atol=1e-12)
+    self.assertAllClose(cca_lib.cca(x, y, epsilon=0.01), _qr_cca(x, y), atol=1e-12)
+
   def test_float32_input_is_computed_in_float64(self):
     x, y = _correlated(500, 6, 5, 3)
     x32, y32 = x.astype(np.float32), y.astype(np.float32)

@@ -27,8 +27,12 @@ import warnings
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 
 from transfusion_tf.errors import UsageError
+
+__all__ = ["cca", "svcca", "pwcca", "linear_cka", "CovarianceAccumulator", "SvccaResult", "PwccaResult",
+           "CcaInputError", "CcaUnsupportedInputError", "FewDatapointsWarning", "DEFAULT_EPSILON"]
 
 # Relative eigenvalue cut: directions with variance below this fraction of the side's top variance are dropped.
 # Rounding leaves about 1e-16 * neurons (< 1e-12) of relative variance in exactly dependent directions; real
@@ -191,10 +195,11 @@ def _comoments(x, y, row_norms=False):
 
 def _warn_if_few(n, p, q, stacklevel):
   if n < MIN_DATAPOINTS_PER_NEURON * max(p, q):
+    need = MIN_DATAPOINTS_PER_NEURON * max(p, q)
     warnings.warn(
-        FewDatapointsWarning(f"{n} datapoints for {p} + {q} neurons: CCA needs at least "
-                             f"{MIN_DATAPOINTS_PER_NEURON} datapoints per neuron ({MIN_DATAPOINTS_PER_NEURON * max(p, q)}"
-                             " here) or its correlations are biased towards 1. Add datapoints or pool over space."),
+        FewDatapointsWarning(f"{n} datapoints for {p} + {q} neurons: CCA needs at least {MIN_DATAPOINTS_PER_NEURON} "
+                             f"datapoints per neuron ({need} here) or its correlations are biased towards 1. Add "
+                             "datapoints or pool over space."),
         stacklevel=stacklevel)
 
 
@@ -272,6 +277,24 @@ def _whitened_cross(mom, vx, lx, vy, ly):
   return m
 
 
+def _cholesky_factor(s, epsilon):
+  """Lower Cholesky factor of a co-moment block, or None unless it is clearly better conditioned than 1/epsilon.
+
+  Then the eigen path would keep every direction, so both whiten the same space, and a Cholesky factorisation with
+  two triangular solves costs a fraction of an eigendecomposition. The LAPACK estimate is of the 1-norm condition
+  number, which can differ from the 2-norm one that epsilon cuts on by the dimension (and the estimate by a small
+  factor), hence the margin.
+  """
+  need = 100.0 * s.shape[0] * epsilon
+  if need >= 1.0:
+    return None
+  factor, info = scipy.linalg.lapack.dpotrf(s, lower=1, clean=1)
+  if info != 0:
+    return None
+  rcond, info = scipy.linalg.lapack.dpocon(factor, np.abs(s).sum(axis=0).max(), uplo="L")
+  return factor if info == 0 and rcond > need else None
+
+
 def _correlations(m):
   if m.size == 0:
     return np.zeros(0)
@@ -304,9 +327,20 @@ def cca(x, y=None, epsilon=DEFAULT_EPSILON):
   _check_epsilon(epsilon)
   mom, _, _ = _moments(x, y, "cca")
   _drop_dead(mom)
-  vx, lx = _principal(mom.sxx, epsilon)
-  vy, ly = _principal(mom.syy, epsilon)
-  return _correlations(_whitened_cross(mom, vx, lx, vy, ly))
+  cx, cy = _cholesky_factor(mom.sxx, epsilon), _cholesky_factor(mom.syy, epsilon)
+  if cx is None:
+    vx, lx = _principal(mom.sxx, epsilon)
+    m = vx.T @ mom.sxy
+    m /= np.sqrt(lx)[:, None]
+  else:
+    m = scipy.linalg.solve_triangular(cx, mom.sxy, lower=True, check_finite=False)
+  if cy is None:
+    vy, ly = _principal(mom.syy, epsilon)
+    m = m @ vy
+    m /= np.sqrt(ly)[None, :]
+  else:
+    m = scipy.linalg.solve_triangular(cy, m.T, lower=True, check_finite=False).T
+  return _correlations(m)
 
 
 def _n_explaining(vals, keep_variance):
@@ -401,7 +435,7 @@ def pwcca(x, y=None, reference_compatible=False, epsilon=DEFAULT_EPSILON):
   loadings = (vecs * np.sqrt(vals)) @ rot[:, :r]
   weights = np.abs(loadings).sum(axis=0)
   weights /= weights.sum()
-  return PwccaResult(float(weights @ rho), weights, rho, side)
+  return PwccaResult(float(np.clip(weights @ rho, 0.0, 1.0)), weights, rho, side)  # Weights sum to 1 only up to rounding.
 
 
 def _pwcca_reference(x, y, epsilon):
@@ -416,7 +450,7 @@ def _pwcca_reference(x, y, epsilon):
   sxx, syy = mom.sxx[np.ix_(live_x, live_x)], mom.syy[np.ix_(live_y, live_y)]
   sxy = mom.sxy[np.ix_(live_x, live_y)]
 
-  def inv_sqrt(s):  # Symmetric (neuron-basis) inverse square root, as the reference whitens; pseudo-inverse on the null space.
+  def inv_sqrt(s):  # Symmetric (neuron-basis) inverse square root, as the reference whitens; pseudo-inverse on nulls.
     vecs, vals = _principal(s, epsilon)
     return (vecs / np.sqrt(vals)) @ vecs.T
 
@@ -432,7 +466,7 @@ def _pwcca_reference(x, y, epsilon):
   weights = np.abs(basis.T @ raw).sum(axis=1)
   weights /= weights.sum()
   rho = np.clip(s, 0.0, 1.0)
-  return PwccaResult(float(weights @ rho), weights, rho, side)
+  return PwccaResult(float(np.clip(weights @ rho, 0.0, 1.0)), weights, rho, side)  # Weights sum to 1 only up to rounding.
 
 
 def _squared_norm(a, scale):

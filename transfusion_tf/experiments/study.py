@@ -247,13 +247,15 @@ def estimate_step_seconds(cfg, model):
     opt.apply_gradients(zip(tape.gradient(loss, m.trainable_variables), m.trainable_variables))
     return loss
 
+  t = time.time()
   step()
+  trace = time.time() - t
   t = time.time()
   for _ in range(3):
     step()
   sec = (time.time() - t) / 3
   keras.backend.clear_session()
-  return sec
+  return sec, trace
 
 
 def _fmt_seconds(s):
@@ -276,13 +278,16 @@ def print_plan(cfg, runs, sources, shard_runs):
   for m in sorted({r.model for r in todo} | set(to_pretrain)):
     per_model[m] = estimate_step_seconds(cfg, m)
   evals = (cfg.base.train_steps // cfg.base.eval_every + 1)
+  # Each run also builds its model and traces its train and eval steps: about three first-step times.
   for r in todo:
-    estimate += per_model[r.model] * (cfg.base.train_steps + evals * 4) + 8
+    sec, trace = per_model[r.model]
+    estimate += sec * (cfg.base.train_steps + evals * 4) + 3 * trace
   for m in to_pretrain:
-    estimate += per_model[m] * cfg.pretrain_steps + 8
+    sec, trace = per_model[m]
+    estimate += sec * cfg.pretrain_steps + 3 * trace
   if per_model:
-    steps = ", ".join(f"{m} {s * 1000:.0f} ms/step" for m, s in per_model.items())
-    print(f"  measured: {steps}; estimated time for this shard {_fmt_seconds(estimate)}", flush=True)
+    steps = ", ".join(f"{m} {s * 1000:.0f} ms/step" for m, (s, _) in per_model.items())
+    print(f"  measured: {steps}; estimated training time for this shard {_fmt_seconds(estimate)} (analyses come after)", flush=True)
   return estimate
 
 
@@ -354,7 +359,10 @@ def _runs_of(runs, model, init, full=True):
 def _cached(path, force, compute):
   if os.path.exists(path) and not force:
     return rundir.read_json(path)
-  return compute()
+  t = time.time()
+  out = compute()
+  print(f"  {os.path.basename(path)[:-5].upper()} computed in {time.time() - t:.0f} s", flush=True)
+  return out
 
 
 def run_analyses(cfg, runs):

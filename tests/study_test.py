@@ -1,0 +1,41 @@
+"""The quick study end to end: killed mid-sweep, re-run to completion, re-run again trains nothing."""
+import glob
+import os
+
+import tensorflow as tf
+
+from tests import quick_study
+from transfusion_tf.training import rundir
+
+
+class QuickStudyTest(tf.test.TestCase):
+
+  def test_kill_resume_and_report(self):
+    res = quick_study.run_quick_study()
+    out = res["out"]
+    self.assertEqual(res["resume"].returncode, 0, res["resume"].stderr[-3000:])
+    self.assertGreaterEqual(res["killed_after"], 2, "the study was not killed mid-sweep")
+    plan = rundir.read_json(os.path.join(out, "plan.json"))
+    for run in plan["runs"]:
+      self.assertTrue(os.path.exists(os.path.join(run["dir"], "result.json")), run["name"])
+      steps = [p["step"] for p in rundir.read_json(os.path.join(run["dir"], "curve.json"))]
+      self.assertEqual(steps, sorted(set(steps)), run["name"])
+    self.assertIn("study plan:", res["resume"].stdout)
+    self.assertIn("standing in for ImageNet", res["resume"].stdout)
+    report = open(os.path.join(out, "report.md")).read()
+    self.assertIn("synthetic source task standing in for ImageNet", report)
+    self.assertIn("## T1", report)
+    self.assertIn("## Reading the results against the paper", report)
+    for fig in ("f2", "f3", "f4", "f5", "mv_cbr_tiny", "wt_resnet50"):
+      path = os.path.join(out, "analysis", fig + ".png")
+      self.assertTrue(os.path.getsize(path) > 5000, path)
+      self.assertIn(f"analysis/{fig}.png", report)
+    tb_runs = os.listdir(os.path.join(out, "tb"))
+    self.assertGreaterEqual(len(tb_runs), len(plan["runs"]))
+    # A finished study trains nothing.
+    again = res["again"]
+    self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+    self.assertNotIn("== run", again.stdout)
+    self.assertNotIn("== pretraining", again.stdout)
+    self.assertIn(f"({len(plan['runs'])} done)", again.stdout)
+    self.assertNotEmpty(glob.glob(os.path.join(out, "table_t1.csv")))

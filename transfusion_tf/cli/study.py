@@ -27,6 +27,8 @@ flags.DEFINE_integer("small_data_subset", 5000, "T3's training-set size (the pap
 flags.DEFINE_list("wt_stages", None, "WT stages (default: none, every stage bottom-up); 'none' is random init.")
 flags.DEFINE_integer("analysis_images", 256, "Validation images fed to the SVCCA analyses.")
 flags.DEFINE_integer("analysis_max_positions", 2000, "Cap on spatial positions (datapoints) per conv stage.")
+flags.DEFINE_list("study_width_multipliers", [], "Per-model width multipliers, e.g. resnet50=0.25 (others use "
+                  "--width_multiplier).")
 flags.DEFINE_boolean("force", False, "Redo every run and analysis even when finished.")
 flags.DEFINE_string("shard", "0/1", "i/n: train only every n-th run starting at i (then run the report unsharded).")
 flags.DEFINE_enum("study_stage", "all", ["all", "train", "report", "plan"], "all; train (the sweep only); "
@@ -44,6 +46,17 @@ def _shard(text):
   return i, n
 
 
+def _widths(items):
+  out = {}
+  for item in items:
+    name, _, value = item.partition("=")
+    try:
+      out[name] = float(value)
+    except ValueError:
+      raise UsageError(f"--study_width_multipliers item {item!r} must look like model=0.5") from None
+  return out
+
+
 def config_from_flags():
   """StudyConfig from the parsed flags; the training/model/data flags give every run's base configuration."""
   if not FLAGS.out:
@@ -55,7 +68,8 @@ def config_from_flags():
       pretrain_image_size=FLAGS.pretrain_image_size, pretrain_num_train=FLAGS.pretrain_num_train,
       pretrain_learning_rate=FLAGS.pretrain_learning_rate, small_data_subset=FLAGS.small_data_subset,
       wt_stages=tuple(FLAGS.wt_stages) if FLAGS.wt_stages else None, analysis_images=FLAGS.analysis_images,
-      analysis_max_positions=FLAGS.analysis_max_positions, force=FLAGS.force, shard=_shard(FLAGS.shard))
+      analysis_max_positions=FLAGS.analysis_max_positions, force=FLAGS.force, shard=_shard(FLAGS.shard),
+      width_multipliers=_widths(FLAGS.study_width_multipliers))
 
 
 @exit_on_usage_error

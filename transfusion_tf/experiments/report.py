@@ -190,8 +190,7 @@ def _write_csv(path, header, rows):
 
 def _param_count(cfg, model):
   size = max(cfg.base.image_size, models.MIN_SIZE[model])
-  kw = {k: v for k, v in cfg.base.model_kwargs.items() if k != "slim"}
-  m = models.build_model(model, 5, (size, size, 3), **kw)
+  m = models.build_model(model, 5, (size, size, 3), **cfg.model_kwargs(model))
   return m.count_params()
 
 

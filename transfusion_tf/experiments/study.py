@@ -63,6 +63,14 @@ class StudyConfig:
   analysis_max_positions: int = 2000
   force: bool = False
   shard: tuple = (0, 1)
+  width_multipliers: dict = dataclasses.field(default_factory=dict)
+
+  def model_kwargs(self, model):
+    """build_model kwargs for `model`: the base flags with this model's width multiplier, if the study sets one."""
+    kw = {k: v for k, v in self.base.model_kwargs.items() if k != "slim"}
+    if model in self.width_multipliers:
+      kw["width_multiplier"] = self.width_multipliers[model]
+    return kw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +169,7 @@ def run_dir(cfg, run):
 def run_config(cfg, run, weights):
   """The TrainConfig of `run`: the study's base with this run's model, init, seed, source and data subset."""
   scheme, freq = run.scheme()
-  model_kwargs = dict(cfg.base.model_kwargs)
+  model_kwargs = cfg.model_kwargs(run.model)
   model_kwargs["slim"] = scheme == "slim"
   data_kwargs = dict(cfg.base.data_kwargs)
   if run.subset:
@@ -211,7 +219,7 @@ def pretrain_config(cfg, model):
   """TrainConfig for synthetic-source pretraining of `model` (same widths as the study's models, full width for
   Slim, whose lower blocks are copied from a full ResNet50)."""
   base = cfg.base
-  model_kwargs = {k: v for k, v in base.model_kwargs.items() if k != "slim"}
+  model_kwargs = cfg.model_kwargs(model)
   data_kwargs = {"num_train": cfg.pretrain_num_train, "num_val": 500, "num_test": 100}
   if base.data_kwargs.get("cache_dir"):
     data_kwargs["cache_dir"] = base.data_kwargs["cache_dir"]
@@ -235,7 +243,7 @@ def estimate_step_seconds(cfg, model):
   import tensorflow as tf
   keras.mixed_precision.set_global_policy("float32")
   size, bs = cfg.base.image_size, cfg.base.batch_size
-  m = models.build_model(model, 5, (size, size, 3), **{k: v for k, v in cfg.base.model_kwargs.items()})
+  m = models.build_model(model, 5, (size, size, 3), **cfg.model_kwargs(model))
   opt = keras.optimizers.Adam(1e-3)
   x = tf.random.normal((bs, size, size, 3))
   y = tf.zeros((bs,), tf.int32)

@@ -148,6 +148,21 @@ class TrainerTest(tf.test.TestCase):
         self.assertAllEqual(step0["conv2_conv"][0], src.by_name()["conv2_conv"][0])
         self.assertNotAllClose(step0["conv3_conv"][0], src.by_name()["conv3_conv"][0])
 
+  def test_mixed_precision_and_tensorboard(self):
+    import keras
+    run_dir = self.create_tempdir().full_path
+    result = trainer.train(tiny_cfg(mixed_precision=True), run_dir)
+    self.assertTrue(np.isfinite(result["final"]["auc_referable"]))
+    self.assertEqual(keras.mixed_precision.global_policy().name, "float32")  # Restored after the run.
+    tags = set()
+    for path in tf.io.gfile.glob(os.path.join(run_dir, "tb", "events.*")):
+      for event in tf.compat.v1.train.summary_iterator(path):
+        tags.update(v.tag for v in event.summary.value)
+    for tag in ("train/loss", "train/lr", "train/images_per_second", "val/auc_referable", "conv1/kernel",
+                "train/examples"):
+      self.assertIn(tag, tags)
+    self.assertTrue(any("hparams" in t for t in tags), tags)
+
   def test_steps_to_threshold_and_cxr_metrics(self):
     run_dir = self.create_tempdir().full_path
     result = trainer.train(tiny_cfg(dataset="synthetic_cxr", convergence_auc=0.0), run_dir)

@@ -413,7 +413,11 @@ def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_
     print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
     return finished
   os.makedirs(run_dir, exist_ok=True)
-  return Trainer(cfg, run_dir, flags_text, export_attrs, tb_dir).run()
+  policy = keras.mixed_precision.global_policy()
+  try:
+    return Trainer(cfg, run_dir, flags_text, export_attrs, tb_dir).run()
+  finally:
+    keras.mixed_precision.set_global_policy(policy)  # Models built after this run keep the caller's policy.
 
 
 def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None, tb_dir=None):

@@ -303,7 +303,7 @@ class _Stream:
     docstring), which no similarity measure depends on.
     """
     p = self.pairs[j]
-    fa, fb = self.features[p.feature_a], self.features[p.feature_b]
+    fa = self.features[p.feature_a]
     acc = cca_lib.CovarianceAccumulator()
     acc.update_moments(self.count[fa.stream], self.v_sum[p.feature_a].numpy(), self.v_sum[p.feature_b].numpy(),
                        self.v_xtx[p.feature_a].numpy(), self.v_xtx[p.feature_b].numpy(), self.v_xty[j].numpy())

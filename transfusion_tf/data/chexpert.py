@@ -13,7 +13,6 @@ import csv
 import os
 import re
 
-from absl import logging
 import numpy as np
 
 from transfusion_tf.data import pipeline
@@ -99,12 +98,7 @@ def read_csv(root, csv_name, frontal_only=False, on_bad_image="fail", validate_i
       patients.append(patient_id_from_path(rel) or rel)
       views.append(view)
       lines.append(line)
-  if bad_rows:
-    if on_bad_image == "fail":
-      more = f" ({len(bad_rows) - 1} more bad rows)" if len(bad_rows) > 1 else ""
-      raise UsageError(f"{bad_rows[0]}{more}; fix the CSV or pass --on_bad_image=skip")
-    logging.warning("skipped %d of %d rows of %s with bad values (first: %s)", len(bad_rows), len(rows), csv_path,
-                    bad_rows[0])
+  pipeline.report_bad_rows(bad_rows, len(rows), csv_path, on_bad_image)
   if not paths:
     raise UsageError(f"CheXpert CSV {csv_path} has no usable rows{' after --frontal_only' if frontal_only else ''}")
   records = pipeline.FileRecords(paths=np.array(paths, dtype=object), labels=np.array(labels, np.int8),

@@ -92,6 +92,20 @@ def check_choice(value, choices, flag):
   return value
 
 
+def report_bad_rows(bad_rows, total, csv_path, on_bad_image):
+  """CSV rows with bad values: raise a UsageError naming the first (on_bad_image="fail"), or log a counted warning.
+
+  bad_rows: messages like "<csv> row 7: label 9 is not a 0-4 grade"; total: rows read from `csv_path`.
+  """
+  if not bad_rows:
+    return
+  if on_bad_image == "fail":
+    more = f" ({len(bad_rows) - 1} more bad rows)" if len(bad_rows) > 1 else ""
+    raise UsageError(f"{bad_rows[0]}{more}; fix the CSV or pass --on_bad_image=skip")
+  logging.warning("skipped %d of %d rows of %s with bad values (first: %s)", len(bad_rows), total, csv_path,
+                  bad_rows[0])
+
+
 def sniff_format(head):
   """Image format from the first bytes of a file: "jpeg", "png", "gif", "bmp", "tiff", "webp" or None."""
   if head.startswith(b"\xff\xd8\xff"):

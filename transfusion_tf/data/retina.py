@@ -168,12 +168,7 @@ def read_csv_folder(data_dir, labels_csv=None, image_column=None, label_column=N
     patients.append((row.get(patient_col) or "").strip() if patient_col else patient_id(stem))
     lines.append(line)
     splits.append(split)
-  if bad_rows:
-    if on_bad_image == "fail":
-      more = f" ({len(bad_rows) - 1} more bad rows)" if len(bad_rows) > 1 else ""
-      raise UsageError(f"{bad_rows[0]}{more}; fix the CSV or pass --on_bad_image=skip")
-    logging.warning("skipped %d of %d rows of %s with bad values (first: %s)", len(bad_rows), len(rows), csv_path,
-                    bad_rows[0])
+  pipeline.report_bad_rows(bad_rows, len(rows), csv_path, on_bad_image)
   if missing:
     if on_bad_image == "fail":
       more = f" ({len(missing) - 1} more missing)" if len(missing) > 1 else ""

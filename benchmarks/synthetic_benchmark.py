@@ -1,0 +1,186 @@
+"""Speed of the synthetic data generators, and (--learnability) how learnable the synthetic retina task is.
+
+  python benchmarks/synthetic_benchmark.py                      # images/s per task at 128 and 224 px
+  python benchmarks/synthetic_benchmark.py --sizes 64,128,587 --workers 1,2
+  python benchmarks/synthetic_benchmark.py --learnability --steps 600 --size 128
+  python benchmarks/synthetic_benchmark.py --preview /tmp/synthetic_preview   # PNG contact sheets
+
+--learnability trains a random-init CBR-Small (7x7 convs 32-64-128-256, each Conv-BN-ReLU-MaxPool; GAP; Dense 5)
+on synthetic retina training images with Adam 1e-3 (cosine decay), batch 32 and left-right flips, and prints the
+referable AUC (P(referable) = p2 + p3 + p4, positive = grade >= 2) on held-out validation images every
+--eval_every steps. It uses transfusion_tf.models.build_model("cbr_small", 5, ...) when that imports, else an
+equivalent minimal Keras model. This is the reproducible check for the README numbers.
+"""
+import argparse
+import os
+import resource
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+from scipy.stats import rankdata  # pylint: disable=g-import-not-at-top
+
+from transfusion_tf.data import synthetic  # pylint: disable=g-import-not-at-top
+
+
+def auc(labels, scores):
+  """Exact ROC-AUC (ties count one half) from the rank-sum formula."""
+  labels = np.asarray(labels).astype(bool)
+  npos = labels.sum()
+  nneg = len(labels) - npos
+  if npos == 0 or nneg == 0:
+    return float("nan")
+  ranks = rankdata(scores)
+  return float((ranks[labels].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def _cpu_seconds():
+  """CPU seconds used by this process and its finished children (the worker processes)."""
+  children = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def speed(tasks, sizes, workers, num, repeats):
+  """Prints wall-clock images/s, and images per CPU-second (what one free core would give; immune to load)."""
+  print(f"{'task':8s} {'size':>5s} {'workers':>7s} {'wall img/s':>10s} {'img/cpu-s':>10s}   "
+        f"(N={num}, best of {repeats}, cpu_count={os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")
+  for task in tasks:
+    for size in sizes:
+      synthetic.generate(task, 2, size, 0, num_workers=1)  # Warm caches (grids, interpolation matrices).
+      for w in workers:
+        best_wall = best_cpu = 0.0
+        for r in range(repeats):
+          t, c = time.perf_counter(), _cpu_seconds()
+          synthetic.generate(task, num, size, 1000 + r, num_workers=w)
+          best_wall = max(best_wall, num / (time.perf_counter() - t))
+          best_cpu = max(best_cpu, num / max(_cpu_seconds() - c, 1e-9))
+        print(f"{task:8s} {size:5d} {w:7d} {best_wall:10.1f} {best_cpu:10.1f}", flush=True)
+
+
+def preview(out_dir, size, difficulty):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  os.makedirs(out_dir, exist_ok=True)
+
+  def sheet(images, ncol):
+    n, s = len(images), images.shape[1]
+    if images.shape[-1] == 1:
+      images = np.repeat(images, 3, -1)
+    nrow = -(-n // ncol)
+    g = np.zeros((nrow * (s + 2), ncol * (s + 2), 3), np.uint8)
+    for i, im in enumerate(images):
+      r, c = divmod(i, ncol)
+      g[r * (s + 2):r * (s + 2) + s, c * (s + 2):c * (s + 2) + s] = im
+    return Image.fromarray(g)
+
+  x, y = synthetic.generate("retina", 80, size, 0, difficulty=difficulty)
+  rows = [np.flatnonzero(y == g)[:4] for g in range(5)]
+  sheet(np.concatenate([x[r] for r in rows]), 4).save(os.path.join(out_dir, "retina_by_grade.png"))
+  x, y = synthetic.generate("cxr", 16, size, 0, difficulty=difficulty)
+  sheet(x, 4).save(os.path.join(out_dir, "cxr.png"))
+  x, y = synthetic.generate("source", 200, size, 0, difficulty=difficulty)
+  first = [np.flatnonzero(y == k)[0] for k in range(synthetic.NUM_CLASSES["source"]) if (y == k).any()]
+  sheet(x[first], 8).save(os.path.join(out_dir, "source_by_class.png"))
+  print(f"wrote retina_by_grade.png (rows: grades 0-4), cxr.png, source_by_class.png to {out_dir}")
+
+
+def _cbr_small(size):
+  """CBR-Small from the model zoo if available, else an equivalent minimal Keras model; outputs logits."""
+  try:
+    from transfusion_tf.models import build_model  # pylint: disable=g-import-not-at-top
+    return build_model("cbr_small", 5, (size, size, 3)), "transfusion_tf.models.build_model"
+  except Exception as e:  # pylint: disable=broad-except
+    import keras  # pylint: disable=g-import-not-at-top
+    inp = keras.Input((size, size, 3))
+    h = inp
+    for w in (32, 64, 128, 256):
+      h = keras.layers.Conv2D(w, 7, padding="same", use_bias=False, kernel_initializer="he_normal")(h)
+      h = keras.layers.BatchNormalization()(h)
+      h = keras.layers.ReLU()(h)
+      h = keras.layers.MaxPool2D(3, 2, padding="same")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, keras.layers.Dense(5)(h)), f"fallback minimal model ({type(e).__name__})"
+
+
+def learnability(args):
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  d = args.difficulty
+  t0 = time.perf_counter()
+  xtr, ytr = synthetic.generate("retina", args.n_train, args.size, args.seed, difficulty=d, split="train")
+  xva, yva = synthetic.generate("retina", args.n_val, args.size, args.seed, difficulty=d, split="validation")
+  dd = synthetic.DEFAULT_DIFFICULTY["retina"] if d is None else d
+  print(f"data: {args.n_train} train + {args.n_val} validation at {args.size} px, difficulty {dd}, "
+        f"{time.perf_counter() - t0:.1f}s; train grades {np.bincount(ytr, minlength=5).tolist()}, "
+        f"validation referable {np.mean(yva >= 2):.2f}", flush=True)
+  keras.utils.set_random_seed(args.seed)
+  model, origin = _cbr_small(args.size)
+  print(f"model: CBR-Small from {origin}, {model.count_params():,} parameters", flush=True)
+  lr = keras.optimizers.schedules.CosineDecay(1e-3, args.steps, alpha=0.05)
+  model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  rng = np.random.default_rng(args.seed)
+  xv = xva.astype(np.float32) / 127.5 - 1.0
+  referable = yva >= 2
+
+  def batches():
+    while True:
+      perm = rng.permutation(len(xtr))
+      for i in range(0, len(perm) - args.batch_size + 1, args.batch_size):
+        b = perm[i:i + args.batch_size]
+        x = xtr[b].astype(np.float32) / 127.5 - 1.0
+        flip = rng.random(len(b)) < 0.5
+        x[flip] = x[flip, :, ::-1]
+        yield x, ytr[b]
+
+  it = batches()
+  t1 = time.perf_counter()
+  step = 0
+  curve = []
+  while step < args.steps:
+    for _ in range(min(args.eval_every, args.steps - step)):
+      model.train_on_batch(*next(it))
+      step += 1
+    logits = model.predict(xv, batch_size=128, verbose=0)
+    probs = tf.nn.softmax(logits).numpy()
+    a = auc(referable, probs[:, 2:].sum(1))
+    curve.append((step, a))
+    print(f"step {step:5d}  {time.perf_counter() - t1:6.0f}s  val referable AUC {a:.3f}  "
+          f"grade accuracy {(probs.argmax(1) == yva).mean():.3f}", flush=True)
+  best = max(a for _, a in curve)
+  near = next(s for s, a in curve if a >= best - 0.02)
+  print(f"final AUC {curve[-1][1]:.3f}, best {best:.3f}, first within 0.02 of best at step {near} of {args.steps}; "
+        f"{time.perf_counter() - t1:.0f}s training, {args.steps * args.batch_size / (time.perf_counter() - t1):.1f} "
+        f"img/s")
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--tasks", default="retina,cxr,source")
+  p.add_argument("--sizes", default="128,224")
+  p.add_argument("--workers", default="1,2", help="comma-separated worker counts to time")
+  p.add_argument("--num", type=int, default=256, help="images per timing")
+  p.add_argument("--repeats", type=int, default=2)
+  p.add_argument("--preview", default=None, help="write PNG contact sheets to this folder and exit")
+  p.add_argument("--learnability", action="store_true")
+  p.add_argument("--size", type=int, default=128)
+  p.add_argument("--steps", type=int, default=600)
+  p.add_argument("--eval_every", type=int, default=100)
+  p.add_argument("--batch_size", type=int, default=32)
+  p.add_argument("--n_train", type=int, default=4000)
+  p.add_argument("--n_val", type=int, default=1000)
+  p.add_argument("--difficulty", type=float, default=None)
+  p.add_argument("--seed", type=int, default=0)
+  args = p.parse_args()
+  if args.preview:
+    preview(args.preview, args.size, args.difficulty)
+  elif args.learnability:
+    learnability(args)
+  else:
+    speed(args.tasks.split(","), [int(s) for s in args.sizes.split(",")], [int(w) for w in args.workers.split(",")],
+          args.num, args.repeats)
+
+
+if __name__ == "__main__":
+  main()

@@ -349,7 +349,7 @@ class Trainer:
         self.step.assign(step)
         self.elapsed.assign(seconds())
         self.manager.save(checkpoint_number=step)
-        progress.update(step, point.get("train_loss", loss), ips, force=True)
+        progress.update(step, loss, ips, force=True)
         print("  eval " + "  ".join(f"{k} {v:.4f}" for k, v in point.items() if k not in ("step", "seconds")),
               flush=True)
     writer.close()

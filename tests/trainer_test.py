@@ -101,6 +101,7 @@ class TrainCommandTest(tf.test.TestCase):
         (["--model=inceptionv3", "--image_size=64"], "below inceptionv3's minimum of 75"),
         (["--dataset=nope"], "--dataset=nope"),
         (["--init=pretrained", f"--weights={tmp}/missing.h5"], "missing.h5"),
+        (["stray_argument"], "unexpected arguments: stray_argument"),
     ]
     for extra, needle in cases:
       proc = run_script("train", f"--run_dir={run_dir}", "--train_steps=2", *extra)

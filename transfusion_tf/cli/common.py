@@ -15,8 +15,15 @@ def _parse_flags(argv):
 
 
 def run_app(main):
-  """Runs an absl `main(argv)` with one-line flag errors and TensorFlow's INFO logs kept out of the progress."""
+  """Runs an absl `main(argv)` with one-line flag errors and TensorFlow's INFO logs kept out of the progress.
+
+  Every command takes flags only, so a stray positional argument is a user mistake too.
+  """
   def wrapped(argv):
+    if len(argv) > 1:
+      print(f"error: unexpected arguments: {' '.join(argv[1:])} (every option is a --flag)", file=sys.stderr,
+            flush=True)
+      sys.exit(2)
     absl_logging.set_verbosity(absl_logging.WARNING)
     return main(argv)
   app.run(wrapped, flags_parser=_parse_flags)

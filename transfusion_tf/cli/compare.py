@@ -150,8 +150,7 @@ def compare_runs(run_a, run_b, which_a="final", which_b="final", stages=None, co
 
 @exit_on_usage_error
 def main(argv):
-  if len(argv) > 1:
-    raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # run_app refuses positional arguments.
   if not FLAGS.compare_out:
     raise UsageError("--compare_out is required (the JSON file to write)")
   with warnings.catch_warnings():

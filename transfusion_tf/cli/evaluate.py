@@ -41,8 +41,7 @@ def evaluate_run(run_dir, split="test", which="final", checkpoint=None, batch_si
 
 @exit_on_usage_error
 def main(argv):
-  if len(argv) > 1:
-    raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # run_app refuses positional arguments.
   if not FLAGS.run_dir:
     raise UsageError("--run_dir is required (the run directory to score)")
   out = evaluate_run(FLAGS.run_dir, FLAGS.split, FLAGS.which, FLAGS.checkpoint, FLAGS.eval_batch_size)

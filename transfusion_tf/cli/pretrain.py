@@ -17,8 +17,7 @@ FLAGS = flags.FLAGS
 
 @exit_on_usage_error
 def main(argv):
-  if len(argv) > 1:
-    raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # run_app refuses positional arguments.
   if not FLAGS.run_dir:
     raise UsageError("--run_dir is required")
   path = trainer.pretrain(train_flags.config_from_flags(), FLAGS.run_dir, FLAGS.export, FLAGS.overwrite,

@@ -74,8 +74,7 @@ def config_from_flags():
 
 @exit_on_usage_error
 def main(argv):
-  if len(argv) > 1:
-    raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # run_app refuses positional arguments.
   study.run_study(config_from_flags(), FLAGS.study_stage)
 
 

@@ -35,12 +35,9 @@ class MetricsTest(tf.test.TestCase):
   def test_quadratic_kappa(self):
     y = np.array([0, 1, 2, 3, 4, 2])
     self.assertAllClose(metrics.quadratic_kappa(y, y, 5), 1.0)
-    # Hand computation for a 2-class case: observed [[1,1],[0,2]], weights [[0,1],[1,0]].
-    got = metrics.quadratic_kappa([0, 0, 1, 1], [0, 1, 1, 1], 2)
-    observed = np.array([[1, 1], [0, 2]], float)
-    exp = np.outer(observed.sum(1), observed.sum(0)) / 4
-    w = np.array([[0, 1], [1, 0]], float)
-    self.assertAllClose(got, 1 - (w * observed).sum() / (w * exp).sum())
+    # By hand: observed [[1, 1], [0, 2]], expected outer([2, 2], [1, 3]) / 4 = [[.5, 1.5], [.5, 1.5]],
+    # weights [[0, 1], [1, 0]]: kappa = 1 - (0 + 1 + 0 + 0) / (1.5 + 0.5) = 0.5.
+    self.assertAllClose(metrics.quadratic_kappa([0, 0, 1, 1], [0, 1, 1, 1], 2), 0.5)
 
   def test_grading_metrics_use_referable_probability(self):
     task = tasks.get_task("retina")

@@ -316,9 +316,8 @@ def ensure_sources(cfg, sources):
   return out
 
 
-def run_sweep(cfg):
-  """Pretrains and trains every run of this shard (resuming). Returns (runs, weights per model)."""
-  runs = plan_runs(cfg)
+def run_sweep(cfg, runs):
+  """Pretrains and trains every run of this shard of `runs` (resuming). Returns the source plan per model."""
   i, n = cfg.shard
   shard_runs = [r for k, r in enumerate(runs) if k % n == i]
   sources = source_plan(cfg, runs)
@@ -338,7 +337,7 @@ def run_sweep(cfg):
     trainer.train(run_config(cfg, r, weights.get(r.model)), path, overwrite=cfg.force,
                   tb_dir=os.path.join(cfg.out, "tb", r.name.replace("/", "_")))
     keras.backend.clear_session()
-  return runs, sources
+  return sources
 
 
 def _mkdir(path):
@@ -452,7 +451,7 @@ def run_study(cfg, stage="all"):
       print(f"  {r.name}{'  (done)' if is_done(run_dir(cfg, r)) else ''}", flush=True)
     return None
   if stage in ("all", "train"):
-    runs, _ = run_sweep(cfg)
+    run_sweep(cfg, runs)
   if stage == "train" or cfg.shard[1] > 1:
     return None
   missing = [r.name for r in runs if not is_done(run_dir(cfg, r))]

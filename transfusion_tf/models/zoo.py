@@ -23,7 +23,7 @@ def check_model_name(name):
 
 
 def build_model(name, num_outputs, input_shape, weights=None, seed=0, cbr_widths=None, width_multiplier=1.0,
-                cbr_bn_scale=True, slim=False, stage_multipliers=None, include_head=True):
+                cbr_bn_scale=True, slim=False, stage_multipliers=None, include_head=True, initialize_weights=True):
   """Builds model `name` with a Dense head of `num_outputs` logits, initialised and ready to train.
 
   input_shape: (H, W, C); H and W must be at least MIN_SIZE[name]. weights: None (random init, seeded by `seed`),
@@ -31,7 +31,8 @@ def build_model(name, num_outputs, input_shape, weights=None, seed=0, cbr_widths
   the legacy Keras layout (our pretraining writes these); the head is never loaded. cbr_widths /
   width_multiplier / cbr_bn_scale shape the CBRs; width_multiplier, stage_multipliers (4 floats) and slim (blocks
   3-4 at half width) shape ResNet50. Returns a keras.Model named `name` whose output is (batch, num_outputs)
-  float32 logits.
+  float32 logits. initialize_weights=False leaves Keras' default initialisers (for callers that set every weight
+  themselves right after, e.g. with `initialize` or from a file, or only count parameters).
   """
   check_model_name(name)
   input_shape = tuple(int(d) for d in input_shape)
@@ -53,14 +54,16 @@ def build_model(name, num_outputs, input_shape, weights=None, seed=0, cbr_widths
     if include_head:
       x = keras.layers.Dense(num_outputs, dtype="float32", name="head")(x)
     model = keras.Model(base.input, x, name="inceptionv3")
-  init.initialize(model, "random" if weights is None else "pretrained", source=weights, seed=seed)
+  if initialize_weights:
+    init.initialize(model, "random" if weights is None else "pretrained", source=weights, seed=seed)
   return model
 
 
 def paper_convention_count(name, cbr_widths=None):
   """Parameter count under the paper's convention: 1-channel input, conv kernels without bias, one BatchNorm
   offset per channel, no head (this reproduces the quoted CBR-LargeT and CBR-Tiny counts exactly)."""
-  model = build_model(name, 1, (MIN_SIZE[name] * 2,) * 2 + (1,), cbr_widths=cbr_widths, include_head=False)
+  model = build_model(name, 1, (MIN_SIZE[name] * 2,) * 2 + (1,), cbr_widths=cbr_widths, include_head=False,
+                      initialize_weights=False)
   total = 0
   for layer in model.layers:
     kind = layer.__class__.__name__

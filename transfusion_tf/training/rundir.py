@@ -76,7 +76,7 @@ def build_from_config(config, weights_file=None):
   from transfusion_tf.models.init import copy_weights
   size = int(config["image_size"])
   model = models.build_model(config["model"], int(config["num_outputs"]), (size, size, int(config["channels"])),
-                             **(config.get("model_kwargs") or {}))
+                             initialize_weights=weights_file is None, **(config.get("model_kwargs") or {}))
   if weights_file:
     src = weights_lib.read_weight_file(weights_file)
     copy_weights(model, weights_lib.match_layers(model, src, skip=()))

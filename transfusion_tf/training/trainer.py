@@ -209,8 +209,9 @@ class Trainer:
                                     **cfg.data_kwargs)
     self.task = self.data.task
     with self.strategy.scope():
+      # `initialize` below sets every weight, so the model is built without its own (identical) random init.
       self.model = models.build_model(cfg.model, self.task.num_outputs, (cfg.image_size, cfg.image_size, 3),
-                                      seed=cfg.seed, **cfg.model_kwargs)
+                                      initialize_weights=False, **cfg.model_kwargs)
       self.init_info = models.initialize(self.model, cfg.init, source=cfg.weights, seed=cfg.seed,
                                          gabor_frequency=cfg.gabor_frequency, meanvar_bn=cfg.meanvar_bn)
       self.optimizer = make_optimizer(cfg)
@@ -275,7 +276,7 @@ class Trainer:
     config = {"model": cfg.model, "num_outputs": self.task.num_outputs, "image_size": cfg.image_size,
               "channels": 3, "model_kwargs": cfg.model_kwargs, "dataset": cfg.dataset,
               "data_kwargs": cfg.data_kwargs, "init": cfg.init, "weights": cfg.weights, "seed": cfg.seed,
-              "preprocessing": self.data.preprocessing if hasattr(self.data, "preprocessing") else None,
+              "preprocessing": self.data.preprocessing,
               "task": self.task.name, "train": cfg.to_dict()}
     rundir.save_config(self.run_dir, config)
     if self.flags_text is not None:
@@ -363,7 +364,7 @@ class Trainer:
   def _attrs(self):
     source = {"imagenet_tfds": "imagenet"}.get(self.cfg.dataset, self.cfg.dataset)
     attrs = {"source": source, "model_name": self.cfg.model, "image_size": self.cfg.image_size, "seed": self.cfg.seed,
-             "preprocessing": getattr(self.data, "preprocessing", "") or ""}
+             "preprocessing": self.data.preprocessing}
     attrs.update(self.export_attrs)
     return attrs
 

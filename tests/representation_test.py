@@ -150,7 +150,32 @@ class RepresentationTest(tf.test.TestCase):
     for p in saved["panels"]:
       self.assertLen(p["per_filter"], 8)
       self.assertEqual(p["shape"], [5, 5, 3, 8])
+      self.assertAllClose(p["orientation_selectivity_after"],
+                          representation.orientation_selectivity(entries[saved["panels"].index(p)]["after"]).mean())
+      self.assertLess(p["selectivity_references"]["random"], p["selectivity_references"]["gabor"])
     self.assertTrue(os.path.getsize(out["png"]) > 1000)
+
+  def test_orientation_selectivity(self):
+    k = 7
+    y, x = np.mgrid[0:k, 0:k] - 3.0
+    grating = np.cos(2 * np.pi * 0.2 * (x * np.cos(0.6) + y * np.sin(0.6)))
+    blob = np.exp(-(x**2 + y**2) / 4.0)
+    colour = np.ones((k, k))  # The same in every pixel: a colour-only filter has no spatial structure.
+    kernel = np.stack([np.repeat(f[:, :, None], 3, axis=2) for f in (grating, blob, colour)], axis=-1)
+    sel = representation.orientation_selectivity(kernel)
+    self.assertEqual(sel.shape, (3,))
+    self.assertGreater(sel[0], 0.65)  # Below 1: a 7x7 window spreads the spectrum over neighbouring angles.
+    self.assertLess(sel[1], 0.05)
+    self.assertAllClose(sel[2], 0.0)
+    refs = representation.selectivity_references((7, 7, 3, 64))
+    self.assertLess(refs["random"], 0.25)
+    self.assertGreater(refs["gabor"], 0.6)
+    rng = np.random.default_rng(0)
+    rotated = representation.orientation_selectivity(np.rot90(kernel, axes=(0, 1)))
+    self.assertAllClose(rotated, sel, atol=1e-3)  # Rotation changes the angle, not how oriented a filter is.
+    self.assertLess(representation.orientation_selectivity(rng.normal(size=(7, 7, 3, 256))).mean(), 0.25)
+    with self.assertRaisesRegex(ValueError, "kernel"):
+      representation.orientation_selectivity(np.zeros((7, 7, 3)))
 
   def test_filter_grid(self):
     rng = np.random.default_rng(0)

@@ -131,6 +131,31 @@ class TrainerTest(tf.test.TestCase):
     with self.assertRaisesRegex(UsageError, "layer 'conv1_conv'"):
       trainer.train(tiny_cfg(init="pretrained", weights=path), os.path.join(tmp, "run"))
 
+  def test_weight_decay_applies_to_conv_kernels_only(self):
+    model = models.build_model("cbr_tiny", 5, (32, 32, 3), width_multiplier=0.25)
+    decayed = {v.path for v in trainer.decayed_variables(model)}
+    self.assertEqual(decayed, {f"conv{i}_conv/kernel" for i in range(1, 5)})
+    for name in ("adamw", "sgd"):
+      cfg = tiny_cfg(optimizer=name, learning_rate=0.1, weight_decay=0.5, lr_schedule="constant")
+      model = models.build_model("cbr_tiny", 5, (32, 32, 3), width_multiplier=0.25)
+      for v in model.trainable_variables:
+        v.assign(tf.ones_like(v))
+      opt = trainer.make_optimizer(cfg, model)
+      # Zero gradients: what changes is the decoupled decay alone, a factor 1 - lr * wd = 0.95.
+      opt.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
+      for v in model.trainable_variables:
+        expected = 0.95 if v.path in decayed else 1.0
+        self.assertAllClose(v.numpy(), np.full(v.shape, expected), msg=f"{name} {v.path}")
+
+  def test_pretrain_command_defaults(self):
+    # The pretrain command and the study's pretraining share trainer.PRETRAIN_DEFAULTS (AdamW + decay).
+    from transfusion_tf.experiments import study  # pylint: disable=g-import-not-at-top
+    cfg = study.pretrain_config(study.StudyConfig(out="/nonexistent", models=("cbr_tiny",),
+                                                  base=tiny_cfg()), "cbr_tiny")
+    for key, value in trainer.PRETRAIN_DEFAULTS.items():
+      self.assertEqual(getattr(cfg, key), value, key)
+    self.assertEqual(cfg.dataset, "synthetic_source")
+
   def test_pretrain_then_transfer_schemes(self):
     tmp = self.create_tempdir().full_path
     src_cfg = tiny_cfg(dataset="synthetic_source", train_steps=4, eval_every=4)

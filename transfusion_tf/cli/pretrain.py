@@ -1,7 +1,8 @@
 """`transfusion-pretrain`: trains a model on a source task and exports a weights file for transfer.
 
 Offline the source is the embedded `synthetic_source` task, standing in for ImageNet; users with ImageNet use
-`--dataset=imagenet_tfds --tfds_manual_dir=...`. The exported file is what `--init=pretrained|meanvar|
+`--dataset=imagenet_tfds --tfds_manual_dir=...`. Defaults differ from transfusion-train where
+`trainer.PRETRAIN_DEFAULTS` says (AdamW with strong weight decay on conv kernels, so conv1 grows oriented filters). The exported file is what `--init=pretrained|meanvar|
 transfuse:*|slim --weights=PATH` read; it records its source so every later output can say what stood in.
 """
 from absl import flags
@@ -27,6 +28,8 @@ def main(argv):
 
 def run():
   flags.FLAGS.set_default("dataset", "synthetic_source")
+  for name, value in trainer.PRETRAIN_DEFAULTS.items():
+    flags.FLAGS.set_default(name, value)
   run_app(main)
 
 

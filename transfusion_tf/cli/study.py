@@ -10,6 +10,7 @@ from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import UsageError, exit_on_usage_error
 from transfusion_tf.experiments import study
 from transfusion_tf.training import flags as train_flags
+from transfusion_tf.training import trainer
 
 flags.DEFINE_string("out", None, "Output folder of the study: runs, TensorBoard root, figures, report.md.")
 flags.DEFINE_list("study_models", ["cbr_tiny"], "Models of the sweep.")
@@ -22,7 +23,10 @@ flags.DEFINE_string("source_weights", "auto", "Pretrained source: auto (ImageNet
 flags.DEFINE_integer("pretrain_steps", 500, "Steps of synthetic-source pretraining per model.")
 flags.DEFINE_integer("pretrain_image_size", None, "Input size for pretraining (default: --image_size).")
 flags.DEFINE_integer("pretrain_num_train", 4000, "Synthetic source images for pretraining.")
-flags.DEFINE_float("pretrain_learning_rate", 1e-3, "Learning rate of source pretraining.")
+flags.DEFINE_float("pretrain_learning_rate", trainer.PRETRAIN_DEFAULTS["learning_rate"],
+                   "Peak learning rate of source pretraining (AdamW, cosine decay).")
+flags.DEFINE_float("pretrain_weight_decay", trainer.PRETRAIN_DEFAULTS["weight_decay"],
+                   "Decoupled weight decay of source pretraining, on convolution kernels only.")
 flags.DEFINE_integer("small_data_subset", 5000, "T3's training-set size (the paper: 5,000).")
 flags.DEFINE_list("wt_stages", None, "WT stages (default: none, every stage bottom-up); 'none' is random init.")
 flags.DEFINE_integer("analysis_images", 256, "Validation images fed to the SVCCA analyses.")
@@ -66,7 +70,8 @@ def config_from_flags():
       inits=tuple(FLAGS.study_inits), seeds=FLAGS.study_seeds, experiments=tuple(FLAGS.experiments),
       source_weights=FLAGS.source_weights, pretrain_steps=FLAGS.pretrain_steps,
       pretrain_image_size=FLAGS.pretrain_image_size, pretrain_num_train=FLAGS.pretrain_num_train,
-      pretrain_learning_rate=FLAGS.pretrain_learning_rate, small_data_subset=FLAGS.small_data_subset,
+      pretrain_learning_rate=FLAGS.pretrain_learning_rate,
+      pretrain_weight_decay=FLAGS.pretrain_weight_decay, small_data_subset=FLAGS.small_data_subset,
       wt_stages=tuple(FLAGS.wt_stages) if FLAGS.wt_stages else None, analysis_images=FLAGS.analysis_images,
       analysis_max_positions=FLAGS.analysis_max_positions, force=FLAGS.force, shard=_shard(FLAGS.shard),
       width_multipliers=_widths(FLAGS.study_width_multipliers))

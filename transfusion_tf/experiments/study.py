@@ -56,7 +56,8 @@ class StudyConfig:
   pretrain_steps: int = 500
   pretrain_image_size: int = None
   pretrain_num_train: int = 4000
-  pretrain_learning_rate: float = 1e-3
+  pretrain_learning_rate: float = trainer.PRETRAIN_DEFAULTS["learning_rate"]
+  pretrain_weight_decay: float = trainer.PRETRAIN_DEFAULTS["weight_decay"]
   small_data_subset: int = 5000
   wt_stages: tuple = None
   analysis_images: int = 256
@@ -227,7 +228,8 @@ def pretrain_config(cfg, model):
   return dataclasses.replace(
       base, model=model, dataset="synthetic_source", init="random", weights=None, seed=0,
       image_size=cfg.pretrain_image_size or base.image_size, train_steps=steps, eval_every=max(1, steps // 2),
-      learning_rate=cfg.pretrain_learning_rate, convergence_auc=None, optimizer="adam", lr_schedule="cosine",
+      learning_rate=cfg.pretrain_learning_rate, weight_decay=cfg.pretrain_weight_decay, convergence_auc=None,
+      optimizer=trainer.PRETRAIN_DEFAULTS["optimizer"], lr_schedule=trainer.PRETRAIN_DEFAULTS["lr_schedule"],
       model_kwargs=model_kwargs, data_kwargs=data_kwargs)
 
 

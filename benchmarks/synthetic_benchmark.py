@@ -1,16 +1,19 @@
-"""Speed of the synthetic data generators, and (--learnability) how learnable the synthetic retina task is.
+"""Speed of the synthetic generators, how learnable the synthetic tasks are, what source pretraining does to conv1.
 
   python benchmarks/synthetic_benchmark.py                      # images/s per task at 128 and 224 px
   python benchmarks/synthetic_benchmark.py --sizes 64,128,587 --workers 1,2
   python benchmarks/synthetic_benchmark.py --learnability --steps 600 --size 128
+  python benchmarks/synthetic_benchmark.py --learnability --task cxr --steps 600 --size 128
   python benchmarks/synthetic_benchmark.py --preview /tmp/synthetic_preview   # PNG contact sheets
   python benchmarks/synthetic_benchmark.py --source_filters --size 32 --steps 3000 --out /tmp/source_filters
 
 --learnability trains a random-init CBR-Small (7x7 convs 32-64-128-256, each Conv-BN-ReLU-MaxPool; GAP; Dense 5)
 on synthetic retina training images with Adam 1e-3 (cosine decay), batch 32 and left-right flips, and prints the
 referable AUC (P(referable) = p2 + p3 + p4, positive = grade >= 2) on held-out validation images every
---eval_every steps. It uses transfusion_tf.models.build_model("cbr_small", 5, ...) when that imports, else an
-equivalent minimal Keras model. This is the reproducible check for the README numbers.
+--eval_every steps. With --task cxr it trains 5 sigmoid outputs (uncertain labels masked out) on grayscale films fed
+as RGB and prints the mean AUC over the five findings (certain labels only). It uses
+transfusion_tf.models.build_model("cbr_small", ...) when that imports, else an equivalent minimal Keras model. This
+is the reproducible check for the README numbers.
 
 --source_filters pretrains a model (default CBR-Small) on synthetic_source exactly as `transfusion-pretrain` and the
 study do by default (AdamW, decoupled weight decay on convolution kernels, cosine decay), then prints the mean
@@ -93,11 +96,11 @@ def preview(out_dir, size, difficulty):
   print(f"wrote retina_by_grade.png (rows: grades 0-4), cxr.png, source_by_class.png to {out_dir}")
 
 
-def _cbr_small(size):
+def _cbr_small(size, num_outputs=5):
   """CBR-Small from the model zoo if available, else an equivalent minimal Keras model; outputs logits."""
   try:
     from transfusion_tf.models import build_model  # pylint: disable=g-import-not-at-top
-    return build_model("cbr_small", 5, (size, size, 3)), "transfusion_tf.models.build_model"
+    return build_model("cbr_small", num_outputs, (size, size, 3)), "transfusion_tf.models.build_model"
   except Exception as e:  # pylint: disable=broad-except
     import keras  # pylint: disable=g-import-not-at-top
     inp = keras.Input((size, size, 3))
@@ -108,28 +111,41 @@ def _cbr_small(size):
       h = keras.layers.ReLU()(h)
       h = keras.layers.MaxPool2D(3, 2, padding="same")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
-    return keras.Model(inp, keras.layers.Dense(5)(h)), f"fallback minimal model ({type(e).__name__})"
+    return keras.Model(inp, keras.layers.Dense(num_outputs)(h)), f"fallback minimal model ({type(e).__name__})"
 
 
 def learnability(args):
+  """Trains a random-init CBR-Small on synthetic retina (or cxr with --task cxr); prints held-out AUC per eval."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  d = args.difficulty
+  d, task = args.difficulty, args.task
   t0 = time.perf_counter()
-  xtr, ytr = synthetic.generate("retina", args.n_train, args.size, args.seed, difficulty=d, split="train")
-  xva, yva = synthetic.generate("retina", args.n_val, args.size, args.seed, difficulty=d, split="validation")
-  dd = synthetic.DEFAULT_DIFFICULTY["retina"] if d is None else d
-  print(f"data: {args.n_train} train + {args.n_val} validation at {args.size} px, difficulty {dd}, "
-        f"{time.perf_counter() - t0:.1f}s; train grades {np.bincount(ytr, minlength=5).tolist()}, "
-        f"validation referable {np.mean(yva >= 2):.2f}", flush=True)
+  xtr, ytr = synthetic.generate(task, args.n_train, args.size, args.seed, difficulty=d, split="train")
+  xva, yva = synthetic.generate(task, args.n_val, args.size, args.seed, difficulty=d, split="validation")
+  if task == "cxr":  # Grayscale films go in as RGB, as the pipeline feeds them.
+    xtr, xva = np.repeat(xtr, 3, axis=-1), np.repeat(xva, 3, axis=-1)
+  dd = synthetic.DEFAULT_DIFFICULTY[task] if d is None else d
+  what = (f"train grades {np.bincount(ytr, minlength=5).tolist()}, validation referable {np.mean(yva >= 2):.2f}"
+          if task == "retina" else
+          f"validation positives {(yva == 1).mean(0).round(2).tolist()}, uncertain {(yva == -1).mean(0).round(2).tolist()}")
+  print(f"data: {task}, {args.n_train} train + {args.n_val} validation at {args.size} px, difficulty {dd}, "
+        f"{time.perf_counter() - t0:.1f}s; {what}", flush=True)
   keras.utils.set_random_seed(args.seed)
-  model, origin = _cbr_small(args.size)
+  num_out = synthetic.NUM_CLASSES[task]
+  model, origin = _cbr_small(args.size, num_out)
   print(f"model: CBR-Small from {origin}, {model.count_params():,} parameters", flush=True)
   lr = keras.optimizers.schedules.CosineDecay(1e-3, args.steps, alpha=0.05)
-  model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  if task == "cxr":
+    def loss(y, logits):  # Uncertain labels (-1) are masked out, the `ignore` policy.
+      y = tf.cast(y, tf.float32)
+      mask = tf.cast(y >= 0, tf.float32)
+      bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.maximum(y, 0.0), logits=logits)
+      return tf.reduce_sum(bce * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+  else:
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  model.compile(keras.optimizers.Adam(lr), loss)
   rng = np.random.default_rng(args.seed)
   xv = xva.astype(np.float32) / 127.5 - 1.0
-  referable = yva >= 2
 
   def batches():
     while True:
@@ -141,25 +157,31 @@ def learnability(args):
         x[flip] = x[flip, :, ::-1]
         yield x, ytr[b]
 
+  def score(logits):
+    if task == "cxr":
+      per = [auc(yva[yva[:, j] >= 0, j] == 1, logits[yva[:, j] >= 0, j]) for j in range(num_out)]
+      return float(np.mean(per)), "mean AUC (certain labels) " + " ".join(f"{a:.2f}" for a in per)
+    probs = tf.nn.softmax(logits).numpy()
+    a = auc(yva >= 2, probs[:, 2:].sum(1))
+    return a, f"grade accuracy {(probs.argmax(1) == yva).mean():.3f}"
+
   it = batches()
   t1 = time.perf_counter()
   step = 0
   curve = []
+  name = "mean AUC" if task == "cxr" else "referable AUC"
   while step < args.steps:
     for _ in range(min(args.eval_every, args.steps - step)):
       model.train_on_batch(*next(it))
       step += 1
-    logits = model.predict(xv, batch_size=128, verbose=0)
-    probs = tf.nn.softmax(logits).numpy()
-    a = auc(referable, probs[:, 2:].sum(1))
+    a, extra = score(model.predict(xv, batch_size=128, verbose=0))
     curve.append((step, a))
-    print(f"step {step:5d}  {time.perf_counter() - t1:6.0f}s  val referable AUC {a:.3f}  "
-          f"grade accuracy {(probs.argmax(1) == yva).mean():.3f}", flush=True)
+    print(f"step {step:5d}  {time.perf_counter() - t1:6.0f}s  val {name} {a:.3f}  {extra}", flush=True)
   best = max(a for _, a in curve)
   near = next(s for s, a in curve if a >= best - 0.02)
-  print(f"final AUC {curve[-1][1]:.3f}, best {best:.3f}, first within 0.02 of best at step {near} of {args.steps}; "
-        f"{time.perf_counter() - t1:.0f}s training, {args.steps * args.batch_size / (time.perf_counter() - t1):.1f} "
-        f"img/s")
+  print(f"final {name} {curve[-1][1]:.3f}, best {best:.3f}, first within 0.02 of best at step {near} of "
+        f"{args.steps}; {time.perf_counter() - t1:.0f}s training, "
+        f"{args.steps * args.batch_size / (time.perf_counter() - t1):.1f} img/s")
 
 
 def source_filters(args):
@@ -218,6 +240,7 @@ def main():
   p.add_argument("--n_val", type=int, default=1000)
   p.add_argument("--difficulty", type=float, default=None)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--task", default="retina", choices=["retina", "cxr"], help="--learnability: which task")
   p.add_argument("--source_filters", action="store_true")
   p.add_argument("--model", default="cbr_small")
   p.add_argument("--learning_rate", type=float, default=None, help="--source_filters: override the default")

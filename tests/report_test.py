@@ -42,8 +42,21 @@ class ReportTest(tf.test.TestCase):
       metrics["auc_mean"] = auc
       s = steps.get(r.init, 100)
       fake_run(study.run_dir(cfg, r), metrics, s, [0.5, 0.8 if s <= 50 else 0.7, auc])
-    path = report.write_report(cfg, runs, {}, wall_seconds=60)
+    refs = {"random": 0.15, "gabor": 0.70}
+    f5 = {"png": os.path.join(out, "analysis", "f5.png"), "panels": [
+        dict(model="cbr_small", kind="random", mean_relative_l2_change=0.9, orientation_selectivity_before=0.15,
+             orientation_selectivity_after=0.18, selectivity_references=refs),
+        dict(model="cbr_small", kind="pretrained", mean_relative_l2_change=0.3, orientation_selectivity_before=0.41,
+             orientation_selectivity_after=0.35, selectivity_references=refs),
+        dict(model="resnet50", kind="pretrained", mean_relative_l2_change=0.01, orientation_selectivity_before=0.2,
+             orientation_selectivity_after=0.2, selectivity_references=refs)]}
+    path = report.write_report(cfg, runs, {"F5": f5}, wall_seconds=60)
     text = open(path).read()
+    self.assertIn("cbr_small pretrained 0.41 -> 0.35", text)
+    f5_readings = [l for l in text.splitlines() if l.startswith("- F5")]
+    self.assertTrue(any(l.startswith("- F5: **holds**") and "cbr_small pretrained" in l for l in f5_readings),
+                    f5_readings)
+    self.assertTrue(any("does not hold" in l and "resnet50 pretrained" in l for l in f5_readings), f5_readings)
     for heading in ("## T2", "## T3", "## Convergence: steps to threshold", "### SL: resnet50", "### GB: cbr_small",
                     "### WT: resnet50 steps", "### MV: cbr_small"):
       self.assertIn(heading, text)

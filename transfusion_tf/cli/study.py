@@ -20,8 +20,11 @@ flags.DEFINE_integer("study_seeds", 1, "Repetitions per setting (seeds 0..n-1; t
 flags.DEFINE_list("experiments", ["T1"], f"Experiments: {', '.join(study.EXPERIMENTS)}.")
 flags.DEFINE_string("source_weights", "auto", "Pretrained source: auto (ImageNet from the Keras cache where "
                     "present, else pretraining on synthetic_source), synthetic, imagenet, or a weights path.")
-flags.DEFINE_integer("pretrain_steps", 500, "Steps of synthetic-source pretraining per model.")
-flags.DEFINE_integer("pretrain_image_size", None, "Input size for pretraining (default: --image_size).")
+flags.DEFINE_integer("pretrain_steps", trainer.PRETRAIN_DEFAULTS["train_steps"],
+                     "Steps of synthetic-source pretraining per model.")
+flags.DEFINE_integer("pretrain_image_size", None, "Input size of synthetic-source pretraining (default: 32 px, or the "
+                     "model's minimum if larger: there the source patterns meet conv1's scale and it grows oriented "
+                     "filters).")
 flags.DEFINE_integer("pretrain_num_train", 4000, "Synthetic source images for pretraining.")
 flags.DEFINE_float("pretrain_learning_rate", trainer.PRETRAIN_DEFAULTS["learning_rate"],
                    "Peak learning rate of source pretraining (AdamW, cosine decay).")

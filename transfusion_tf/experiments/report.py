@@ -435,6 +435,22 @@ def write_report(cfg, runs, analyses, wall_seconds):
     rep_lines.append(", ".join(f"{m} {k}: filters moved {v:.2f} (mean relative L2)" for (m, k), v in moved.items()
                                if v is not None) + ".")
     rep_lines.append("")
+    sel = [p for p in f5.get("panels", []) if p.get("orientation_selectivity_before") is not None]
+    if sel:
+      refs = sel[0].get("selectivity_references", {})
+      rep_lines.append("conv1 orientation selectivity before -> after training (0 = unoriented, 1 = a pure grating; "
+                       f"He-normal random {refs.get('random', float('nan')):.2f}, Gabor bank "
+                       f"{refs.get('gabor', float('nan')):.2f}): " + ", ".join(
+                           f"{p['model']} {p['kind']} {p['orientation_selectivity_before']:.2f} -> "
+                           f"{p['orientation_selectivity_after']:.2f}" for p in sel) + ".")
+      rep_lines.append("")
+      for p in sel:
+        rnd = (p.get("selectivity_references") or {}).get("random")
+        if p["kind"] == "pretrained" and rnd:
+          v = p["orientation_selectivity_before"]
+          readings.append(("F5", _verdict(v > 2 * rnd, f"{p['model']} pretrained conv1 orientation selectivity "
+                                          f"{v:.2f} vs {rnd:.2f} for random filters; the paper: pretrained conv1 "
+                                          "filters are Gabor-like (oriented)")))
     cbr = next((m for m, _ in moved if m.startswith("cbr_")), None)
     if ("resnet50", "random") in moved and cbr and (cbr, "random") in moved:
       a, b = moved[("resnet50", "random")], moved[(cbr, "random")]

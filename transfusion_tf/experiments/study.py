@@ -53,8 +53,8 @@ class StudyConfig:
   seeds: int = 1
   experiments: tuple = ("T1",)
   source_weights: str = "auto"
-  pretrain_steps: int = 500
-  pretrain_image_size: int = None
+  pretrain_steps: int = trainer.PRETRAIN_DEFAULTS["train_steps"]
+  pretrain_image_size: int = None  # None: trainer.PRETRAIN_DEFAULTS' 32 px, or the model's minimum if larger.
   pretrain_num_train: int = 4000
   pretrain_learning_rate: float = trainer.PRETRAIN_DEFAULTS["learning_rate"]
   pretrain_weight_decay: float = trainer.PRETRAIN_DEFAULTS["weight_decay"]
@@ -227,7 +227,8 @@ def pretrain_config(cfg, model):
   steps = cfg.pretrain_steps
   return dataclasses.replace(
       base, model=model, dataset="synthetic_source", init="random", weights=None, seed=0,
-      image_size=cfg.pretrain_image_size or base.image_size, train_steps=steps, eval_every=max(1, steps // 2),
+      image_size=cfg.pretrain_image_size or max(trainer.PRETRAIN_DEFAULTS["image_size"], models.MIN_SIZE[model]),
+      train_steps=steps, eval_every=max(1, steps // 2),
       learning_rate=cfg.pretrain_learning_rate, weight_decay=cfg.pretrain_weight_decay, convergence_auc=None,
       optimizer=trainer.PRETRAIN_DEFAULTS["optimizer"], lr_schedule=trainer.PRETRAIN_DEFAULTS["lr_schedule"],
       model_kwargs=model_kwargs, data_kwargs=data_kwargs)
@@ -294,7 +295,9 @@ def print_plan(cfg, runs, sources, shard_runs):
     estimate += sec * (cfg.base.train_steps + evals * 4) + 3 * trace
   for m in to_pretrain:
     sec, trace = per_model[m]
-    estimate += sec * cfg.pretrain_steps + 3 * trace
+    # Step time scales about with the pixel count; pretraining usually runs at another size.
+    scale = (pretrain_config(cfg, m).image_size / cfg.base.image_size) ** 2
+    estimate += sec * scale * cfg.pretrain_steps + 3 * trace
   if per_model:
     steps = ", ".join(f"{m} {s * 1000:.0f} ms/step" for m, (s, _) in per_model.items())
     print(f"  measured: {steps}; estimated training time for this shard {_fmt_seconds(estimate)} (analyses come after)", flush=True)

@@ -127,7 +127,8 @@ def learnability(args):
   dd = synthetic.DEFAULT_DIFFICULTY[task] if d is None else d
   what = (f"train grades {np.bincount(ytr, minlength=5).tolist()}, validation referable {np.mean(yva >= 2):.2f}"
           if task == "retina" else
-          f"validation positives {(yva == 1).mean(0).round(2).tolist()}, uncertain {(yva == -1).mean(0).round(2).tolist()}")
+          f"validation positives {(yva == 1).mean(0).round(2).tolist()}, "
+          f"uncertain {(yva == -1).mean(0).round(2).tolist()}")
   print(f"data: {task}, {args.n_train} train + {args.n_val} validation at {args.size} px, difficulty {dd}, "
         f"{time.perf_counter() - t0:.1f}s; {what}", flush=True)
   keras.utils.set_random_seed(args.seed)

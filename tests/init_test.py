@@ -139,6 +139,35 @@ class InitTest(tf.test.TestCase):
     self.assertLess(np.median(diff), np.deg2rad(15))  # 7x7 low-frequency filters resolve orientation coarsely.
     self.assertAllEqual(model.get_layer("conv2_conv").kernel, ref)  # The rest stays the seeded random init.
 
+  def test_normalize_conv_scale_keeps_the_function(self):
+    from transfusion_tf.models import init as init_lib  # pylint: disable=g-import-not-at-top
+    model = models.build_model("cbr_tiny", 5, (32, 32, 3), width_multiplier=0.25)
+    pairs = init_lib.conv_bn_pairs(model)
+    self.assertEqual([(c.name, b.name) for c, b in pairs], [(f"conv{i}_conv", f"conv{i}_bn") for i in range(1, 5)])
+    rng = np.random.default_rng(0)
+    for conv, bn in pairs:  # A decayed-then-trained state: small kernels, statistics that match them.
+      conv.kernel.assign(conv.kernel.numpy() * 0.2)
+      bn.moving_mean.assign(rng.normal(0, 0.2, bn.moving_mean.shape))
+      bn.moving_variance.assign(rng.uniform(2.0, 4.0, bn.moving_variance.shape))
+    x = rng.normal(size=(4, 32, 32, 3)).astype(np.float32)
+    infer = model(x, training=False).numpy()
+    scales = init_lib.normalize_conv_scale(model)
+    infer_after = model(x, training=False).numpy()
+    # Training-mode calls update the moving statistics, so they come after every inference-mode call.
+    self.assertLen(scales, 4)
+    for conv, _ in pairs:
+      k = conv.kernel.numpy()
+      self.assertAllClose(k.std(), np.sqrt(2.0 / np.prod(k.shape[:-1])), rtol=1e-5)
+      self.assertGreater(scales[conv.name], 2.0)
+    self.assertAllClose(infer_after, infer, rtol=1e-3, atol=1e-3)
+    train_after = model(x, training=True).numpy()
+    for conv, _ in pairs:  # Batch statistics make a kernel's scale irrelevant (up to epsilon) in training mode.
+      conv.kernel.assign(conv.kernel.numpy() * 2.0)
+    self.assertAllClose(model(x, training=True).numpy(), train_after, rtol=2e-3, atol=2e-3)
+    resnet = models.build_model("resnet50", 5, (32, 32, 3), width_multiplier=0.125)
+    convs = [l for l in resnet.layers if l.__class__.__name__ == "Conv2D"]
+    self.assertLen(init_lib.conv_bn_pairs(resnet), len(convs))  # Every ResNet50 conv feeds a BatchNorm.
+
   def test_errors(self):
     model = models.build_model("cbr_tiny", 3, (32, 32, 3))
     with self.assertRaisesRegex(UsageError, "--init=meanvar needs source weights"):

@@ -162,6 +162,9 @@ class TrainerTest(tf.test.TestCase):
     path = trainer.pretrain(src_cfg, os.path.join(tmp, "pre"), os.path.join(tmp, "src.weights.h5"))
     src = models.read_weight_file(path)
     self.assertEqual(src.attrs["source"], "synthetic_source")
+    self.assertEqual(src.attrs["conv_scale"], "he_normal")
+    k = src.by_name()["conv2_conv"][0]
+    self.assertAllClose(k.std(), np.sqrt(2.0 / np.prod(k.shape[:-1])), rtol=1e-4)
     for scheme in ("pretrained", "meanvar", "transfuse:conv2", "gabor"):
       run_dir = os.path.join(tmp, scheme.replace(":", "_"))
       result = trainer.train(tiny_cfg(init=scheme, weights=None if scheme == "gabor" else path), run_dir)

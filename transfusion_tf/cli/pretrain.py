@@ -3,8 +3,9 @@
 Offline the source is the embedded `synthetic_source` task, standing in for ImageNet; users with ImageNet use
 `--dataset=imagenet_tfds --tfds_manual_dir=...`. Defaults differ from transfusion-train where
 `trainer.PRETRAIN_DEFAULTS` says: AdamW with strong weight decay on conv kernels, 32 px, 3,000 steps, so that conv1
-grows oriented filters on the synthetic source. For ImageNet set --image_size and --train_steps yourself. The exported file is what `--init=pretrained|meanvar|
-transfuse:*|slim --weights=PATH` read; it records its source so every later output can say what stood in.
+grows oriented filters on the synthetic source; for ImageNet set --image_size and --train_steps yourself. The
+exported file is what `--init=pretrained|meanvar|transfuse:*|slim --weights=PATH` read; it records its source so
+every later output can say what stood in.
 """
 from absl import flags
 

@@ -59,6 +59,9 @@ source (labels: one of 32 classes; a stand-in for ImageNet in offline pretrainin
   "wood-grain" noise, isotropic fine "sand" noise (2); a single straight step edge (1). Orientation, frequency and
   shape each carry some classes, and colours are random everywhere, so telling the classes apart needs oriented edge
   and grating detectors at many orientations and scales, the Gabor-like filters a conv1 learns on natural images.
+  Pattern scales are relative to the image, so at 32 px the periods (about 3-5 px) meet a 7x7 conv1: pretrained
+  there with `training.trainer.PRETRAIN_DEFAULTS`, CBR-Small's conv1 grows oriented filters (orientation selectivity
+  0.14 -> 0.44; benchmarks/synthetic_benchmark.py --source_filters).
 
 Determinism: example i of (task, seed, split) comes from np.random.default_rng([seed, task id, split id, 0, i])
 (patients from a separate stream), so it is the same whatever the number of examples, the chunking or the number of

@@ -219,7 +219,8 @@ def write_report(cfg, runs, analyses, wall_seconds):
     for m, s in sources.items():
       if s == "pretrain":
         desc.append(f"{m}: **synthetic source task standing in for ImageNet** (no ImageNet weights were available; "
-                    f"pretrained here for {cfg.pretrain_steps} steps)")
+                    f"pretrained here for {cfg.pretrain_steps} steps at "
+                    f"{study.pretrain_config(cfg, m).image_size} px)")
       elif s == "imagenet":
         desc.append(f"{m}: ImageNet (Keras cache)")
       else:

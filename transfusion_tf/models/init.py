@@ -124,3 +124,41 @@ def initialize(model, scheme, source=None, seed=0, gabor_frequency="low", meanva
   copy_weights(model, matched)
   info["copied_layers"] = sorted(matched)
   return info
+
+
+def conv_bn_pairs(model):
+  """(Conv2D, BatchNormalization) layer pairs of `model` where the BatchNorm reads the conv's output directly."""
+  import keras  # pylint: disable=g-import-not-at-top
+  pairs = []
+  for layer in model.layers:
+    if not isinstance(layer, keras.layers.BatchNormalization):
+      continue
+    history = getattr(layer.input, "_keras_history", None)
+    producer = history[0] if history else None
+    if isinstance(producer, keras.layers.Conv2D):
+      pairs.append((producer, layer))
+  return pairs
+
+
+def normalize_conv_scale(model):
+  """Rescales every BatchNorm-followed conv kernel of `model` to the He-normal scale, keeping the function.
+
+  Weight decay on such kernels (the source-pretraining default) shrinks them without changing what the network
+  computes, but a transferred kernel far smaller than at init would then be fine-tuned with a much larger effective
+  learning rate than a random one (Adam's steps do not shrink with the weights), which is not the comparison the
+  paper makes. Each kernel is multiplied by c = sqrt(2 / fan_in) / std(kernel) and its BatchNorm's moving mean and
+  variance by c and c^2, so inference outputs change only through BatchNorm's epsilon and training-mode outputs not
+  at all. Returns {conv layer name: c}.
+  """
+  scales = {}
+  for conv, bn in conv_bn_pairs(model):
+    kernel = np.asarray(conv.kernel.numpy())
+    std = float(kernel.std())
+    if not std > 0:
+      continue
+    c = np.sqrt(2.0 / np.prod(kernel.shape[:-1])) / std
+    conv.kernel.assign(kernel * c)
+    bn.moving_mean.assign(np.asarray(bn.moving_mean.numpy()) * c)
+    bn.moving_variance.assign(np.asarray(bn.moving_variance.numpy()) * c * c)
+    scales[conv.name] = float(c)
+  return scales

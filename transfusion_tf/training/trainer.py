@@ -29,10 +29,10 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
 # Source pretraining (transfusion-pretrain, the study's synthetic-source stand-in for ImageNet). Strong decoupled
 # weight decay on the BatchNorm-followed conv kernels erases the random init that a short run would otherwise leave
-# in conv1; with plain Adam 1e-3 CBR-Small's conv1 stayed noise-like (orientation selectivity 0.20 after 1,500 steps
-# at 64 px) although the source task was learnt (74% accuracy). 32 px is where the synthetic source's patterns
-# (periods of about 3-5 px; they scale with the image) meet a 7x7 conv1: CBR-Small reached 0.44 there after 3,000
-# steps (random filters 0.16, a Gabor bank 0.70), against 0.26-0.32 at 48 px after 1,000. See
+# in conv1; with plain Adam (2e-3, no decay) CBR-Small's conv1 stayed noise-like (orientation selectivity 0.20
+# after 1,500 steps at 64 px) although the source task was learnt (74% accuracy). 32 px is where the synthetic
+# source's patterns (periods of about 3-5 px; they scale with the image) meet a 7x7 conv1: CBR-Small reached 0.44
+# there after 3,000 steps (random filters 0.16, a Gabor bank 0.70), against 0.26-0.32 at 48 px after 1,000. See
 # benchmarks/synthetic_benchmark.py --source_filters and the README.
 PRETRAIN_DEFAULTS = {"optimizer": "adamw", "learning_rate": 2e-3, "weight_decay": 2.0, "lr_schedule": "cosine",
                      "image_size": 32, "train_steps": 3000}
@@ -460,7 +460,11 @@ def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None, tb_dir
     raise UsageError(f"--dataset={cfg.dataset} is not a source task; use synthetic_source or imagenet_tfds")
   train(cfg, run_dir, overwrite=overwrite, flags_text=flags_text, tb_dir=tb_dir)
   export = export or os.path.join(run_dir, "pretrained.weights.h5")
-  tmp = f"{export}.tmp-{os.getpid()}"
-  shutil.copyfile(rundir.weights_path(run_dir, "final"), tmp)
-  os.replace(tmp, export)
+  # The exported conv kernels are brought back to the He-normal scale (same function): weight decay shrank them.
+  final = rundir.weights_path(run_dir, "final")
+  attrs = dict(models.read_weight_file(final).attrs)
+  model, _ = rundir.load_run_model(run_dir, "final")
+  scales = init_lib.normalize_conv_scale(model)
+  attrs["conv_scale"] = "he_normal" if scales else "as_trained"
+  models.save_weight_file(model, export, **attrs)
   return export

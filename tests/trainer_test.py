@@ -155,6 +155,15 @@ class TrainerTest(tf.test.TestCase):
     for key, value in trainer.PRETRAIN_DEFAULTS.items():
       self.assertEqual(getattr(cfg, key), value, key)
     self.assertEqual(cfg.dataset, "synthetic_source")
+    run_dir = os.path.join(self.create_tempdir().full_path, "pre")
+    proc = run_script("pretrain", f"--run_dir={run_dir}", "--model=cbr_tiny", "--train_steps=2", "--eval_every=2",
+                      "--num_train=32", "--num_val=16", "--num_test=16", "--batch_size=8", "--width_multiplier=0.25")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    train = rundir.read_json(os.path.join(run_dir, "config.json"))["train"]
+    for key, value in trainer.PRETRAIN_DEFAULTS.items():
+      if key != "train_steps":
+        self.assertEqual(train[key], value, key)
+    self.assertIn("pretrained weights written to", proc.stdout)
 
   def test_pretrain_then_transfer_schemes(self):
     tmp = self.create_tempdir().full_path

@@ -57,6 +57,10 @@ class ReportTest(tf.test.TestCase):
     self.assertTrue(any(l.startswith("- F5: **holds**") and "cbr_small pretrained" in l for l in f5_readings),
                     f5_readings)
     self.assertTrue(any("does not hold" in l and "resnet50 pretrained" in l for l in f5_readings), f5_readings)
+    f5["panels"][2]["selectivity_references"] = {"random": 0.18, "gabor": 0.61}  # Another kernel shape.
+    text = open(report.write_report(cfg, runs, {"F5": f5}, wall_seconds=60)).read()
+    self.assertIn("resnet50 pretrained 0.20 -> 0.20 (He-normal random 0.18, Gabor bank 0.61)", text)
+    self.assertIn("cbr_small pretrained 0.41 -> 0.35 (He-normal random 0.15, Gabor bank 0.70)", text)
     for heading in ("## T2", "## T3", "## Convergence: steps to threshold", "### SL: resnet50", "### GB: cbr_small",
                     "### WT: resnet50 steps", "### MV: cbr_small"):
       self.assertIn(heading, text)

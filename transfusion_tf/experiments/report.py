@@ -438,12 +438,17 @@ def write_report(cfg, runs, analyses, wall_seconds):
     rep_lines.append("")
     sel = [p for p in f5.get("panels", []) if p.get("orientation_selectivity_before") is not None]
     if sel:
-      refs = sel[0].get("selectivity_references", {})
-      rep_lines.append("conv1 orientation selectivity before -> after training (0 = unoriented, 1 = a pure grating; "
-                       f"He-normal random {refs.get('random', float('nan')):.2f}, Gabor bank "
-                       f"{refs.get('gabor', float('nan')):.2f}): " + ", ".join(
+      def refs_text(p):
+        refs = p.get("selectivity_references") or {}
+        return (f"He-normal random {refs.get('random', float('nan')):.2f}, Gabor bank "
+                f"{refs.get('gabor', float('nan')):.2f}")
+      # The references depend on the kernel shape: one set when every panel shares it, else one per panel.
+      shared = len({refs_text(p) for p in sel}) == 1
+      rep_lines.append("conv1 orientation selectivity before -> after training (0 = unoriented, 1 = a pure grating"
+                       + (f"; {refs_text(sel[0])}" if shared else "") + "): " + ", ".join(
                            f"{p['model']} {p['kind']} {p['orientation_selectivity_before']:.2f} -> "
-                           f"{p['orientation_selectivity_after']:.2f}" for p in sel) + ".")
+                           f"{p['orientation_selectivity_after']:.2f}" + ("" if shared else f" ({refs_text(p)})")
+                           for p in sel) + ".")
       rep_lines.append("")
       for p in sel:
         rnd = (p.get("selectivity_references") or {}).get("random")

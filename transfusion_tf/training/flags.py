@@ -18,7 +18,7 @@ flags.DEFINE_enum("lr_schedule", "cosine", list(trainer.LR_SCHEDULES), "Learning
 flags.DEFINE_integer("warmup_steps", 0, "Linear warm-up steps (cosine schedule).")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay of AdamW and SGD (0: AdamW uses 1e-4, SGD none), "
-                   "applied to convolution kernels only (each is followed by BatchNorm).")
+                   "applied to BatchNorm-followed convolution kernels only.")
 flags.DEFINE_integer("batch_size", 32, "Per-replica batch; the global batch is this times the number of replicas.")
 flags.DEFINE_integer("train_steps", 1000, "Training steps.")
 flags.DEFINE_integer("eval_every", 100, "Evaluate, checkpoint and extend curve.json every this many steps.")

@@ -138,27 +138,22 @@ def _learning_rate(cfg):
 
 
 def decayed_variables(model):
-  """The variables weight decay applies to: convolution kernels only.
+  """The variables weight decay applies to: the kernels of BatchNorm-followed convolutions only.
 
-  Every convolution in these models is followed by BatchNorm, so shrinking its kernel leaves the function unchanged
-  and only raises the effective learning rate; over training it erases the random-init component that gradients do
-  not sustain (this is what lets a short source pretraining grow oriented conv1 filters). Decaying BatchNorm's
-  gamma/beta, biases or the head would change the function itself, so they are left alone.
+  Shrinking such a kernel leaves the function unchanged (BatchNorm divides the scale out) and only raises the
+  effective learning rate; over training it erases the random-init component that gradients do not sustain (this is
+  what lets a short source pretraining grow oriented conv1 filters). Decaying BatchNorm's gamma/beta, biases or the
+  head would change the function itself, so they are left alone. The pairs are `models.init.conv_bn_pairs`, the
+  ones `normalize_conv_scale` rescales when a pretraining is exported.
   """
-  out, stack = [], list(model.layers)
-  while stack:
-    layer = stack.pop()
-    stack.extend(getattr(layer, "layers", []))  # Nested models.
-    if isinstance(layer, keras.layers.Conv2D) and layer.trainable:
-      out.append(layer.kernel)
-  return out
+  return [conv.kernel for conv, _ in init_lib.conv_bn_pairs(model) if conv.trainable]
 
 
 def make_optimizer(cfg, model=None):
   """Builds the Keras optimiser (wrapped in a LossScaleOptimizer under mixed precision).
 
-  --weight_decay is decoupled (AdamW, SGD) and, when `model` is given, applies to its convolution kernels only
-  (`decayed_variables`). Adam ignores it.
+  --weight_decay is decoupled (AdamW, SGD) and, when `model` is given, applies to its BatchNorm-followed convolution
+  kernels only (`decayed_variables`). Adam ignores it.
   """
   lr = _learning_rate(cfg)
   if cfg.optimizer == "adam":

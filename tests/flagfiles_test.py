@@ -7,7 +7,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from transfusion_tf.cli import study as study_cli
-from transfusion_tf.experiments import study
+from transfusion_tf.experiments import catalog, plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -26,8 +26,8 @@ class FlagfilesTest(tf.test.TestCase):
         with flagsaver.flagsaver():
           FLAGS(["study", f"--flagfile={path}", f"--out={self.create_tempdir().full_path}"])
           cfg = study_cli.config_from_flags()
-          runs = study.plan_runs(cfg)
-          sources = study.source_plan(cfg, runs)
+          runs = plan.plan_runs(cfg, catalog.experiments())
+          sources = plan.source_plan(cfg, runs)
         self.assertNotEmpty(runs, path)
         self.assertTrue(all(s == "pretrain" for s in sources.values()), (path, sources))
         if path.endswith("retina_table1.cfg"):
@@ -38,3 +38,46 @@ class FlagfilesTest(tf.test.TestCase):
           self.assertEqual({r.seed for r in runs}, {0, 1})
     finally:
       del os.environ["KERAS_HOME"]
+
+
+# PAPER.md: RETINA at 587 px with referable-AUC threshold 0.91 (section 4), CheXpert at 224 px (section 1), 3
+# repetitions (section 3), T3's 5,000 images, and the models each table or figure uses (section 4).
+PAPER_SETTINGS = {
+    "retina_table1.cfg": {"image_size": 587, "seeds": 3, "threshold": 0.91, "models": set(
+        ("resnet50", "inceptionv3", "cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny")), "experiments": {"T1"}},
+    "chexpert_table2.cfg": {"image_size": 224, "seeds": 3, "models": set(
+        ("resnet50", "inceptionv3", "cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny")), "experiments": {"T2"}},
+    "retina_small_data_table3.cfg": {"image_size": 587, "seeds": 3, "threshold": 0.91, "subset": 5000,
+                                     "models": {"resnet50", "cbr_larget", "cbr_largew"}, "experiments": {"T3"}},
+    "representations.cfg": {"image_size": 587, "seeds": 3, "threshold": 0.91, "models_include": {
+        "resnet50", "cbr_small"}, "experiments": {"F2", "F3", "F4", "F5"}},
+    "transfusion.cfg": {"image_size": 587, "seeds": 3, "threshold": 0.91, "models_include": {"resnet50"},
+                        "experiments": {"MV", "WT", "SL", "GB"}},
+}
+
+
+class PaperSettingsTest(tf.test.TestCase):
+
+  def test_real_data_flagfiles_match_the_paper(self):
+    configs = {}
+    for name, want in PAPER_SETTINGS.items():
+      with flagsaver.flagsaver():
+        FLAGS(["study", f"--flagfile={os.path.join(ROOT, 'flags', name)}", "--out=/nonexistent"])
+        cfg = study_cli.config_from_flags()
+      configs[name] = cfg
+      self.assertEqual(cfg.base.image_size, want["image_size"], name)
+      self.assertEqual(cfg.seeds, want["seeds"], name)
+      if "threshold" in want:
+        self.assertEqual(cfg.base.convergence_auc, want["threshold"], name)
+      if "subset" in want:
+        self.assertEqual(cfg.small_data_subset, want["subset"], name)
+      if "models" in want:
+        self.assertEqual(set(cfg.models), want["models"], name)
+      self.assertTrue(want.get("models_include", set()) <= set(cfg.models), name)
+      self.assertTrue(want["experiments"] <= set(cfg.experiments), name)
+      # The transfer source is the same in every table: no flagfile sets its own pretraining size.
+      self.assertIsNone(cfg.pretrain_image_size, name)
+    # T3's full-data runs are T1's: same size, budget, optimiser and schedule.
+    t1, t3 = configs["retina_table1.cfg"].base, configs["retina_small_data_table3.cfg"].base
+    for key in ("image_size", "train_steps", "optimizer", "learning_rate", "lr_schedule", "batch_size"):
+      self.assertEqual(getattr(t1, key), getattr(t3, key), key)

@@ -149,9 +149,9 @@ class TrainerTest(tf.test.TestCase):
 
   def test_pretrain_command_defaults(self):
     # The pretrain command and the study's pretraining share trainer.PRETRAIN_DEFAULTS (AdamW + decay).
-    from transfusion_tf.experiments import study  # pylint: disable=g-import-not-at-top
-    cfg = study.pretrain_config(study.StudyConfig(out="/nonexistent", models=("cbr_tiny",),
-                                                  base=tiny_cfg()), "cbr_tiny")
+    from transfusion_tf.experiments import plan  # pylint: disable=g-import-not-at-top
+    cfg = plan.pretrain_config(plan.StudyConfig(out="/nonexistent", models=("cbr_tiny",),
+                                                base=tiny_cfg()), "cbr_tiny")
     for key, value in trainer.PRETRAIN_DEFAULTS.items():
       self.assertEqual(getattr(cfg, key), value, key)
     self.assertEqual(cfg.dataset, "synthetic_source")

@@ -74,8 +74,9 @@ def _check_same_arch(config_a, config_b, run_a, run_b):
 
 def _lite(result):
   """The JSON-worthy part of one `compare_pairs` result."""
-  keys = ("svcca", "pwcca", "cka", "datapoints", "neurons", "mode", "fallback", "few_datapoints", "svcca_dims")
-  return {k: result.get(k) for k in keys}
+  keys = ("svcca", "pwcca", "cka", "datapoints", "neurons", "mode", "fallback", "few_datapoints", "svcca_dims",
+          "datapoints_per_neuron", "below_min", "baseline")
+  return {k: result.get(k) for k in keys if k in result}
 
 
 def _stats(values):
@@ -118,7 +119,7 @@ def _write(fig, data, out_prefix):
 
 
 def f2_similarities(run_pairs, batches, which="final", metric="svcca", conv_mode="positions",
-                    max_positions=activations.DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99):
+                    max_positions=activations.DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99, **compare_kw):
   """F2 data: the top-two-stage similarity of each pair of trained runs.
 
   run_pairs: [(run_a, run_b, kind), ...], kind "pretrained_vs_random" (a pretrained-init run against a random-init
@@ -137,7 +138,7 @@ def f2_similarities(run_pairs, batches, which="final", metric="svcca", conv_mode
     _check_same_arch(config_a, config_b, run_a, run_b)
     stages = list(top_two_stages(model_a))
     res = activations.compare_models(model_a, model_b, stages, batches, conv_mode=conv_mode,
-                                     max_positions=max_positions, seed=seed, keep_variance=keep_variance)
+                                     max_positions=max_positions, seed=seed, keep_variance=keep_variance, **compare_kw)
     per_stage = {s: _lite(r) for s, r in res.items()}
     records.append({"model": config_a["model"], "kind": str(kind), "run_a": str(run_a), "run_b": str(run_b),
                     "stages": stages, "per_stage": per_stage,
@@ -188,7 +189,7 @@ def figure_f2(results, out_prefix, title=None):
 
 
 def f3_similarities(runs, batches, stages=None, metric="svcca", conv_mode="positions",
-                    max_positions=activations.DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99):
+                    max_positions=activations.DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99, **compare_kw):
   """F3 data: per stage, the similarity of each trained model (weights/final) to its own initialisation
   (weights/step0), on the same images.
 
@@ -206,7 +207,7 @@ def f3_similarities(runs, batches, stages=None, metric="svcca", conv_mode="posit
     init, _ = _load(run_dir, "step0")
     run_stages = list(stages) if stages else [s for s in models.stage_names(final) if s != "pool"]
     res = activations.compare_models(init, final, run_stages, batches, conv_mode=conv_mode,
-                                     max_positions=max_positions, seed=seed, keep_variance=keep_variance)
+                                     max_positions=max_positions, seed=seed, keep_variance=keep_variance, **compare_kw)
     per_stage = {s: _lite(r) for s, r in res.items()}
     records.append({"run": str(run_dir), "model": config["model"], "kind": str(kind or init_kind(config)),
                     "stages": run_stages, "per_stage": per_stage,
@@ -259,7 +260,7 @@ def figure_f3(results, out_prefix, title=None):
     ax.axhline(0.0, color="gray", linewidth=0.5)
     ax.set_xticks(x)
     ax.set_xticklabels(s["stages"], rotation=30)
-    ax.set_ylim(min(-0.1, *[y - 0.05 for y in (s["difference"] or []) if y is not None]), 1.02)
+    ax.set_ylim(min([-0.1] + [y - 0.05 for y in (s["difference"] or []) if y is not None]), 1.02)
     ax.set_title(m)
     ax.set_ylabel(f"{metric.upper()}(init, trained)")
     ax.grid(alpha=0.3)
@@ -273,7 +274,7 @@ def figure_f3(results, out_prefix, title=None):
 
 
 def f4_points(run_pairs, batches, stage="conv1", metric="svcca", conv_mode="positions",
-              max_positions=activations.DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99):
+              max_positions=activations.DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99, **compare_kw):
   """F4 data. A point is a PAIR OF RUNS (A, B) of one architecture:
     x = similarity(A at init, B at init)        (weights/step0 of both)
     y = similarity(A after training, B after training)   (weights/final of both)
@@ -297,7 +298,8 @@ def f4_points(run_pairs, batches, stage="conv1", metric="svcca", conv_mode="posi
       model_b, config_b = _load(run_b, which)
       _check_same_arch(config_a, config_b, run_a, run_b)
       res = activations.compare_models(model_a, model_b, [stage], batches, conv_mode=conv_mode,
-                                       max_positions=max_positions, seed=seed, keep_variance=keep_variance)
+                                       max_positions=max_positions, seed=seed, keep_variance=keep_variance,
+                                       **compare_kw)
       sims[which] = _lite(res[stage])
     points.append({"model": config_a["model"], "run_a": str(run_a), "run_b": str(run_b), "label": label,
                    "kinds": [init_kind(config_a), init_kind(config_b)],

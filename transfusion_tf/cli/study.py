@@ -8,7 +8,7 @@ from absl import flags
 
 from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import UsageError, exit_on_usage_error
-from transfusion_tf.experiments import study
+from transfusion_tf.experiments import plan, study
 from transfusion_tf.training import flags as train_flags
 from transfusion_tf.training import trainer
 
@@ -17,7 +17,8 @@ flags.DEFINE_list("study_models", ["cbr_tiny"], "Models of the sweep.")
 flags.DEFINE_list("study_inits", ["random", "pretrained"], "Init schemes every model runs with, besides those the "
                   "experiments add (random, pretrained, meanvar, transfuse:<stage>, slim, gabor_low, gabor_high).")
 flags.DEFINE_integer("study_seeds", 1, "Repetitions per setting (seeds 0..n-1; the paper: 3).")
-flags.DEFINE_list("experiments", ["T1"], f"Experiments: {', '.join(study.EXPERIMENTS)}.")
+flags.DEFINE_list("experiments", ["T1"], "Experiments: T1, T2, T3, F2, F3, F4, F5, MV, WT, SL, GB (the convergence "
+                  "table comes with MV, WT, SL and GB).")
 flags.DEFINE_string("source_weights", "auto", "Pretrained source: auto (ImageNet from the Keras cache where "
                     "present, else pretraining on synthetic_source), synthetic, imagenet, or a weights path.")
 flags.DEFINE_integer("pretrain_steps", trainer.PRETRAIN_DEFAULTS["train_steps"],
@@ -33,7 +34,18 @@ flags.DEFINE_float("pretrain_weight_decay", trainer.PRETRAIN_DEFAULTS["weight_de
 flags.DEFINE_integer("small_data_subset", 5000, "T3's training-set size (the paper: 5,000).")
 flags.DEFINE_list("wt_stages", None, "WT stages (default: none, every stage bottom-up); 'none' is random init.")
 flags.DEFINE_integer("analysis_images", 256, "Validation images fed to the SVCCA analyses.")
-flags.DEFINE_integer("analysis_max_positions", 2000, "Cap on spatial positions (datapoints) per conv stage.")
+flags.DEFINE_integer("analysis_max_positions", 2000, "Cap on spatial positions per image of a conv stage (raised "
+                     "where needed to reach --analysis_min_datapoints).")
+flags.DEFINE_float("analysis_min_datapoints", 10.0, "Minimum SVCCA datapoints per neuron; cells below it are marked "
+                   "and left out of the readings (SVCCA of independent noise reads 0.38 at 5x, 0.12 at 50x).")
+flags.DEFINE_float("equivalence_margin", 0.01, "Margin of the 'no difference' readings, in AUC (0.01 = 1 point): "
+                   "equal when the 95% CI of the difference lies inside +-margin.")
+flags.DEFINE_float("similarity_margin", 0.05, "Margin of F2's 'little difference' reading for small models, in "
+                   "SVCCA units.")
+flags.DEFINE_integer("converge_k", 2, "Steps to threshold: the first evaluation from which the validation metric "
+                     "stays at or above --convergence_auc for this many evaluations in a row.")
+flags.DEFINE_integer("curve_area_steps", None, "Step up to which the area under the validation curve is taken "
+                     "(default: --train_steps).")
 flags.DEFINE_list("study_width_multipliers", [], "Per-model width multipliers, e.g. resnet50=0.25 (others use "
                   "--width_multiplier).")
 flags.DEFINE_boolean("force", False, "Redo every run and analysis even when finished.")
@@ -68,7 +80,7 @@ def config_from_flags():
   """StudyConfig from the parsed flags; the training/model/data flags give every run's base configuration."""
   if not FLAGS.out:
     raise UsageError("--out is required (the study's output folder)")
-  return study.StudyConfig(
+  return plan.StudyConfig(
       out=FLAGS.out, base=train_flags.config_from_flags(), models=tuple(FLAGS.study_models),
       inits=tuple(FLAGS.study_inits), seeds=FLAGS.study_seeds, experiments=tuple(FLAGS.experiments),
       source_weights=FLAGS.source_weights, pretrain_steps=FLAGS.pretrain_steps,
@@ -76,7 +88,10 @@ def config_from_flags():
       pretrain_learning_rate=FLAGS.pretrain_learning_rate,
       pretrain_weight_decay=FLAGS.pretrain_weight_decay, small_data_subset=FLAGS.small_data_subset,
       wt_stages=tuple(FLAGS.wt_stages) if FLAGS.wt_stages else None, analysis_images=FLAGS.analysis_images,
-      analysis_max_positions=FLAGS.analysis_max_positions, force=FLAGS.force, shard=_shard(FLAGS.shard),
+      analysis_max_positions=FLAGS.analysis_max_positions, analysis_min_datapoints=FLAGS.analysis_min_datapoints,
+      equivalence_margin=FLAGS.equivalence_margin, similarity_margin=FLAGS.similarity_margin,
+      converge_k=FLAGS.converge_k, curve_area_steps=FLAGS.curve_area_steps, force=FLAGS.force,
+      shard=_shard(FLAGS.shard),
       width_multipliers=_widths(FLAGS.study_width_multipliers))
 
 

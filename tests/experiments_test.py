@@ -1,0 +1,268 @@
+"""Every registered experiment on hand-made run results (tf-models factory_test style), the readings reaching all
+three verdicts, the report assembled from them, and the study's checks before anything is written."""
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from transfusion_tf import files
+from transfusion_tf.data import tasks
+from transfusion_tf.errors import UsageError
+from transfusion_tf.experiments import catalog, common, plan, registry, report, stats, study
+from transfusion_tf.training import metrics, trainer
+
+N_TEST = 3000
+VERDICTS = {"holds", "does not hold", "inconclusive"}
+
+
+def _base(dataset="synthetic_retina"):
+  return trainer.TrainConfig(dataset=dataset, image_size=32, train_steps=100, eval_every=25, convergence_auc=0.8,
+                             model_kwargs={"width_multiplier": 0.125})
+
+
+def _labels(task):
+  rng = np.random.default_rng(123)
+  if task.kind == "multilabel":
+    return (rng.random((N_TEST, 5)) < 0.4).astype(np.int8)
+  return (rng.random(N_TEST) < 0.4).astype(np.int8)
+
+
+def fake_run(path, task, run, quality, speed):
+  """A finished run: scores = a shared per-image signal x quality plus a little run noise (so two runs on the
+  same images are strongly correlated, as real models are); curve = 0.5 -> plateau with time constant `speed`."""
+  os.makedirs(path, exist_ok=True)
+  labels = _labels(task)
+  shared = np.random.default_rng(7).normal(size=labels.shape)
+  noise = np.random.default_rng(1000 + run.seed + 17 * hash(run.name) % 1000).normal(size=labels.shape)
+  scores = quality * labels + shared + 0.05 * noise
+  keys = ["auc_referable"] if task.kind == "grading" else [f"auc_{tasks.metric_key(p)}" for p in
+                                                            tasks.CXR_PATHOLOGIES]
+  preds = {}
+  test = {}
+  for j, key in enumerate(keys):
+    s, y = (scores, labels) if labels.ndim == 1 else (scores[:, j], labels[:, j])
+    preds[f"{key}.scores"], preds[f"{key}.labels"] = s.astype(np.float64), y
+    test[key] = metrics.roc_auc(y, s)
+  if task.kind == "multilabel":
+    test["auc_mean"] = float(np.mean([test[k] for k in keys]))
+  preds["index"] = np.arange(N_TEST)
+  with files.atomic_open(os.path.join(path, "test_predictions.npz"), "wb") as f:
+    np.savez(f, **preds)
+  primary = task.primary_metric
+  plateau = test[primary]
+  curve = [{"step": s, "seconds": float(s), primary: plateau - (plateau - 0.5) * np.exp(-s / speed)
+            + 0.001 * run.seed} for s in range(0, 101, 25)]
+  files.atomic_write_json(os.path.join(path, "curve.json"), curve)
+  files.atomic_write_json(os.path.join(path, "result.json"), {
+      "final": dict(curve[-1]), "best": dict(curve[-1]), "selected": {
+          "rule": "best validation", "step": 100, "validation": {primary: curve[-1][primary]}, "test": test},
+      "seconds": 1.0, "source_weights": None, "device": "CPU: test", "steps_to_threshold": None})
+
+
+def fake_analyses(cfg, runs):
+  """Hand-made F2-F5 JSON with clear effects (what the analyses would write)."""
+  f2 = {"png": os.path.join(cfg.out, "analysis", "f2.png"), "pairs": []}
+  f3 = {"png": os.path.join(cfg.out, "analysis", "f3.png"), "runs": []}
+  f4 = {"png": os.path.join(cfg.out, "analysis", "f4.png"), "subsets": 4, "points": [], "panels": []}
+  rng = np.random.default_rng(0)
+  cell = {"datapoints": 1000, "neurons": [8, 8], "below_min": False, "baseline": {"svcca": 0.1}}
+  for m in cfg.models:
+    top = list(plan.model_stages(m)[-2:])
+    for kind, sim in (("pretrained_vs_random", 0.5), ("random_vs_random", 0.7)):
+      for k in range(4):
+        f2["pairs"].append({"model": m, "kind": kind, "stages": top, "per_stage": {s: dict(cell) for s in top},
+                            "similarity": sim + 0.01 * rng.normal()})
+    stages = list(plan.model_stages(m))
+    for kind, gap in (("pretrained", 0.2), ("random", 0.0)):
+      for k in range(3):
+        sims = {s: max(0.0, 0.9 - 0.15 * i + (gap if i < 2 else 0.0) + 0.01 * rng.normal())
+                for i, s in enumerate(stages)}
+        f3["runs"].append({"model": m, "kind": kind, "stages": stages, "similarity": sims,
+                           "per_stage": {s: dict(cell) for s in stages}})
+  for m in plan.figure_models(cfg):
+    for kind in ("random-random", "random-pretrained"):
+      strong = m == "resnet50"
+      f4["panels"].append({"model": m, "stage": plan.model_stages(m)[0], "pair_kind": kind, "pairs": 4,
+                           "r2": 0.9 if strong else 0.05, "r2_ci": [0.7, 0.97] if strong else [0.0, 0.3]})
+  f5 = {"png": os.path.join(cfg.out, "analysis", "f5.png"), "panels": []}
+  for m in plan.figure_models(cfg):
+    for kind in ("random", "pretrained"):
+      moved = 0.05 if m == "resnet50" else 0.8
+      f5["panels"].append({"model": m, "kind": kind, "per_filter": list(moved + 0.01 * rng.normal(size=16)),
+                           "selectivity_per_filter_before": list((0.5 if kind == "pretrained" else 0.15)
+                                                                 + 0.02 * rng.normal(size=16)),
+                           "selectivity_per_filter_after": list(0.3 + 0.02 * rng.normal(size=16)),
+                           "selectivity_random_per_filter": list(0.15 + 0.02 * rng.normal(size=128)),
+                           "selectivity_references": {"random": 0.15, "gabor": 0.7}})
+  return {"F2": f2, "F3": f3, "F4": f4, "F5": f5}
+
+
+# Planted effects: (test score quality, curve time constant) per init label.
+EFFECTS = {"random": (1.0, 40.0), "pretrained": (1.0, 10.0), "meanvar": (1.0, 20.0), "slim": (1.0, 10.0),
+           "gabor_low": (1.0, 20.0), "gabor_high": (1.0, 40.0), "transfuse:conv1": (1.0, 12.0),
+           "transfuse:block1": (1.0, 10.0)}
+
+
+def make_study(test, dataset="synthetic_retina", seeds=3, experiments=None, effects=None, small_gain=0.3):
+  out = test.create_tempdir().full_path
+  src = os.path.join(out, "src.h5")
+  open(src, "w").close()
+  cfg = plan.StudyConfig(out=out, base=_base(dataset), models=("resnet50", "cbr_small"), seeds=seeds,
+                         experiments=experiments or tuple(registry.selectable_ids()), small_data_subset=100,
+                         wt_stages=("none", "conv1", "block1"), source_weights=src)
+  if dataset != "synthetic_retina":
+    cfg = dataclasses.replace(cfg, experiments=tuple(e for e in cfg.experiments if e != "T1"))
+  runs = plan.plan_runs(cfg, catalog.experiments())
+  task = tasks.get_task(tasks.DATASETS[dataset])
+  effects = dict(EFFECTS, **(effects or {}))
+  for r in runs:
+    quality, speed = effects.get(r.init, (1.0, 40.0))
+    if r.subset and r.init == "pretrained":
+      quality += small_gain
+    fake_run(plan.run_dir(cfg, r), task, r, quality, speed)
+  ctx = common.load_context(cfg, runs, fake_analyses(cfg, runs))
+  return cfg, runs, ctx
+
+
+def readings_of(ctx, exp_id):
+  return registry.get(exp_id).readings(ctx)
+
+
+class RegistryTest(tf.test.TestCase):
+
+  def test_every_experiment_runs_on_hand_made_results(self):
+    ids = [e.id for e in catalog.experiments()]
+    self.assertEqual(ids, ["T1", "T2", "T3", "convergence", "F2", "F3", "F4", "F5", "MV", "WT", "SL", "GB"])
+    for dataset in ("synthetic_retina", "synthetic_cxr"):
+      cfg, runs, ctx = make_study(self, dataset)
+      for exp in catalog.experiments():
+        with self.subTest(exp=exp.id, dataset=dataset):
+          self.assertTrue(all(isinstance(r, tuple) and len(r) == 3 for r in exp.runs(cfg)))
+          lines = exp.section(ctx)
+          self.assertNotEmpty(lines)
+          self.assertTrue(all(isinstance(l, str) for l in lines))
+          for v in exp.readings(ctx):
+            self.assertIn(v.verdict, VERDICTS)
+            self.assertIn(v.rule, stats.RULES)
+            self.assertNotEmpty(v.text)
+
+  def test_register_twice_is_refused(self):
+    with self.assertRaises(ValueError):
+      registry.register(registry.get("T1"))
+
+  def test_unknown_experiment_is_one_usage_error(self):
+    with self.assertRaisesRegex(UsageError, "unknown ids"):
+      plan.plan_runs(plan.StudyConfig(out="/x", base=_base(), experiments=("T9",)), catalog.experiments())
+
+
+class ReadingsTest(tf.test.TestCase):
+  """Each claim reaches holds, does not hold and inconclusive from planted effects."""
+
+  def _verdicts(self, exp_id, model=None, **kw):
+    _, _, ctx = make_study(self, **kw)
+    return [v.verdict for v in readings_of(ctx, exp_id) if model is None or v.text.startswith(model)]
+
+  def test_t1_equivalence(self):
+    self.assertEqual(self._verdicts("T1", "cbr_small"), ["holds"])
+    self.assertEqual(self._verdicts("T1", "cbr_small", effects={"pretrained": (1.6, 10.0)}), ["does not hold"])
+    self.assertEqual(self._verdicts("T1", "cbr_small", seeds=1), ["inconclusive"])
+
+  def test_t3_direction(self):
+    self.assertEqual(self._verdicts("T3", "cbr_small", small_gain=0.5), ["holds"])
+    self.assertEqual(self._verdicts("T3", "cbr_small", small_gain=-0.5), ["does not hold"])
+    self.assertEqual(self._verdicts("T3", "cbr_small", seeds=1), ["inconclusive"])
+
+  def test_mv_faster(self):
+    self.assertEqual(self._verdicts("MV", "cbr_small"), ["holds"])
+    self.assertEqual(self._verdicts("MV", "cbr_small", effects={"meanvar": (1.0, 80.0)}), ["does not hold"])
+    self.assertEqual(self._verdicts("MV", "cbr_small", seeds=1), ["inconclusive"])
+
+  def test_wt_gb_sl(self):
+    self.assertEqual(self._verdicts("WT", "cbr_small"), ["holds"])
+    self.assertEqual(self._verdicts("WT", "cbr_small", effects={"transfuse:conv1": (1.0, 38.0)}), ["does not hold"])
+    self.assertEqual(self._verdicts("GB", "cbr_small"), ["holds", "inconclusive"])
+    self.assertEqual(self._verdicts("GB", "cbr_small", effects={"gabor_high": (1.0, 80.0)}),
+                     ["holds", "does not hold"])
+    self.assertEqual(self._verdicts("SL"), ["holds", "holds"])
+    self.assertEqual(self._verdicts("SL", seeds=1), ["inconclusive", "inconclusive"])
+
+  def test_representation_readings(self):
+    _, _, ctx = make_study(self)
+    f2 = {v.text.split(":")[0]: v.verdict for v in readings_of(ctx, "F2")}
+    self.assertEqual(f2["resnet50"], "holds")  # Below the baseline by 0.2 with small noise.
+    self.assertEqual(f2["cbr_small"], "does not hold")  # A 0.2 gap is outside the ±0.05 margin.
+    self.assertEqual([v.verdict for v in readings_of(ctx, "F3")], ["holds"] * 4)
+    f4 = [v.verdict for v in readings_of(ctx, "F4")]
+    self.assertEqual(f4, ["holds"] * 4)
+    f5 = [v.verdict for v in readings_of(ctx, "F5")]
+    self.assertEqual(f5, ["holds", "holds", "holds"])
+    ctx.analyses["F4"]["panels"][0]["r2_ci"] = None
+    self.assertEqual(readings_of(ctx, "F4")[0].verdict, "inconclusive")
+    ctx.analyses["F4"]["panels"][0]["r2_ci"] = [0.1, 0.3]
+    self.assertEqual(readings_of(ctx, "F4")[0].verdict, "does not hold")
+
+  def test_f3_stage_order_comes_from_the_model(self):
+    _, _, ctx = make_study(self)
+    for r in ctx.analyses["F3"]["runs"]:  # A dict reloaded with sorted keys must not change the reading.
+      r["similarity"] = dict(sorted(r["similarity"].items()))
+    texts = [v.text for v in readings_of(ctx, "F3")]
+    self.assertTrue(texts[0].startswith("resnet50: SVCCA to init of conv1"), texts[0])
+
+
+class ReportTest(tf.test.TestCase):
+
+  def test_report_sections_rules_and_rerun(self):
+    cfg, runs, ctx = make_study(self)
+    manifests = {"F2": {"runs": [{"name": runs[0].name, "step": 100, "result": "x"}]}}
+    path = report.write_report(ctx, catalog.experiments(), manifests, {"resnet50": "x.h5"}, wall_seconds=60)
+    text = open(path).read()
+    for heading in ("## T1", "## T3", "## Convergence", "## F2", "## F4", "## MV", "## WT", "## SL", "## GB",
+                    "## Reading the results against the paper", "Test protocol", "Inputs: resnet50/"):
+      self.assertIn(heading, text)
+    self.assertIn("Margin: ±1.0 AUC points", text)
+    for rule in ("equivalence", "direction", "threshold"):
+      self.assertEqual(text.count(f"- **{rule}**:"), 1, rule)
+    for name in ("table_t1.csv", "table_t3.csv", "table_convergence.csv", "analysis/mv_cbr_small.png",
+                 "analysis/wt_areas_resnet50.png", "analysis/gb_cbr_small.png", "analysis/sl.png"):
+      self.assertTrue(os.path.exists(os.path.join(cfg.out, name)), name)
+    again = open(report.write_report(ctx, catalog.experiments(), manifests, {"resnet50": "x.h5"},
+                                     wall_seconds=61)).read()
+    strip = lambda t: [l for l in t.splitlines() if "Wall time" not in l]  # noqa: E731
+    self.assertEqual(strip(text), strip(again))
+
+  def test_partial_study_reports_what_is_finished(self):
+    cfg, runs, ctx = make_study(self, seeds=2)
+    for r in runs:
+      if r.model == "cbr_small" and r.init == "pretrained":
+        del ctx.results[r]
+    ctx.analyses = {}
+    text = open(report.write_report(ctx, catalog.experiments(), {}, {}, wall_seconds=1)).read()
+    self.assertIn("Missing (left out): ", text)
+    self.assertIn("cbr_small/pretrained/seed0", text)
+
+
+class StudyChecksTest(tf.test.TestCase):
+  """Bad study input is one UsageError before anything is written."""
+
+  def _cfg(self, **kw):
+    out = os.path.join(self.create_tempdir().full_path, "study")
+    return dataclasses.replace(plan.StudyConfig(out=out, base=_base(), models=("cbr_tiny",)), **kw)
+
+  def _refused(self, cfg, pattern, stage="all"):
+    with self.assertRaisesRegex(UsageError, pattern):
+      study.run_study(cfg, stage)
+    if os.path.isdir(cfg.out):
+      self.assertEmpty(os.listdir(cfg.out))
+
+  def test_bad_inputs(self):
+    self._refused(self._cfg(seeds=0), "study_seeds=0")
+    self._refused(self._cfg(seeds=-1), "study_seeds=-1")
+    self._refused(self._cfg(inits=("random", "bogus")), "unknown init 'bogus'")
+    self._refused(self._cfg(models=("vgg16",)), "--study_models has an unknown model 'vgg16'")
+    self._refused(self._cfg(base=dataclasses.replace(_base(), image_size=8)), "image_size=8")
+    self._refused(self._cfg(), "holds no study", stage="report")
+    cfg = self._cfg()
+    open(cfg.out, "w").close()
+    with self.assertRaisesRegex(UsageError, "existing file"):
+      study.run_study(cfg)

@@ -1,0 +1,27 @@
+"""The convergence table: per model and init label, steps to the threshold and the validation curve area.
+
+Shown whenever a convergence experiment (MV, WT, SL, GB) is selected; it makes no claim of its own.
+"""
+from transfusion_tf.experiments import common, curves, registry
+
+
+def section(ctx):
+  if ctx.threshold is None:
+    return ["No --convergence_auc threshold: steps to threshold are not measured; curve areas only."]
+  labels = list(dict.fromkeys(r.init for r in ctx.runs if r.subset is None))
+  header = ["model", "init", f"steps to {ctx.threshold} (per seed)", f"curve area ×100 to step {ctx.cfg.area_steps}"]
+  rows = []
+  model_names = list(dict.fromkeys(r.model for r in ctx.runs if r.subset is None))
+  for m in model_names:
+    rows += [[m] + row for row in curves.convergence_rows(ctx, m, [lab for lab in labels if ctx.planned(m, lab)])]
+  common.write_csv(f"{ctx.out}/table_convergence.csv", header, rows)
+  return [f"Steps to threshold: the first validation evaluation (every {ctx.cfg.base.eval_every} steps) from which "
+          f"`{ctx.primary}` stays at or above {ctx.threshold} for {ctx.cfg.converge_k} evaluations in a row; "
+          "'>N' marks a run that never got there (censored at its budget N). Curve area: the mean validation "
+          f"`{ctx.primary}` over steps 0..{ctx.cfg.area_steps} (trapezoid rule), never censored; mean ± std over "
+          "seeds [95% CI].", "", common.table(header, rows)]
+
+
+EXPERIMENT = registry.register(registry.Experiment(
+    id="convergence", title="Convergence: steps to threshold and curve area", section=section,
+    shown_with=("MV", "WT", "SL", "GB")))

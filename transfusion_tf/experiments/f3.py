@@ -1,0 +1,97 @@
+"""F3: per stage, the SVCCA similarity of each trained network to its own initialisation.
+
+Stage outputs are taken where models/stages.py names them: for the CBRs that is after the block's max-pooling
+(conv1 ... conv5 are conv-BN-ReLU-pool blocks), for ResNet50 and InceptionV3 the block outputs.
+
+Claims read (the paper): (a) the lowest stage stays closest to its initialisation: per run, similarity(lowest)
+minus the mean similarity of the stages above, a t-interval over runs, directional (> 0); (b) the pretrained-minus-
+random gap is positive in the bottom two stages: a directional Welch test per stage, holding when both hold.
+Stage order always comes from the model's stage list (plan.model_stages), never from a dict's key order.
+"""
+from transfusion_tf.analysis import representation as rep
+from transfusion_tf.experiments import common, plan, registry, stats
+
+
+def runs(cfg):
+  return [(m, init, None) for m in cfg.models for init in ("random", "pretrained")]
+
+
+def analysis_runs(ctx):
+  return ctx.finished(inits=("pretrained", "random"))
+
+
+def analysis(ctx, finished):
+  data = {"figure": "F3", "runs": []}
+  for m in ctx.cfg.models:
+    mine = [(ctx.results[r].dir, r.init) for r in finished if r.model == m]
+    if mine:
+      data["runs"] += rep.f3_similarities(mine, ctx.batches(m), stages=plan.model_stages(m),
+                                          **common.analysis_kwargs(ctx.cfg))["runs"]
+  return rep.figure_f3(data, f"{ctx.adir}/f3") if data["runs"] else None
+
+
+def per_stage(ctx, model, kind):
+  """{stage: [similarity per run]} of `kind` runs of `model`, in stage order, cells below the minimum
+  datapoints per neuron left out."""
+  data = ctx.analyses.get("F3") or {}
+  out = {s: [] for s in plan.model_stages(model)}
+  for r in data.get("runs", []):
+    if r["model"] == model and r["kind"] == kind:
+      for s in out:
+        cell = r["per_stage"].get(s) or {}
+        if r["similarity"].get(s) is not None and not cell.get("below_min"):
+          out[s].append(r["similarity"][s])
+  return out
+
+
+def lowest_margin(ctx, model):
+  """Per run: similarity of the lowest stage minus the mean of the stages above (usable cells only)."""
+  data = ctx.analyses.get("F3") or {}
+  stages = plan.model_stages(model)
+  out = []
+  for r in data.get("runs", []):
+    if r["model"] != model:
+      continue
+    vals = [r["similarity"].get(s) if not (r["per_stage"].get(s) or {}).get("below_min") else None for s in stages]
+    if vals[0] is not None and any(v is not None for v in vals[1:]):
+      above = [v for v in vals[1:] if v is not None]
+      out.append(vals[0] - sum(above) / len(above))
+  return out
+
+
+def section(ctx):
+  data = ctx.analyses.get("F3")
+  if not data:
+    return ["Needs finished random or pretrained runs."]
+  header = ["model", "stage", "pretrained", "random", "pretrained − random"]
+  rows = []
+  for m in ctx.cfg.models:
+    pre, rnd = per_stage(ctx, m, "pretrained"), per_stage(ctx, m, "random")
+    for s in plan.model_stages(m):
+      rows.append([m, s, common.fmt_interval(common.t_iv(pre[s]), scale=1, digits=3),
+                   common.fmt_interval(common.t_iv(rnd[s]), scale=1, digits=3),
+                   common.fmt_interval(common.diff_iv(pre[s], rnd[s]), scale=1, digits=3, signed=True)])
+  return [common.figure_link(ctx, "F3", data["png"]), "",
+          "SVCCA(init, trained) per stage, mean ± std over runs [95% CI]. CBR stages are read after each block's "
+          "max-pooling.", "", common.table(header, rows)]
+
+
+def readings(ctx):
+  out = []
+  if not ctx.analyses.get("F3"):
+    return out
+  for m in ctx.cfg.models:
+    stages = plan.model_stages(m)
+    low = lowest_margin(ctx, m)
+    out.append(common.read_direction(common.t_iv(low), what=(
+        f"{m}: SVCCA to init of {stages[0]} minus the mean of the stages above, over {len(low)} runs (the paper: "
+        "the lowest layers stay closest to init)")))
+    pre, rnd = per_stage(ctx, m, "pretrained"), per_stage(ctx, m, "random")
+    parts = [common.read_direction(common.diff_iv(pre[s], rnd[s]), what=f"{s} pretrained − random") for s in stages[:2]]
+    out.append(common.all_of(m, parts, "the paper: the pretrained − random gap is positive in the bottom two stages"))
+  return out
+
+
+EXPERIMENT = registry.register(registry.Experiment(
+    id="F3", title="F3: similarity to initialisation per stage", runs=runs, section=section, readings=readings,
+    analysis=analysis, analysis_runs=analysis_runs))

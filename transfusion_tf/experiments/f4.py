@@ -1,0 +1,184 @@
+"""F4: CCA similarity of a pair of networks at initialisation (x) against the same pair after training (y), at conv1
+and at the next stage up, for ResNet50 and CBR-Small (plan.figure_models).
+
+Two panels per model and stage, each with its own least-squares fit and R²: random-random pairs (two seeds) and
+random-pretrained pairs. Pretrained-pretrained pairs never enter: they are identical at init.
+
+What one point is [unsure; the paper does not say]: a pair of runs on one of SUBSETS disjoint subsets of the
+analysis images. Within a pair the image subset moves x a little; across pairs the seeds move it more. Pooling
+pairs of both kinds into one fit (as this project did before) measures the distance between the two clusters
+(x = 1 for pretrained pairs), not a correlation. R²'s 95% CI comes from a bootstrap that resamples whole pairs.
+
+Claims read (the paper: R² 0.75 and 0.84 for ResNet50 conv1, none for CBR-Small): at conv1, ResNet50's R² CI lies
+above 0.5 and CBR-Small's below it (read_threshold); fewer than 3 pairs in a panel is inconclusive.
+"""
+import os
+
+import keras
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from transfusion_tf import files
+from transfusion_tf.analysis import activations
+from transfusion_tf.analysis import representation as rep
+from transfusion_tf.experiments import common, plan, registry, stats
+from transfusion_tf.training import rundir
+
+SUBSETS = 4
+KINDS = ("random-random", "random-pretrained")
+R2_LINE = 0.5
+BOOTSTRAP = 1000
+
+
+def runs(cfg):
+  return [(m, init, None) for m in plan.figure_models(cfg) for init in ("random", "pretrained")]
+
+
+def analysis_runs(ctx):
+  return ctx.finished(inits=("random", "pretrained"), models=plan.figure_models(ctx.cfg))
+
+
+def stages_of(model):
+  """conv1 (or the stem) and the stage above it."""
+  return list(plan.model_stages(model)[:2])
+
+
+def _subsets(batches, n):
+  n = max(1, min(n, len(batches)))
+  return [batches[i::n] for i in range(n)]
+
+
+def analysis(ctx, finished):
+  points = []
+  kw = common.analysis_kwargs(ctx.cfg)
+  for m in plan.figure_models(ctx.cfg):
+    rnd = [ctx.results[r].dir for r in finished if r.model == m and r.init == "random"]
+    pre = [ctx.results[r].dir for r in finished if r.model == m and r.init == "pretrained"]
+    pairs = ([(a, b, "random-random") for i, a in enumerate(rnd) for b in rnd[i + 1:]]
+             + [(r, p, "random-pretrained") for r in rnd for p in pre])
+    if not pairs:
+      continue
+    groups = _subsets(list(ctx.batches(m)), SUBSETS)
+    stages = stages_of(m)
+    for index, (a, b, kind) in enumerate(pairs):
+      sims = {}
+      for which in ("step0", "final"):
+        model_a, _ = rundir.load_run_model(a, which)
+        model_b, _ = rundir.load_run_model(b, which)
+        for k, g in enumerate(groups):
+          sims[which, k] = activations.compare_models(model_a, model_b, stages, g, **kw)
+        keras.backend.clear_session()
+      for k in range(len(groups)):
+        for s in stages:
+          init, trained = rep._lite(sims["step0", k][s]), rep._lite(sims["final", k][s])  # pylint: disable=protected-access
+          points.append({"model": m, "stage": s, "pair_kind": kind, "pair": index, "subset": k, "run_a": a,
+                         "run_b": b, "x": init["svcca"], "y": trained["svcca"], "init": init, "trained": trained})
+  if not points:
+    return None
+  return figure(ctx, {"figure": "F4", "metric": "svcca", "subsets": SUBSETS, "points": points})
+
+
+def fit_panel(points, seed=0):
+  """{"r2", "slope", "intercept", "n", "pairs", "r2_ci": [lo, hi] or None}: the fit over `points` (usable only)
+  and a bootstrap CI of R² resampling whole pairs (needs at least 3 pairs)."""
+  pts = [p for p in points if p["x"] is not None and p["y"] is not None
+         and not (p["init"].get("below_min") or p["trained"].get("below_min"))]
+  fit = rep.fit_r2([p["x"] for p in pts], [p["y"] for p in pts])
+  by_pair = {}
+  for p in pts:
+    by_pair.setdefault(p["pair"], []).append((p["x"], p["y"]))
+  fit["pairs"] = len(by_pair)
+  fit["r2_ci"] = None
+  if len(by_pair) >= 3 and fit["r2"] is not None:
+    rng = np.random.default_rng(seed)
+    keys = list(by_pair)
+    draws = []
+    for _ in range(BOOTSTRAP):
+      sample = [xy for k in rng.choice(len(keys), len(keys)) for xy in by_pair[keys[k]]]
+      r2 = rep.fit_r2([x for x, _ in sample], [y for _, y in sample])["r2"]
+      if r2 is not None:
+        draws.append(r2)
+    if len(draws) >= BOOTSTRAP // 2:
+      fit["r2_ci"] = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+  return fit
+
+
+def figure(ctx, data):
+  """Draws F4: rows = stages (conv1, the next), columns = model x pair kind; writes PNG + JSON, returns the data
+  with "panels": [{"model", "stage", "pair_kind", fit...}] and "png"."""
+  points = data["points"]
+  model_names = list(dict.fromkeys(p["model"] for p in points))
+  cols = [(m, k) for m in model_names for k in KINDS]
+  rows = max(len(stages_of(m)) for m in model_names)
+  fig = Figure(figsize=(3.4 * len(cols), 3.2 * rows), layout="constrained")
+  FigureCanvasAgg(fig)
+  panels = []
+  for j, (m, kind) in enumerate(cols):
+    for i, s in enumerate(stages_of(m)):
+      mine = [p for p in points if p["model"] == m and p["stage"] == s and p["pair_kind"] == kind]
+      fit = fit_panel(mine)
+      panels.append(dict(model=m, stage=s, pair_kind=kind, **fit))
+      ax = fig.add_subplot(rows, len(cols), i * len(cols) + j + 1)
+      xs = np.array([np.nan if p["x"] is None else p["x"] for p in mine], float)
+      ys = np.array([np.nan if p["y"] is None else p["y"] for p in mine], float)
+      ax.scatter(xs, ys, s=14, c=[p["pair"] for p in mine] or None, cmap="tab10", edgecolor="black", linewidth=0.3)
+      if fit["r2"] is not None:
+        grid = np.linspace(np.nanmin(xs), np.nanmax(xs), 20)
+        ci = "" if fit["r2_ci"] is None else f" [{fit['r2_ci'][0]:.2f}, {fit['r2_ci'][1]:.2f}]"
+        ax.plot(grid, fit["slope"] * grid + fit["intercept"], "r-", lw=1,
+                label=f"R² = {fit['r2']:.2f}{ci}, {fit['pairs']} pairs")
+        ax.legend(fontsize="x-small", loc="lower right")
+      ax.set_title(f"{m} {s}: {kind}", fontsize="small")
+      ax.set_xlabel("SVCCA at initialisation", fontsize="small")
+      ax.set_ylabel("SVCCA after training", fontsize="small")
+      ax.grid(alpha=0.3)
+  fig.suptitle("F4: similarity at init vs after training (a point: a pair of runs x an image subset [unsure])")
+  data = dict(data, panels=panels)
+  data["png"] = os.path.join(ctx.adir, "f4.png")
+  with files.atomic_open(data["png"], "wb") as f:
+    fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+  files.atomic_write_json(os.path.join(ctx.adir, "f4.json"), data)
+  return data
+
+
+def section(ctx):
+  data = ctx.analyses.get("F4")
+  if not data:
+    return ["Needs finished runs of two random seeds, or of a random and a pretrained run, of ResNet50 or a CBR."]
+  header = ["model", "stage", "pairs", "R² (random-random)", "R² (random-pretrained)"]
+  rows = []
+  by = {(p["model"], p["stage"], p["pair_kind"]): p for p in data["panels"]}
+  for (m, s) in dict.fromkeys((p["model"], p["stage"]) for p in data["panels"]):
+    cells = []
+    for kind in KINDS:
+      p = by.get((m, s, kind))
+      cells.append("—" if not p or p["r2"] is None else f"{p['r2']:.2f}" + (
+          f" [{p['r2_ci'][0]:.2f}, {p['r2_ci'][1]:.2f}]" if p["r2_ci"] else " (no CI: < 3 pairs)"))
+    pairs = " + ".join(str((by.get((m, s, k)) or {}).get("pairs", 0)) for k in KINDS)
+    rows.append([m, s, pairs] + cells)
+  return [common.figure_link(ctx, "F4", data["png"]), "",
+          f"A point is a pair of runs on one of {data['subsets']} disjoint image subsets [unsure: the paper does not "
+          "define it]; R² with a 95% bootstrap CI over pairs.", "", common.table(header, rows)]
+
+
+def readings(ctx):
+  data = ctx.analyses.get("F4")
+  out = []
+  if not data:
+    return out
+  for p in data["panels"]:
+    if p["stage"] != stages_of(p["model"])[0]:
+      continue
+    strong = p["model"] == "resnet50"
+    lo, hi = (p["r2_ci"] or (None, None))
+    out.append(stats.read_threshold(lo, hi, R2_LINE, claimed="above" if strong else "below", what=(
+        f"{p['model']} {p['stage']}, {p['pair_kind']} pairs: R² = "
+        + ("n/a" if p["r2"] is None else f"{p['r2']:.2f}") + f" over {p['pairs']} pairs (the paper: "
+        + ("strong correlation, R² 0.75-0.84)" if strong else "no correlation)"))))
+  return out
+
+
+EXPERIMENT = registry.register(registry.Experiment(
+    id="F4", title="F4: similarity at init vs after training", runs=runs, section=section, readings=readings,
+    analysis=analysis, analysis_runs=analysis_runs))

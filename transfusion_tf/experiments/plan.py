@@ -1,0 +1,280 @@
+"""The study's plan: its configuration, the training runs the selected experiments need, and where everything lives.
+
+Layout of the output folder OUT:
+  OUT/plan.json                           the runs, with their keys and directories
+  OUT/pretrain/<model>/                   source pretraining (when no real pretrained weights are given)
+  OUT/runs/<model>/<init>/seed<k>[_n<N>]  one training run each (see training/rundir.py)
+  OUT/tb/<run name>/                      TensorBoard: `tensorboard --logdir OUT/tb` shows every run
+  OUT/analysis/<figure>.png|json          F2-F5 and the curve figures
+  OUT/report.md                           the report (experiments/report.py)
+"""
+import dataclasses
+import functools
+import os
+
+import keras
+
+from transfusion_tf import models
+from transfusion_tf.errors import UsageError
+from transfusion_tf.models import init as init_lib
+from transfusion_tf.models import weights as weights_lib
+from transfusion_tf.training import rundir, trainer
+
+F4_MODELS = ("resnet50", "cbr_small")
+SOURCES = ("auto", "synthetic", "imagenet")
+
+
+@dataclasses.dataclass
+class StudyConfig:
+  """What a study flagfile names. `base` is the TrainConfig every run starts from (training, data, model flags);
+  `source_weights` is "auto" (ImageNet from the Keras cache where present, else synthetic-source pretraining),
+  "synthetic" (always pretrain), "imagenet", or a weights path.
+
+  Statistics: `equivalence_margin` (AUC, 0.01 = 1 point) bounds a "no difference" claim; `similarity_margin` the
+  same for F2's small-model claim (SVCCA units); `converge_k` evaluations in a row at or above the threshold define
+  steps-to-threshold; `curve_area_steps` is the step up to which the area under the validation curve is taken
+  (None: the training budget)."""
+  out: str
+  base: trainer.TrainConfig
+  models: tuple = ("cbr_tiny",)
+  inits: tuple = ("random", "pretrained")
+  seeds: int = 1
+  experiments: tuple = ("T1",)
+  source_weights: str = "auto"
+  pretrain_steps: int = trainer.PRETRAIN_DEFAULTS["train_steps"]
+  pretrain_image_size: int = None  # None: trainer.PRETRAIN_DEFAULTS' 32 px, or the model's minimum if larger.
+  pretrain_num_train: int = 4000
+  pretrain_learning_rate: float = trainer.PRETRAIN_DEFAULTS["learning_rate"]
+  pretrain_weight_decay: float = trainer.PRETRAIN_DEFAULTS["weight_decay"]
+  small_data_subset: int = 5000
+  wt_stages: tuple = None
+  analysis_images: int = 256
+  analysis_max_positions: int = 2000
+  analysis_min_datapoints: float = 10.0
+  equivalence_margin: float = 0.01
+  similarity_margin: float = 0.05
+  converge_k: int = 2
+  curve_area_steps: int = None
+  force: bool = False
+  shard: tuple = (0, 1)
+  width_multipliers: dict = dataclasses.field(default_factory=dict)
+
+  def model_kwargs(self, model):
+    """build_model kwargs for `model`: the base flags with this model's width multiplier, if the study sets one."""
+    kw = {k: v for k, v in self.base.model_kwargs.items() if k != "slim"}
+    if model in self.width_multipliers:
+      kw["width_multiplier"] = self.width_multipliers[model]
+    return kw
+
+  @property
+  def area_steps(self):
+    """The step up to which curve areas are taken."""
+    return self.curve_area_steps or self.base.train_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run of the sweep."""
+  model: str
+  init: str          # init label: random, pretrained, meanvar, transfuse:<stage>, slim, gabor_low, gabor_high
+  seed: int
+  subset: int = None  # T3's small-data training size
+
+  @property
+  def name(self):
+    label = self.init.replace(":", "_")
+    return f"{self.model}/{label}/seed{self.seed}" + (f"_n{self.subset}" if self.subset else "")
+
+  def scheme(self):
+    """(init scheme for initialize, gabor frequency)."""
+    return scheme_of(self.init)
+
+  def needs_source(self):
+    return init_lib.parse_scheme(self.scheme()[0])[0] in init_lib.NEEDS_SOURCE
+
+
+def scheme_of(label):
+  """(init scheme, gabor frequency) of a study init label; gabor_low / gabor_high carry the frequency."""
+  if label.startswith("gabor"):
+    return "gabor", (label.split("_", 1)[1] if "_" in label else "low")
+  return label, "low"
+
+
+def check_init_label(label):
+  """Raises UsageError unless `label` names an init scheme (the study's labels: the schemes, gabor_low, gabor_high)."""
+  scheme, freq = scheme_of(label)
+  if scheme == "gabor" and freq not in ("low", "high"):
+    raise UsageError(f"--study_inits has {label!r}: the Gabor labels are gabor_low and gabor_high")
+  try:
+    init_lib.parse_scheme(scheme)
+  except UsageError as e:
+    raise UsageError(f"--study_inits has an unknown init {label!r}: {e}") from None
+
+
+def figure_models(cfg):
+  """Models for F4/F5: ResNet50 and CBR-Small as in the paper; without CBR-Small, the study's first CBR."""
+  chosen = [m for m in F4_MODELS if m in cfg.models]
+  if "cbr_small" not in chosen:
+    chosen += [m for m in cfg.models if m.startswith("cbr_")][:1]
+  return chosen or list(cfg.models)[:1]
+
+
+@functools.lru_cache(maxsize=None)
+def model_stages(model_name):
+  """The named stages of `model_name` bottom-up, without `pool` (one home for the stage order the report uses)."""
+  model = models.build_model(model_name, 2, (max(models.MIN_SIZE[model_name], 32),) * 2 + (3,),
+                             initialize_weights=False)
+  body = tuple(s for s in models.stage_names(model) if s != "pool")
+  keras.backend.clear_session()
+  return body
+
+
+def default_wt_stages(model_name):
+  """The WT sweep's stages: none, then every stage bottom-up but the pool, then all (full transfer)."""
+  return ("none",) + model_stages(model_name)
+
+
+def wt_stages(cfg, model_name):
+  """The WT stages of `model_name`: --wt_stages where they exist in this architecture, else the default list."""
+  known = default_wt_stages(model_name)
+  return tuple(s for s in cfg.wt_stages if s in known) if cfg.wt_stages else known
+
+
+def wt_label(stage):
+  """The init label of WT's transfusion up to `stage` (none = random, all = full transfer)."""
+  return "random" if stage == "none" else "pretrained" if stage == "all" else f"transfuse:{stage}"
+
+
+def validate_config(cfg, experiments):
+  """Raises UsageError for study mistakes visible before anything is written: seeds, models, init labels,
+  experiment ids, image sizes, margins."""
+  if cfg.seeds < 1:
+    raise UsageError(f"--study_seeds={cfg.seeds}: need at least 1 seed (the paper: 3)")
+  if not cfg.models:
+    raise UsageError("--study_models is empty")
+  for m in cfg.models:
+    if m not in models.MODEL_NAMES:
+      raise UsageError(f"--study_models has an unknown model {m!r}; known: {', '.join(models.MODEL_NAMES)}")
+    if cfg.base.image_size < models.MIN_SIZE[m]:
+      raise UsageError(f"--image_size={cfg.base.image_size} is below {m}'s minimum of {models.MIN_SIZE[m]} px")
+  for label in cfg.inits:
+    check_init_label(label)
+  known = {e.id for e in experiments}
+  unknown = [e for e in cfg.experiments if e not in known]
+  if unknown:
+    raise UsageError(f"--experiments has unknown ids {unknown}; known: {', '.join(sorted(known))}")
+  if not cfg.experiments:
+    raise UsageError("--experiments is empty")
+  for name in ("equivalence_margin", "similarity_margin"):
+    if not 0 < getattr(cfg, name) < 1:
+      raise UsageError(f"--{name}={getattr(cfg, name)} must lie in (0, 1)")
+  if cfg.converge_k < 1:
+    raise UsageError(f"--converge_k={cfg.converge_k} must be at least 1")
+  if cfg.curve_area_steps is not None and not 0 < cfg.curve_area_steps <= cfg.base.train_steps:
+    raise UsageError(f"--curve_area_steps={cfg.curve_area_steps} must lie in (0, --train_steps]")
+  if cfg.analysis_images < 1:
+    raise UsageError(f"--analysis_images={cfg.analysis_images} must be positive")
+
+
+def plan_runs(cfg, experiments):
+  """The ordered, de-duplicated Runs that `cfg`'s selected experiments need. experiments: the registered
+  experiments (registry.Experiment); each contributes runs(cfg) -> [(model, init, subset)], seeds added here."""
+  validate_config(cfg, experiments)
+  chosen = set(cfg.experiments)
+  wanted = [(m, init, None) for m in cfg.models for init in cfg.inits]
+  for exp in experiments:
+    if exp.selected(chosen):
+      wanted += list(exp.runs(cfg))
+  runs = []
+  for model, init, subset in wanted:
+    for s in range(cfg.seeds):
+      runs.append(Run(model, init, s, subset))
+  return list(dict.fromkeys(runs))
+
+
+def run_dir(cfg, run):
+  return os.path.join(cfg.out, "runs", run.name)
+
+
+def is_done(path):
+  return os.path.exists(os.path.join(path, "result.json"))
+
+
+def run_config(cfg, run, weights):
+  """The TrainConfig of `run`: the study's base with this run's model, init, seed, source and data subset."""
+  scheme, freq = run.scheme()
+  model_kwargs = cfg.model_kwargs(run.model)
+  model_kwargs["slim"] = scheme == "slim"
+  data_kwargs = dict(cfg.base.data_kwargs)
+  if run.subset:
+    data_kwargs["train_subset"] = run.subset
+  return dataclasses.replace(cfg.base, model=run.model, init=scheme, seed=run.seed, gabor_frequency=freq,
+                             weights=weights if run.needs_source() else None, model_kwargs=model_kwargs,
+                             data_kwargs=data_kwargs)
+
+
+# -- pretrained sources --------------------------------------------------------------------------------------------
+
+
+def imagenet_available(model):
+  return model in weights_lib.IMAGENET_FILES and os.path.exists(
+      os.path.join(weights_lib.keras_cache_dir(), weights_lib.IMAGENET_FILES[model]))
+
+
+def source_plan(cfg, runs):
+  """{model: ("imagenet" | path | "pretrain")} for every model with a run that needs source weights."""
+  out = {}
+  for model in sorted({r.model for r in runs if r.needs_source()}):
+    sw = cfg.source_weights
+    if sw == "auto":
+      out[model] = "imagenet" if imagenet_available(model) else "pretrain"
+    elif sw == "synthetic":
+      out[model] = "pretrain"
+    elif sw == "imagenet":
+      if not imagenet_available(model):
+        weights_lib.resolve_weights_path(model, "imagenet")  # Raises the UsageError naming the file.
+      out[model] = "imagenet"
+    else:
+      if not os.path.isfile(os.path.expanduser(sw)):
+        raise UsageError(f"--source_weights file not found: {sw}")
+      out[model] = sw
+  return out
+
+
+def pretrain_dir(cfg, model):
+  return os.path.join(cfg.out, "pretrain", model)
+
+
+def pretrained_path(cfg, model):
+  return os.path.join(pretrain_dir(cfg, model), "pretrained.weights.h5")
+
+
+def pretrain_config(cfg, model):
+  """TrainConfig for synthetic-source pretraining of `model` (same widths as the study's models, full width for
+  Slim, whose lower blocks are copied from a full ResNet50)."""
+  base = cfg.base
+  model_kwargs = cfg.model_kwargs(model)
+  data_kwargs = {"num_train": cfg.pretrain_num_train, "num_val": 500, "num_test": 100}
+  if base.data_kwargs.get("cache_dir"):
+    data_kwargs["cache_dir"] = base.data_kwargs["cache_dir"]
+  steps = cfg.pretrain_steps
+  return dataclasses.replace(
+      base, model=model, dataset="synthetic_source", init="random", weights=None, seed=0,
+      image_size=cfg.pretrain_image_size or max(trainer.PRETRAIN_DEFAULTS["image_size"], models.MIN_SIZE[model]),
+      train_steps=steps, eval_every=max(1, steps // 2),
+      learning_rate=cfg.pretrain_learning_rate, weight_decay=cfg.pretrain_weight_decay, convergence_auc=None,
+      optimizer=trainer.PRETRAIN_DEFAULTS["optimizer"], lr_schedule=trainer.PRETRAIN_DEFAULTS["lr_schedule"],
+      model_kwargs=model_kwargs, data_kwargs=data_kwargs)
+
+
+def plan_record(cfg, runs, sources):
+  """What plan.json holds: every run with its key and directory, and the source plan."""
+  return {"runs": [dict(dataclasses.asdict(r), name=r.name, dir=run_dir(cfg, r)) for r in runs], "sources": sources}
+
+
+def read_plan(out):
+  """OUT/plan.json, or a UsageError when `out` holds no study (e.g. a mistyped --out with --study_stage=report)."""
+  plan = rundir.read_json(os.path.join(out, "plan.json"))
+  if plan is None:
+    raise UsageError(f"--out={out} holds no study (no plan.json); run the study there first, or check the path")
+  return plan

@@ -1,0 +1,53 @@
+"""T2: CheXpert AUC per pathology, random init vs transfer, for every model (the paper's Table 2).
+
+Claim read: transfer and random init reach the same mean test AUC (equivalence test, --equivalence_margin).
+"""
+from transfusion_tf.data import tasks
+from transfusion_tf.experiments import common, registry, stats
+
+# PAPER.md section 4: ResNet50's (random, transfer) AUC percent per pathology; the other rows are unknown.
+PAPER_RESNET = {"Atelectasis": (79.52, 79.76), "Cardiomegaly": (75.23, 74.93), "Consolidation": (85.49, 84.42),
+                "Edema": (88.34, 88.89), "Pleural Effusion": (88.70, 88.07)}
+
+
+def runs(cfg):
+  return [(m, init, None) for m in cfg.models for init in ("random", "pretrained")]
+
+
+def _applies(ctx):
+  return ctx.task.kind == "multilabel"
+
+
+def section(ctx):
+  if not _applies(ctx):
+    return [f"T2 reads the chest x-ray task; this study's task is `{ctx.task.name}` (see T1)."]
+  header = ["model", "pathology", "random", "transfer", "transfer − random", "random (paper)", "transfer (paper)"]
+  rows = []
+  for m in ctx.cfg.models:
+    for p in tasks.CXR_PATHOLOGIES + ("mean",):
+      key = f"auc_{tasks.metric_key(p)}"
+      paper = PAPER_RESNET.get(p) if m == "resnet50" else None
+      rows.append([m, p, common.fmt_interval(common.group_interval(ctx, m, "random", key), digits=2),
+                   common.fmt_interval(common.group_interval(ctx, m, "pretrained", key), digits=2),
+                   common.fmt_interval(common.auc_difference(ctx, m, "pretrained", "random", key), digits=2,
+                                       signed=True),
+                   common.paper_value(paper[0]) if paper else "unknown",
+                   common.paper_value(paper[1]) if paper else "unknown"])
+  common.write_csv(f"{ctx.out}/table_t2.csv", header, rows)
+  return ["Test AUC × 100 per pathology at each run's checkpoint picked on validation: mean ± std over seeds "
+          "[95% CI, seeds and test images]. The mean row's test-set variance treats the five labels as independent.",
+          "", common.table(header, rows)]
+
+
+def readings(ctx):
+  if not _applies(ctx):
+    return []
+  return [common.read_equivalence(common.auc_difference(ctx, m, "pretrained", "random", "auc_mean"),
+                                 ctx.cfg.equivalence_margin,
+                                 what=f"{m}: mean test AUC transfer − random (the paper: within about 1 point)")
+          for m in ctx.cfg.models]
+
+
+EXPERIMENT = registry.register(registry.Experiment(
+    id="T2", title="T2: CheXpert AUC per pathology, random init vs transfer", runs=runs, section=section,
+    readings=readings))

@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from transfusion_tf.data import pipeline  # noqa: E402
+from transfusion_tf.data import records  # noqa: E402
 
 flags.DEFINE_integer("image_size", 224, "Model input size in pixels.")
 flags.DEFINE_integer("batch_size", 32, "Global batch size.")
@@ -118,18 +119,17 @@ def main(argv):
     rates[f"JPEG folder ({FLAGS.jpeg_size} px files), augmented"] = time_pipeline(data, FLAGS.batches)
     data = pipeline.build_data("retina_csv", size, batch, "cbr_small", data_dir=tmp, augment=False)
     rates[f"JPEG folder ({FLAGS.jpeg_size} px files), no augmentation"] = time_pipeline(data, FLAGS.batches)
-    records = data._sources["train"]  # pylint: disable=protected-access
-    rec = pipeline.FileRecords(paths=records.paths, labels=records.labels,
-                               patient_ids=np.array(records.paths, dtype=object))
+    train = data._sources["train"]  # pylint: disable=protected-access
+    rec = records.FileRecords(paths=train.paths, labels=train.labels, patient_ids=np.array(train.paths, dtype=object))
     cache = os.path.join(tmp, "cache")
     t = time.perf_counter()
-    pipeline.check_image_files(rec, level="quick")
+    records.check_image_files(rec, level="quick")
     quick = (time.perf_counter() - t) / len(rec)
     t = time.perf_counter()
-    pipeline.check_image_files(rec, level="full", cache_dir=cache)
+    records.check_image_files(rec, level="full", cache_dir=cache)
     full = (time.perf_counter() - t) / len(rec)
     t = time.perf_counter()
-    pipeline.check_image_files(rec, level="full", cache_dir=cache)
+    records.check_image_files(rec, level="full", cache_dir=cache)
     cached = (time.perf_counter() - t) / len(rec)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)

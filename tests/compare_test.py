@@ -1,4 +1,4 @@
-"""Tests for cli/compare.py (`transfusion-compare`): end to end on two tiny run directories."""
+"""Tests for analysis/compare.py and cli/compare.py (`transfusion-compare`): end to end on two tiny run directories."""
 import contextlib
 import io
 import json
@@ -14,6 +14,7 @@ from absl.testing import flagsaver
 
 from transfusion_tf import models
 from transfusion_tf.analysis import cca
+from transfusion_tf.analysis import compare as compare_lib
 from transfusion_tf.cli import compare
 from transfusion_tf.errors import UsageError
 from transfusion_tf.training import rundir
@@ -51,8 +52,8 @@ class CompareTest(tf.test.TestCase):
     self.run_b = make_run(os.path.join(self.tmp, "b"), 1, cache)
 
   def test_compare_runs(self):
-    out = compare.compare_runs(self.run_a, self.run_b, stages=["conv1", "conv2", "pool"], num_images=10,
-                               batch_size=4, max_positions=6)
+    out = compare_lib.compare_runs(self.run_a, self.run_b, stages=["conv1", "conv2", "pool"], num_images=10,
+                                   batch_size=4, max_positions=6)
     self.assertEqual(out["num_images"], 10)
     self.assertEqual(out["stages"], ["conv1", "conv2", "pool"])
     self.assertEqual(out["matrix"]["stages_a"], ["conv1", "conv2", "pool"])
@@ -63,26 +64,26 @@ class CompareTest(tf.test.TestCase):
       for key in ("svcca", "pwcca", "cka"):
         self.assertBetween(r[key], 0.0, 1.0 + 1e-9)
     # A run against itself (final vs final) is identical; against its own init it is not.
-    same = compare.compare_runs(self.run_a, self.run_a, stages=["conv1"], num_images=6, batch_size=4,
-                                stage_matrix=False)
+    same = compare_lib.compare_runs(self.run_a, self.run_a, stages=["conv1"], num_images=6, batch_size=4,
+                                    stage_matrix=False)
     self.assertAllClose(same["per_stage"]["conv1"]["svcca"], 1.0, atol=1e-6)
     self.assertNotIn("matrix", same)
-    moved = compare.compare_runs(self.run_a, self.run_a, which_a="step0", stages=["conv1"], num_images=6,
-                                 batch_size=4, stage_matrix=False)
+    moved = compare_lib.compare_runs(self.run_a, self.run_a, which_a="step0", stages=["conv1"], num_images=6,
+                                     batch_size=4, stage_matrix=False)
     self.assertLess(moved["per_stage"]["conv1"]["svcca"], 0.999)
 
   def test_usage_errors(self):
     with self.assertRaisesRegex(UsageError, "is not a stage"):
-      compare.compare_runs(self.run_a, self.run_b, stages=["block3"], num_images=4)
+      compare_lib.compare_runs(self.run_a, self.run_b, stages=["block3"], num_images=4)
     other = make_run(os.path.join(self.tmp, "small"), 2, None, model="cbr_small")
     with self.assertRaisesRegex(UsageError, "mismatched architectures"):
-      compare.compare_runs(self.run_a, other, num_images=4)
+      compare_lib.compare_runs(self.run_a, other, num_images=4)
     bigger = make_run(os.path.join(self.tmp, "big"), 3, None, image_size=48)
     with self.assertRaisesRegex(UsageError, "image_size"):
-      compare.compare_runs(self.run_a, bigger, num_images=4)
+      compare_lib.compare_runs(self.run_a, bigger, num_images=4)
     not_a_run = self.create_tempdir().full_path
     with self.assertRaisesRegex(UsageError, "not a run directory"):
-      compare.compare_runs(self.run_a, not_a_run, num_images=4)
+      compare_lib.compare_runs(self.run_a, not_a_run, num_images=4)
 
   def test_missing_run_dir_exits_2_with_one_line(self):
     missing = os.path.join(self.tmp, "nope")

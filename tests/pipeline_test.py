@@ -8,6 +8,9 @@ from PIL import Image
 import tensorflow as tf
 
 from transfusion_tf.data import pipeline
+from transfusion_tf.data import records
+from transfusion_tf.data import registry
+from transfusion_tf.data import sources
 from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
 
@@ -21,9 +24,9 @@ def _save(path, array, fmt=None):
 def _records(paths, labels=None):
   n = len(paths)
   labels = np.arange(n) % 5 if labels is None else labels
-  return pipeline.FileRecords(paths=np.array(paths, dtype=object), labels=np.asarray(labels),
-                              patient_ids=np.array([str(i) for i in range(n)], dtype=object), origin="list.csv",
-                              rows=np.arange(2, n + 2))
+  return records.FileRecords(paths=np.array(paths, dtype=object), labels=np.asarray(labels),
+                             patient_ids=np.array([str(i) for i in range(n)], dtype=object), origin="list.csv",
+                             rows=np.arange(2, n + 2))
 
 
 def _batches(ds, k):
@@ -37,8 +40,8 @@ def _array_data(n=10, size=16, channels=3, task=None, batch=4, mode="unit", want
   raw = np.arange(n) % 5
   if task.kind == "multilabel":
     raw = (np.arange(n)[:, None] + np.arange(5)) % 3 - 1
-  labels, masks = pipeline.training_labels(raw, task)
-  src = pipeline.ArraySource(images=images, labels=labels, masks=masks)
+  labels, masks = sources.training_labels(raw, task)
+  src = sources.ArraySource(images=images, labels=labels, masks=masks)
   aug = pipeline.Augmentation(enabled=augment)
   return pipeline.Data(task, {"train": src, "validation": src, "test": src}, size, batch, mode, seed=seed,
                        channels=want, augmentation=aug)
@@ -48,28 +51,28 @@ class SubsetTest(tf.test.TestCase):
 
   def test_stratified_exact_size_and_seeded(self):
     labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
-    idx = pipeline.subset_indices(labels, 10, seed=3)
+    idx = records.subset_indices(labels, 10, seed=3)
     self.assertLen(idx, 10)
     self.assertEqual(np.bincount(labels[idx]).tolist(), [5, 3, 2])
-    np.testing.assert_array_equal(idx, pipeline.subset_indices(labels, 10, seed=3))
-    self.assertFalse(np.array_equal(idx, pipeline.subset_indices(labels, 10, seed=4)))
+    np.testing.assert_array_equal(idx, records.subset_indices(labels, 10, seed=3))
+    self.assertFalse(np.array_equal(idx, records.subset_indices(labels, 10, seed=4)))
     self.assertTrue(np.all(np.diff(idx) > 0))
 
   def test_rounding_keeps_total(self):
     labels = np.repeat(np.arange(7), [3, 5, 7, 11, 13, 17, 19])
     for n in (1, 6, 13, 50, 74):
-      self.assertLen(np.unique(pipeline.subset_indices(labels, n, seed=0)), n)
+      self.assertLen(np.unique(records.subset_indices(labels, n, seed=0)), n)
 
   def test_multilabel_patterns(self):
     labels = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 0], [0, 0], [1, 1], [1, 1]])
-    idx = pipeline.subset_indices(labels, 4, seed=0)
+    idx = records.subset_indices(labels, 4, seed=0)
     self.assertLen({tuple(r) for r in labels[idx]}, 4)
 
   def test_bad_sizes(self):
     with self.assertRaisesRegex(UsageError, "only 3"):
-      pipeline.subset_indices([0, 1, 2], 4, seed=0)
+      records.subset_indices([0, 1, 2], 4, seed=0)
     with self.assertRaises(UsageError):
-      pipeline.subset_indices([0, 1, 2], 0, seed=0)
+      records.subset_indices([0, 1, 2], 0, seed=0)
 
 
 class PatientSplitTest(tf.test.TestCase):
@@ -77,7 +80,7 @@ class PatientSplitTest(tf.test.TestCase):
   def test_never_splits_a_patient(self):
     rng = np.random.default_rng(0)
     patients = np.array([f"p{i}" for i in rng.integers(0, 40, size=300)])
-    val, test, train = pipeline.patient_split(patients, (0.1, 0.2), seed=1)
+    val, test, train = records.patient_split(patients, (0.1, 0.2), seed=1)
     self.assertLen(np.concatenate([val, test, train]), 300)
     sets = [set(patients[p]) for p in (val, test, train)]
     self.assertEmpty(sets[0] & sets[1])
@@ -87,7 +90,7 @@ class PatientSplitTest(tf.test.TestCase):
     self.assertBetween(len(test), 60, 100)
 
   def test_small_fraction_takes_one_patient(self):
-    val, train = pipeline.patient_split(np.array(["a", "a", "b", "c"]), (0.01,), seed=0)
+    val, train = records.patient_split(np.array(["a", "a", "b", "c"]), (0.01,), seed=0)
     self.assertNotEmpty(val)
     self.assertLen(np.concatenate([val, train]), 4)
 
@@ -116,7 +119,7 @@ class ImageCheckTest(tf.test.TestCase):
                                   b"\xff\xd9")
 
   def test_good_files_pass_with_formats(self):
-    rec = pipeline.check_image_files(_records(self.good))
+    rec = records.check_image_files(_records(self.good))
     self.assertEqual(list(rec.formats), ["png", "jpeg"])
 
   def test_each_bad_kind_is_named(self):
@@ -124,7 +127,7 @@ class ImageCheckTest(tf.test.TestCase):
              self.garbage: "unrecognised header", os.path.join(self.dir, "missing.png"): "file not found"}
     for path, reason in cases.items():
       with self.assertRaisesRegex(UsageError, reason) as cm:
-        pipeline.check_image_files(_records(self.good + [path]))
+        records.check_image_files(_records(self.good + [path]))
       msg = str(cm.exception)
       self.assertIn(path, msg)
       self.assertIn("row 4 of list.csv", msg)
@@ -132,11 +135,11 @@ class ImageCheckTest(tf.test.TestCase):
 
   def test_counts_more_bad_files(self):
     with self.assertRaisesRegex(UsageError, "1 more bad"):
-      pipeline.check_image_files(_records(self.good + [self.empty, self.garbage]))
+      records.check_image_files(_records(self.good + [self.empty, self.garbage]))
 
   def test_skip_counts_and_continues(self):
     with self.assertLogs(level="WARNING") as logs:
-      rec = pipeline.check_image_files(_records(self.good + [self.truncated, self.empty]), on_bad_image="skip")
+      rec = records.check_image_files(_records(self.good + [self.truncated, self.empty]), on_bad_image="skip")
     self.assertLen(rec, 2)
     self.assertEqual(list(rec.paths), self.good)
     self.assertLen(logs.output, 1)
@@ -144,23 +147,23 @@ class ImageCheckTest(tf.test.TestCase):
 
   def test_full_check_decodes_and_caches(self):
     cache = self.create_tempdir().full_path
-    pipeline.check_image_files(_records(self.good + [self.sneaky]), level="quick")  # The quick check misses it.
+    records.check_image_files(_records(self.good + [self.sneaky]), level="quick")  # The quick check misses it.
     with self.assertRaisesRegex(UsageError, "sneaky.jpg.*cannot be decoded"):
-      pipeline.check_image_files(_records(self.good + [self.sneaky]), level="full", cache_dir=cache)
+      records.check_image_files(_records(self.good + [self.sneaky]), level="full", cache_dir=cache)
     sidecars = os.listdir(os.path.join(cache, "image_checks"))
     self.assertLen(sidecars, 1)
     with open(os.path.join(cache, "image_checks", sidecars[0])) as f:
       self.assertLen(json.load(f), 3)
-    with mock.patch.object(pipeline, "_full_check", side_effect=AssertionError("decoded again")):
-      rec = pipeline.check_image_files(_records(self.good + [self.sneaky]), on_bad_image="skip", level="full",
-                                       cache_dir=cache)
+    with mock.patch.object(records, "_full_check", side_effect=AssertionError("decoded again")):
+      rec = records.check_image_files(_records(self.good + [self.sneaky]), on_bad_image="skip", level="full",
+                                      cache_dir=cache)
     self.assertLen(rec, 2)
 
   def test_bad_choices(self):
     with self.assertRaisesRegex(UsageError, "on_bad_image"):
-      pipeline.check_image_files(_records(self.good), on_bad_image="ignore")
+      records.check_image_files(_records(self.good), on_bad_image="ignore")
     with self.assertRaisesRegex(UsageError, "validate_images"):
-      pipeline.check_image_files(_records(self.good), level="deep")
+      records.check_image_files(_records(self.good), level="deep")
 
 
 class ShapesTest(tf.test.TestCase):
@@ -195,8 +198,8 @@ class ShapesTest(tf.test.TestCase):
     task = tasks.get_task("retina")
     images = np.zeros((4, 20, 30, 3), np.uint8)
     images[:, :, 5:25] = 255  # A bright centre square; the crop keeps only it.
-    labels, masks = pipeline.training_labels(np.arange(4), task)
-    src = pipeline.ArraySource(images=images, labels=labels, masks=masks)
+    labels, masks = sources.training_labels(np.arange(4), task)
+    src = sources.ArraySource(images=images, labels=labels, masks=masks)
     data = pipeline.Data(task, {"train": src, "validation": src}, 10, 4, "unit")
     batch, _, _ = next(iter(data.eval("validation")))
     self.assertEqual(batch.shape, (4, 10, 10, 3))
@@ -239,8 +242,8 @@ class OrderTest(tf.test.TestCase):
     rng = np.random.default_rng(0)
     task = tasks.get_task("retina")
     images = (rng.random((6, 16, 16, 3)) * 255).astype(np.uint8)
-    labels, masks = pipeline.training_labels(np.zeros(6), task)
-    src = pipeline.ArraySource(images=images, labels=labels, masks=masks)
+    labels, masks = sources.training_labels(np.zeros(6), task)
+    src = sources.ArraySource(images=images, labels=labels, masks=masks)
     make = lambda aug: pipeline.Data(task, {"train": src, "validation": src}, 16, 6, "unit",  # noqa: E731
                                      augmentation=pipeline.Augmentation(enabled=aug))
     a = _batches(make(True).train(0), 2)
@@ -276,8 +279,8 @@ class FileSourceTest(tf.test.TestCase):
     self.task = tasks.get_task("retina")
 
   def _data(self, paths, on_bad_image="fail", batch=3):
-    rec = pipeline.check_image_files(_records(paths), on_bad_image=on_bad_image)
-    src = pipeline.file_source(rec, self.task)
+    rec = records.check_image_files(_records(paths), on_bad_image=on_bad_image)
+    src = sources.file_source(rec, self.task)
     return pipeline.Data(self.task, {"train": src, "validation": src}, 24, batch, "tf", seed=5,
                          on_bad_image=on_bad_image)
 
@@ -289,9 +292,9 @@ class FileSourceTest(tf.test.TestCase):
     self.assertBetween(float(np.max([b[0].max() for b in batches])), 0.5, 1.0)
 
   def test_unchecked_formats_go_by_extension(self):
-    rec = pipeline.check_image_files(_records(self.paths[:3]), level="off")
+    rec = records.check_image_files(_records(self.paths[:3]), level="off")
     self.assertEqual(list(rec.formats), ["", "", ""])
-    src = pipeline.file_source(rec, self.task)
+    src = sources.file_source(rec, self.task)
     self.assertEqual(list(src.use_pil), [False, False, True])  # .png, .jpg, .tif
     data = pipeline.Data(self.task, {"train": src, "validation": src}, 24, 3, "tf")
     self.assertEqual(next(iter(data.eval("validation")))[0].shape, (3, 24, 24, 3))
@@ -358,7 +361,7 @@ class BuildDataTest(tf.test.TestCase):
       self.assertEqual(images.shape, (4, 32, 32, 3))
       self.assertEqual(labels.shape, (4,) + label_shape)
       self.assertEqual(masks.shape, (4,) + label_shape)
-      self.assertEqual(data.task.name, tasks.task_for_dataset(dataset))
+      self.assertEqual(data.task.name, registry.task_name(dataset))
 
   def test_cxr_policy_reaches_masks(self):
     data = pipeline.build_data("synthetic_cxr", 16, 8, "cbr_tiny", uncertainty_policy="ignore", augment=False,
@@ -392,11 +395,17 @@ class TfdsAndFlagsTest(tf.test.TestCase):
     self.assertLessEqual(len(np.unique(np.concatenate(first))), 8)  # Only the subset's examples come back.
 
   def test_flag_kwargs_fit_build_data(self):
+    import dataclasses  # pylint: disable=import-outside-toplevel
     import inspect  # pylint: disable=import-outside-toplevel
     from transfusion_tf.data import flags as data_flags  # pylint: disable=import-outside-toplevel
     kwargs = data_flags.data_kwargs_from_flags()
-    params = inspect.signature(pipeline.build_data).parameters
-    self.assertEmpty(set(kwargs) - set(params))
+    params = set(inspect.signature(pipeline.build_data).parameters)
+    params |= {f.name for f in dataclasses.fields(pipeline.DataOptions)}
+    self.assertEmpty(set(kwargs) - params)
+    kwargs.pop("dataset")
+    data = pipeline.build_data("synthetic_retina", 16, 4, "cbr_tiny", **dict(kwargs, num_train=8, num_val=4,
+                                                                             num_test=4, cache_dir=self.create_tempdir().full_path))
+    self.assertEqual(data.num_examples["train"], 8)  # Called the way the trainer and the study call it.
     self.assertEqual(kwargs["uncertainty_policy"], "per_pathology")
     self.assertEqual(kwargs["on_bad_image"], "fail")
     for name in ("dataset", "data_dir", "labels_csv", "tfds_manual_dir", "tfds_config", "num_train", "num_val",

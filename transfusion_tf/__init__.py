@@ -1,6 +1,8 @@
 """transfusion_tf: reproduce and extend Raghu et al., "Transfusion" (NeurIPS 2019) with TensorFlow/Keras.
 
-Stages flow one way: data -> models -> training -> analysis -> experiments. No package imports a later one.
+Layers, each importing only earlier ones (tests/imports_test.py checks it, and that no module is in an import
+cycle): errors, files -> models -> data -> training -> analysis -> experiments -> cli. The data flows
+data -> models -> training -> analysis -> experiments, but data imports models for its preprocessing.
 """
 import os as _os
 

@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from transfusion_tf import files
 from transfusion_tf import models
 from transfusion_tf.models import gabor
 from transfusion_tf.analysis import activations
@@ -101,9 +102,8 @@ def _new_figure(width, height):
 def save_figure(fig, png_path):
   """Writes `fig` as PNG to `png_path` atomically."""
   os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
-  tmp = f"{png_path}.tmp-{os.getpid()}"
-  fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight")
-  os.replace(tmp, png_path)
+  with files.atomic_open(png_path) as f:
+    fig.savefig(f, format="png", dpi=fig.dpi, bbox_inches="tight")
   return png_path
 
 

@@ -2,8 +2,8 @@
 
 Offline the source is the embedded `synthetic_source` task, standing in for ImageNet; users with ImageNet use
 `--dataset=imagenet_tfds --tfds_manual_dir=...`. Defaults differ from transfusion-train where
-`trainer.PRETRAIN_DEFAULTS` says: AdamW with strong weight decay on conv kernels, 32 px, 3,000 steps, so that conv1
-grows oriented filters on the synthetic source; for ImageNet set --image_size and --train_steps yourself. The
+`training.policy.pretrain_defaults()` says: AdamW with strong weight decay on conv kernels, 32 px, 3,000 steps, so
+that conv1 grows oriented filters on the synthetic source; for ImageNet set --image_size and --train_steps yourself. The
 exported file is what `--init=pretrained|meanvar|transfuse:*|slim --weights=PATH` read; it records its source so
 every later output can say what stood in.
 """
@@ -12,6 +12,7 @@ from absl import flags
 from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import UsageError, exit_on_usage_error
 from transfusion_tf.training import flags as train_flags
+from transfusion_tf.training import policy
 from transfusion_tf.training import trainer
 
 flags.DEFINE_string("export", None, "Where to write the pretrained weights (default: <run_dir>/pretrained.weights.h5).")
@@ -30,7 +31,7 @@ def main(argv):
 
 def run():
   flags.FLAGS.set_default("dataset", "synthetic_source")
-  for name, value in trainer.PRETRAIN_DEFAULTS.items():
+  for name, value in policy.pretrain_defaults().items():
     flags.FLAGS.set_default(name, value)
   run_app(main)
 

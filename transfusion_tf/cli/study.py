@@ -10,7 +10,7 @@ from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import UsageError, exit_on_usage_error
 from transfusion_tf.experiments import plan, study
 from transfusion_tf.training import flags as train_flags
-from transfusion_tf.training import trainer
+from transfusion_tf.training import policy
 
 flags.DEFINE_string("out", None, "Output folder of the study: runs, TensorBoard root, figures, report.md.")
 flags.DEFINE_list("study_models", ["cbr_tiny"], "Models of the sweep.")
@@ -21,15 +21,16 @@ flags.DEFINE_list("experiments", ["T1"], "Experiments: T1, T2, T3, F2, F3, F4, F
                   "table comes with MV, WT, SL and GB).")
 flags.DEFINE_string("source_weights", "auto", "Pretrained source: auto (ImageNet from the Keras cache where "
                     "present, else pretraining on synthetic_source), synthetic, imagenet, or a weights path.")
-flags.DEFINE_integer("pretrain_steps", trainer.PRETRAIN_DEFAULTS["train_steps"],
+flags.DEFINE_integer("pretrain_steps", policy.pretrain_defaults()["train_steps"],
                      "Steps of synthetic-source pretraining per model.")
-flags.DEFINE_integer("pretrain_image_size", None, "Input size of synthetic-source pretraining (default: 32 px, or the "
-                     "model's minimum if larger: there the source patterns meet conv1's scale and it grows oriented "
-                     "filters).")
-flags.DEFINE_integer("pretrain_num_train", 4000, "Synthetic source images for pretraining.")
-flags.DEFINE_float("pretrain_learning_rate", trainer.PRETRAIN_DEFAULTS["learning_rate"],
+flags.DEFINE_integer("pretrain_image_size", None, "Input size of synthetic-source pretraining (default: "
+                     "policy.pretrain_image_size: 32 px, or the model's minimum if larger: there the source patterns "
+                     "meet conv1's scale and it grows oriented filters).")
+flags.DEFINE_integer("pretrain_num_train", policy.pretrain_data_sizes()["num_train"],
+                     "Synthetic source images for pretraining.")
+flags.DEFINE_float("pretrain_learning_rate", policy.pretrain_defaults()["learning_rate"],
                    "Peak learning rate of source pretraining (AdamW, cosine decay).")
-flags.DEFINE_float("pretrain_weight_decay", trainer.PRETRAIN_DEFAULTS["weight_decay"],
+flags.DEFINE_float("pretrain_weight_decay", policy.pretrain_defaults()["weight_decay"],
                    "Decoupled weight decay of source pretraining, on convolution kernels only.")
 flags.DEFINE_integer("small_data_subset", 5000, "T3's training-set size (the paper: 5,000).")
 flags.DEFINE_list("wt_stages", None, "WT stages (default: none, every stage bottom-up); 'none' is random init.")

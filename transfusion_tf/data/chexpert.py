@@ -9,13 +9,13 @@ in {-1, 0, 1} with blank -> 0; `tasks.apply_uncertainty` applies the policy late
 Splits [default]: validation = 5% of train.csv held out by patient (seeded; a patient is never split), test = the
 official valid.csv (234 images).
 """
-import csv
 import os
 import re
 
 import numpy as np
 
-from transfusion_tf.data import pipeline
+from transfusion_tf.data import records as records_lib
+from transfusion_tf.data import sources as sources_lib
 from transfusion_tf.data.tasks import CXR_PATHOLOGIES
 from transfusion_tf.errors import UsageError
 
@@ -55,23 +55,22 @@ def find_root(data_dir):
 
 
 def read_csv(root, csv_name, frontal_only=False, on_bad_image="fail", validate_images="quick", cache_dir=None):
-  """Reads ROOT/csv_name into pipeline.FileRecords: labels int8 (N, 5) in {-1, 0, 1}, patient ids, extra["view"]."""
-  pipeline.check_choice(on_bad_image, pipeline.ON_BAD_IMAGE, "on_bad_image")
+  """Reads ROOT/csv_name into records.FileRecords: labels int8 (N, 5) in {-1, 0, 1}, patient ids, extra["view"]."""
+  records_lib.check_choice(on_bad_image, records_lib.ON_BAD_IMAGE, "on_bad_image")
   csv_path = os.path.join(root, csv_name)
   if not os.path.isfile(csv_path):
     raise UsageError(f"CheXpert {csv_name} not found in {root}; it comes with the CheXpert download (pass the "
                      f"folder holding it as --data_dir)")
-  with open(csv_path, newline="", encoding="utf-8-sig") as f:
-    reader = csv.DictReader(f)
-    fields = [c.strip() for c in reader.fieldnames or []]
-    missing = [c for c in REQUIRED_COLUMNS if c not in fields]
-    if missing:
-      raise UsageError(f"CheXpert CSV {csv_path} lacks column {missing[0]!r}"
-                       f"{' (and ' + ', '.join(missing[1:]) + ')' if len(missing) > 1 else ''}; its columns: "
-                       f"{', '.join(fields)}")
-    if frontal_only and "Frontal/Lateral" not in fields:
-      raise UsageError(f"--frontal_only needs the Frontal/Lateral column, which CheXpert CSV {csv_path} lacks")
-    rows = [(reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}) for row in reader]
+  fieldnames, raw_rows = records_lib.read_csv_rows(csv_path, what="CheXpert CSV")
+  fields = [c.strip() for c in fieldnames or []]
+  missing = [c for c in REQUIRED_COLUMNS if c not in fields]
+  if missing:
+    raise UsageError(f"CheXpert CSV {csv_path} lacks column {missing[0]!r}"
+                     f"{' (and ' + ', '.join(missing[1:]) + ')' if len(missing) > 1 else ''}; its columns: "
+                     f"{', '.join(fields)}")
+  if frontal_only and "Frontal/Lateral" not in fields:
+    raise UsageError(f"--frontal_only needs the Frontal/Lateral column, which CheXpert CSV {csv_path} lacks")
+  rows = [(line, {k.strip(): (v or "").strip() for k, v in row.items() if k}) for line, row in raw_rows]
   if not rows:
     raise UsageError(f"CheXpert CSV {csv_path} has no rows")
 
@@ -98,13 +97,13 @@ def read_csv(root, csv_name, frontal_only=False, on_bad_image="fail", validate_i
       patients.append(patient_id_from_path(rel) or rel)
       views.append(view)
       lines.append(line)
-  pipeline.report_bad_rows(bad_rows, len(rows), csv_path, on_bad_image)
+  records_lib.report_bad_rows(bad_rows, len(rows), csv_path, on_bad_image)
   if not paths:
     raise UsageError(f"CheXpert CSV {csv_path} has no usable rows{' after --frontal_only' if frontal_only else ''}")
-  records = pipeline.FileRecords(paths=np.array(paths, dtype=object), labels=np.array(labels, np.int8),
-                                 patient_ids=np.array(patients, dtype=object), origin=csv_path, rows=np.array(lines),
-                                 extra={"view": np.array(views, dtype=object)})
-  return pipeline.check_image_files(records, on_bad_image, validate_images, cache_dir, what="image")
+  records = records_lib.FileRecords(paths=np.array(paths, dtype=object), labels=np.array(labels, np.int8),
+                                    patient_ids=np.array(patients, dtype=object), origin=csv_path,
+                                    rows=np.array(lines), extra={"view": np.array(views, dtype=object)})
+  return records_lib.check_image_files(records, on_bad_image, validate_images, cache_dir, what="image")
 
 
 def _bases(root, first_path):
@@ -138,7 +137,7 @@ def _resolve(rel, bases):
 
 def holdout_validation(records, val_fraction=0.05, seed=0):
   """(train, validation) FileRecords: a seeded patient-level hold-out of `val_fraction` of the images."""
-  val, train = pipeline.patient_split(records.patient_ids, (val_fraction,), seed)
+  val, train = records_lib.patient_split(records.patient_ids, (val_fraction,), seed)
   return records.take(train), records.take(val)
 
 
@@ -152,7 +151,7 @@ def read_splits(data_dir, frontal_only=False, val_fraction=0.05, seed=0, on_bad_
   train, val = holdout_validation(read_csv(root, "train.csv", **kw), val_fraction, seed)
   test = read_csv(root, "valid.csv", **kw)
   out = {"train": train, "validation": val, "test": test, "root": root}
-  for split in pipeline.SPLITS:
+  for split in records_lib.SPLITS:
     if len(out[split]) == 0:
       raise UsageError(f"the CheXpert {split} split under {root} is empty")
   return out
@@ -166,11 +165,11 @@ def load_chexpert_tfds(split, data_dir=None, manual_dir=None, frontal_only=False
   the seed, so no pass over the data is needed) or "test" (TFDS validation = official valid.csv). With the hold-out
   or frontal_only the size is an estimate (size_is_exact False). decode=False leaves images encoded.
   """
-  if split not in pipeline.SPLITS:
-    raise UsageError(f"CheXpert splits are {', '.join(pipeline.SPLITS)}, not {split!r}")
+  if split not in records_lib.SPLITS:
+    raise UsageError(f"CheXpert splits are {', '.join(records_lib.SPLITS)}, not {split!r}")
   tfds_split = "validation" if split == "test" else "train"
-  ds, size = pipeline.load_tfds(TFDS_NAME, tfds_split, None, data_dir, manual_dir, required=TFDS_REQUIRED,
-                                flag_hint="chexpert_tfds", decode=decode)
+  ds, size = records_lib.load_tfds(TFDS_NAME, tfds_split, None, data_dir, manual_dir, required=TFDS_REQUIRED,
+                                   flag_hint="chexpert_tfds", decode=decode)
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   index = [OBSERVATIONS.index(p) for p in CXR_PATHOLOGIES]
   table = tf.constant(_TFDS_LABEL_VALUES)
@@ -199,3 +198,30 @@ def load_chexpert_tfds(split, data_dir=None, manual_dir=None, frontal_only=False
     ids = tf.pad(ids, [[0, tf.maximum(0, len(OBSERVATIONS) - tf.shape(ids)[0])]], constant_values=3)
     return ex["image"], tf.gather(table, tf.gather(ids, index))
   return ds.map(to_labels), size, exact
+
+
+def build_folder(task, options, image_size):
+  """Registry builder of chexpert: train.csv minus a patient hold-out, the hold-out, valid.csv as test."""
+  del image_size  # Files are resized by the pipeline.
+  parts = read_splits(options.data_dir, frontal_only=options.frontal_only,
+                      val_fraction=0.05 if options.val_fraction is None else options.val_fraction,
+                      seed=options.split_seed, **options.check_kwargs)
+  sources = {s: sources_lib.file_source(records_lib.cap_records(parts[s], options.caps[s], options.split_seed, s),
+                                        task)
+             for s in records_lib.SPLITS}
+  return sources, (f"chexpert ({parts['root']}{', frontal only' if options.frontal_only else ''}, "
+                   f"uncertainty policy {options.uncertainty_policy})")
+
+
+def build_tfds(task, options, image_size):
+  """Registry builder of chexpert_tfds: TFDS chexpert with a patient-hashed validation hold-out."""
+  del image_size
+  frac = 0.05 if options.val_fraction is None else options.val_fraction
+  sources = {}
+  for split in records_lib.SPLITS:
+    raw, size, exact = load_chexpert_tfds(split, data_dir=options.tfds_data_dir, manual_dir=options.tfds_manual_dir,
+                                          frontal_only=options.frontal_only, val_fraction=frac,
+                                          seed=options.split_seed, decode=False)
+    sources[split] = sources_lib.tfds_source(raw, size, exact, options.caps[split], task, "chexpert_tfds")
+  return sources, ("chexpert_tfds (TFDS chexpert, patient-hashed validation hold-out, official valid as "
+                   f"test{', frontal only' if options.frontal_only else ''})")

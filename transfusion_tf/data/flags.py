@@ -1,22 +1,23 @@
 """absl flags for the data: which dataset, where it lives, how much of it, and how it is read.
 
 The image size, batch size, model, weights and seed belong to the model and trainer flags; the trainer passes them to
-`pipeline.build_data(**data_kwargs_from_flags(), image_size=..., batch_size=..., model_name=..., ...)`.
+`pipeline.build_data(dataset, image_size=..., batch_size=..., model_name=..., ..., **data_kwargs)`; the data keywords
+are `registry.DataOptions` fields.
 Importing this module defines the flags once; every flag has a default, so tests can import it without parsing.
 """
 from absl import flags
 
-from transfusion_tf.data import pipeline
+from transfusion_tf.data import records
+from transfusion_tf.data import registry
 from transfusion_tf.data import retina
 from transfusion_tf.data import tasks
 from transfusion_tf.models.preprocessing import MODES
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum("dataset", "synthetic_retina", list(tasks.DATASETS),
-                  "Input data: synthetic_retina | synthetic_cxr | synthetic_source (embedded generator, no download); "
-                  "retina_csv (image folder + APTOS/EyePACS CSV); eyepacs_tfds; chexpert (CheXpert folder); "
-                  "chexpert_tfds; imagenet_tfds.")
+flags.DEFINE_enum("dataset", "synthetic_retina", list(registry.names()),
+                  "Input data (registry.py): " + "; ".join(f"{d} ({registry.get(d).summary})"
+                                                          for d in registry.names()) + ".")
 flags.DEFINE_string("data_dir", None,
                     "Folder of a folder dataset: retina_csv images (and their CSV), or the CheXpert-v1.0-small folder "
                     "(or its parent) for --dataset=chexpert.")
@@ -43,10 +44,10 @@ flags.DEFINE_enum("uncertainty_policy", "per_pathology", list(tasks.UNCERTAINTY_
                   "zeros, ones, or ignore (masked out of loss and metrics). Blank is always 0.")
 flags.DEFINE_boolean("frontal_only", False, "CheXpert: keep frontal views only.")
 flags.DEFINE_boolean("binary_head", False, "RETINA: one sigmoid output for P(referable) instead of a 5-way softmax.")
-flags.DEFINE_enum("on_bad_image", "fail", list(pipeline.ON_BAD_IMAGE),
+flags.DEFINE_enum("on_bad_image", "fail", list(records.ON_BAD_IMAGE),
                   "A missing, corrupt or truncated image, or a bad CSV value: fail (error naming it) or skip (leave it "
                   "out with a counted warning).")
-flags.DEFINE_enum("validate_images", "quick", list(pipeline.VALIDATE_LEVELS),
+flags.DEFINE_enum("validate_images", "quick", list(records.VALIDATE_LEVELS),
                   "Up-front image check: quick (exists, header, JPEG/PNG end marker), full (decode every file once "
                   "with PIL; cached in --data_cache_dir) or off (existence only).")
 flags.DEFINE_boolean("augment", True, "Training augmentation: random flips, small rotations, brightness/contrast.")

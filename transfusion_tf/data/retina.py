@@ -12,14 +12,14 @@ TFDS: `diabetic_retinopathy_detection` with a config (original, 1M, 250K, btgrah
 splits train (35,126), validation (10,906), test (42,670). Preparing it needs the Kaggle files in --tfds_manual_dir
 and, once, network access for the test labels (TFDS downloads retinopathy_solution.csv itself).
 """
-import csv
 import os
 import re
 
 from absl import logging
 import numpy as np
 
-from transfusion_tf.data import pipeline
+from transfusion_tf.data import records as records_lib
+from transfusion_tf.data import sources as sources_lib
 from transfusion_tf.errors import UsageError
 
 CSV_FORMATS = {"aptos": ("id_code", "diagnosis"), "eyepacs": ("image", "level")}
@@ -106,12 +106,12 @@ def patient_id(image_id):
 
 def read_csv_folder(data_dir, labels_csv=None, image_column=None, label_column=None, on_bad_image="fail",
                     validate_images="quick", cache_dir=None):
-  """Reads a folder of fundus images plus an APTOS or EyePACS CSV into pipeline.FileRecords (labels: int32 grades).
+  """Reads a folder of fundus images plus an APTOS or EyePACS CSV into records.FileRecords (labels: int32 grades).
 
   Every problem raises a UsageError naming the file, row, column and value; with on_bad_image="skip", bad rows and
   bad images are left out with one counted warning each kind instead.
   """
-  pipeline.check_choice(on_bad_image, pipeline.ON_BAD_IMAGE, "on_bad_image")
+  records_lib.check_choice(on_bad_image, records_lib.ON_BAD_IMAGE, "on_bad_image")
   if not data_dir:
     raise UsageError("--dataset=retina_csv needs --data_dir=DIR, the folder holding the fundus images (and, "
                      "unless --labels_csv is given, train.csv or trainLabels.csv)")
@@ -119,12 +119,10 @@ def read_csv_folder(data_dir, labels_csv=None, image_column=None, label_column=N
     raise UsageError(f"--data_dir={data_dir} is not a folder; put the fundus images and their labels CSV there")
   data_dir = os.path.abspath(data_dir)
   csv_path = find_labels_csv(data_dir, labels_csv)
-  with open(csv_path, newline="", encoding="utf-8-sig") as f:
-    reader = csv.DictReader(f)
-    image_col, label_col = detect_columns(reader.fieldnames, image_column, label_column, csv_path)
-    split_col = next((c for c in reader.fieldnames if c.strip().lower() == "split"), None)
-    patient_col = next((c for c in reader.fieldnames if c.strip().lower() in ("patient_id", "patient")), None)
-    rows = [(reader.line_num, row) for row in reader]
+  fieldnames, rows = records_lib.read_csv_rows(csv_path)
+  image_col, label_col = detect_columns(fieldnames, image_column, label_column, csv_path)
+  split_col = next((c for c in fieldnames if c.strip().lower() == "split"), None)
+  patient_col = next((c for c in fieldnames if c.strip().lower() in ("patient_id", "patient")), None)
   if not rows:
     raise UsageError(f"labels CSV {csv_path} has no rows")
 
@@ -168,7 +166,7 @@ def read_csv_folder(data_dir, labels_csv=None, image_column=None, label_column=N
     patients.append((row.get(patient_col) or "").strip() if patient_col else patient_id(stem))
     lines.append(line)
     splits.append(split)
-  pipeline.report_bad_rows(bad_rows, len(rows), csv_path, on_bad_image)
+  records_lib.report_bad_rows(bad_rows, len(rows), csv_path, on_bad_image)
   if missing:
     if on_bad_image == "fail":
       more = f" ({len(missing) - 1} more missing)" if len(missing) > 1 else ""
@@ -181,10 +179,10 @@ def read_csv_folder(data_dir, labels_csv=None, image_column=None, label_column=N
   if not paths:
     raise UsageError(f"labels CSV {csv_path} has no usable rows")
   extra = {"split": np.array(splits, dtype=object)} if split_col else {}
-  records = pipeline.FileRecords(paths=np.array(paths, dtype=object), labels=np.array(labels, np.int32),
-                                 patient_ids=np.array(patients, dtype=object), origin=csv_path,
-                                 rows=np.array(lines), extra=extra)
-  return pipeline.check_image_files(records, on_bad_image, validate_images, cache_dir, what="image")
+  records = records_lib.FileRecords(paths=np.array(paths, dtype=object), labels=np.array(labels, np.int32),
+                                    patient_ids=np.array(patients, dtype=object), origin=csv_path,
+                                    rows=np.array(lines), extra=extra)
+  return records_lib.check_image_files(records, on_bad_image, validate_images, cache_dir, what="image")
 
 
 def _resolve(image_id, data_dir, csv_path, index):
@@ -209,9 +207,9 @@ def split_records(records, val_fraction=0.1, test_fraction=0.1, seed=0):
   """{"train", "validation", "test"} -> FileRecords: from a `split` column when the CSV has one, otherwise a
   seeded patient-level split (both eyes of an EyePACS patient stay together)."""
   if "split" in records.extra:
-    parts = {s: records.take(records.extra["split"] == s) for s in pipeline.SPLITS}
+    parts = {s: records.take(records.extra["split"] == s) for s in records_lib.SPLITS}
   else:
-    val, test, train = pipeline.patient_split(records.patient_ids, (val_fraction, test_fraction), seed)
+    val, test, train = records_lib.patient_split(records.patient_ids, (val_fraction, test_fraction), seed)
     parts = {"train": records.take(train), "validation": records.take(val), "test": records.take(test)}
   for split, part in parts.items():
     if len(part) == 0:
@@ -231,6 +229,32 @@ def load_eyepacs_tfds(split, config=None, data_dir=None, manual_dir=None, decode
     raise UsageError(f"--tfds_config={config!r} is not one of {', '.join(TFDS_CONFIGS)}")
   if split not in TFDS_SPLITS:
     raise UsageError(f"EyePACS has splits {', '.join(TFDS_SPLITS)}, not {split!r}")
-  ds, size = pipeline.load_tfds(TFDS_NAME, split, config, data_dir, manual_dir, required=TFDS_REQUIRED,
-                                flag_hint="eyepacs_tfds", decode=decode)
+  ds, size = records_lib.load_tfds(TFDS_NAME, split, config, data_dir, manual_dir, required=TFDS_REQUIRED,
+                                   flag_hint="eyepacs_tfds", decode=decode)
   return ds.map(lambda ex: (ex["image"], ex["label"])), size
+
+
+def build_csv_folder(task, options, image_size):
+  """Registry builder of retina_csv: the folder's images, split by its CSV's split column or by patient."""
+  del image_size  # Files are resized by the pipeline.
+  records = read_csv_folder(options.data_dir, options.labels_csv, image_column=options.image_column,
+                            label_column=options.label_column, **options.check_kwargs)
+  parts = split_records(records, val_fraction=0.1 if options.val_fraction is None else options.val_fraction,
+                        test_fraction=options.test_fraction, seed=options.split_seed)
+  sources = {s: sources_lib.file_source(records_lib.cap_records(parts[s], options.caps[s], options.split_seed, s),
+                                        task)
+             for s in records_lib.SPLITS}
+  return sources, f"retina_csv ({records.origin}, {len(records)} images)"
+
+
+def build_eyepacs_tfds(task, options, image_size):
+  """Registry builder of eyepacs_tfds: TFDS diabetic_retinopathy_detection, images left encoded."""
+  del image_size
+  config = options.tfds_config
+  sources = {}
+  for split in records_lib.SPLITS:
+    raw, size = load_eyepacs_tfds(split, config=config, data_dir=options.tfds_data_dir,
+                                  manual_dir=options.tfds_manual_dir, decode=False)
+    sources[split] = sources_lib.tfds_source(raw, size, True, options.caps[split], task,
+                                             f"eyepacs_tfds/{config or 'btgraham-300'}")
+  return sources, f"eyepacs_tfds (TFDS diabetic_retinopathy_detection/{config or DEFAULT_TFDS_CONFIG})"

@@ -80,12 +80,13 @@ import tempfile
 import numpy as np
 from scipy import ndimage
 
+from transfusion_tf import files
+from transfusion_tf.data.records import SPLITS
+from transfusion_tf.data.tasks import CXR_PATHOLOGIES, TASKS
 from transfusion_tf.errors import UsageError
 
 GENERATOR_VERSION = 2
 
-TASKS = ("retina", "cxr", "source")
-CXR_PATHOLOGIES = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
 SOURCE_CLASSES = [
     "grating_0_low", "grating_45_low", "grating_90_low", "grating_135_low",
     "grating_0_high", "grating_45_high", "grating_90_high", "grating_135_high",
@@ -108,7 +109,6 @@ RETINA_GRADE_PROBS = (0.45, 0.15, 0.20, 0.10, 0.10)
 # heart size read the label exactly; AP magnification and closer ratio distributions now blur it.) Edema is still
 # easy. The source default is set by eye.
 DEFAULT_DIFFICULTY = {"retina": 0.5, "cxr": 0.4, "source": 0.3}
-SPLITS = ("train", "validation", "test")
 CACHE_ENV = "TRANSFUSION_TF_CACHE"
 WORKERS_ENV = "TRANSFUSION_TF_SYNTH_WORKERS"
 
@@ -1177,16 +1177,8 @@ def cache_key(task, split, num_examples, image_size, seed, difficulty=None):
 
 
 def _atomic_save(path, writer):
-  d = os.path.dirname(path)
-  fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-  try:
-    with os.fdopen(fd, "wb") as f:
-      writer(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with files.atomic_open(path) as f:
+    writer(f)
 
 
 def load_or_generate(task, split, num_examples, image_size, seed, cache_dir=None, difficulty=None, mmap=False,

@@ -7,7 +7,7 @@ The trainer reads a `TaskSpec` and never branches on dataset names. Three tasks:
   cxr     kind "multilabel": 5 sigmoid outputs, one per CheXpert pathology, masked binary cross-entropy.
   source  kind "multiclass": softmax over source classes (synthetic source task or ImageNet), for pretraining.
 
-Labels as the pipeline delivers them (see `pipeline.py`):
+Which dataset trains which task: `registry.py`. Labels as the pipeline delivers them (see `pipeline.py`):
   grading     int32 grades (B,), mask float32 (B,) of ones. A binary head trains on `grade >= 2`.
   multilabel  float32 (B, 5) in {0, 1} after the uncertainty policy, mask float32 (B, 5) (0 = ignored label).
   multiclass  int32 class ids (B,), mask float32 (B,) of ones.
@@ -27,19 +27,6 @@ CXR_PATHOLOGIES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Ple
 UNCERTAINTY_POLICIES = ("per_pathology", "zeros", "ones", "ignore")
 # [default] per_pathology: uncertain counts as positive for these, negative for the other three.
 PER_PATHOLOGY_ONES = ("Atelectasis", "Edema")
-
-# Dataset name -> task name. The keys are every dataset `pipeline.build_data` knows.
-DATASETS = {
-    "synthetic_retina": "retina",
-    "retina_csv": "retina",
-    "eyepacs_tfds": "retina",
-    "synthetic_cxr": "cxr",
-    "chexpert": "cxr",
-    "chexpert_tfds": "cxr",
-    "synthetic_source": "source",
-    "imagenet_tfds": "source",
-}
-
 
 def metric_key(name):
   """'Pleural Effusion' -> 'pleural_effusion' (the form used in metric and TensorBoard names)."""
@@ -162,24 +149,14 @@ def apply_uncertainty(labels, policy, pathologies=CXR_PATHOLOGIES):
   return out.astype(np.float32), mask.astype(np.float32)
 
 
-def _default_source_classes():
-  try:
-    from transfusion_tf.data import synthetic  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return 10
-  n = getattr(synthetic, "NUM_CLASSES", 10)
-  if isinstance(n, dict):
-    n = n.get("source", 10)
-  return int(n)
-
-
 def get_task(name, binary_head=False, uncertainty_policy="per_pathology", num_classes=None):
   """Returns the TaskSpec for task `name` ("retina", "cxr" or "source").
 
   Args:
     binary_head: retina: one sigmoid output for P(referable) instead of the 5-way softmax.
     uncertainty_policy: cxr: what uncertain (-1) labels become; see `apply_uncertainty`.
-    num_classes: source: number of classes (default: the synthetic source task's; ImageNet passes 1000).
+    num_classes: source: number of classes (required: the dataset decides it; `registry.task_spec(dataset)` passes
+      the synthetic source task's or ImageNet's 1000).
   """
   if name == "retina":
     if binary_head:
@@ -197,7 +174,9 @@ def get_task(name, binary_head=False, uncertainty_policy="per_pathology", num_cl
                     label_shape=(len(CXR_PATHOLOGIES),), label_dtype="float32",
                     uncertainty_policy=uncertainty_policy, flips="lr")
   if name == "source":
-    n = int(num_classes) if num_classes else _default_source_classes()
+    if num_classes is None:
+      raise ValueError("get_task('source') needs num_classes; use registry.task_spec(dataset) for a dataset's task")
+    n = int(num_classes)
     if n < 2:
       raise UsageError(f"the source task needs at least 2 classes, got {n}")
     metrics = ("accuracy", "top5_accuracy") if n > 5 else ("accuracy",)
@@ -205,18 +184,3 @@ def get_task(name, binary_head=False, uncertainty_policy="per_pathology", num_cl
                     class_names=tuple(str(i) for i in range(n)), metric_names=metrics, primary_metric="accuracy",
                     channels=3, flips="lr")
   raise UsageError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
-
-
-def task_for_dataset(dataset):
-  """Dataset name (e.g. "eyepacs_tfds") -> task name ("retina", "cxr" or "source")."""
-  if dataset not in DATASETS:
-    raise UsageError(f"unknown --dataset={dataset!r}; known: {', '.join(DATASETS)}")
-  return DATASETS[dataset]
-
-
-def task_spec_for_dataset(dataset, **options):
-  """The TaskSpec for a dataset name; `options` go to `get_task` (imagenet_tfds gets num_classes=1000)."""
-  name = task_for_dataset(dataset)
-  if dataset == "imagenet_tfds":
-    options.setdefault("num_classes", 1000)
-  return get_task(name, **options)

@@ -11,16 +11,22 @@ from transfusion_tf.models import gabor as gabor_lib
 from transfusion_tf.models import resnet, stages
 from transfusion_tf.models import weights as weights_lib
 
-SCHEMES = ("random", "pretrained", "meanvar", "transfuse:<stage>", "slim", "gabor")
-NEEDS_SOURCE = ("pretrained", "meanvar", "transfuse", "slim")
+# The one list of scheme names; "transfuse" takes a stage argument (transfuse:<stage>).
+SCHEMES = ("random", "pretrained", "meanvar", "transfuse", "slim", "gabor")
+TAKES_STAGE = ("transfuse",)
+NEEDS_SOURCE = ("pretrained", "meanvar", "transfuse", "slim")  # Schemes that read source weights (--weights).
 
 
 def parse_scheme(scheme):
-  """Splits 'transfuse:block2' into ('transfuse', 'block2'); other schemes give (scheme, None)."""
+  """Splits 'transfuse:block2' into ('transfuse', 'block2'); other schemes give (scheme, None).
+
+  Raises a UsageError naming the scheme for anything that is not a scheme of SCHEMES (with its stage where needed).
+  """
   base, _, arg = str(scheme).partition(":")
-  if base not in ("random", "pretrained", "meanvar", "transfuse", "slim", "gabor"):
-    raise UsageError(f"--init={scheme!r} is not a scheme; choose from {', '.join(SCHEMES)}")
-  if base == "transfuse" and not arg:
+  if base not in SCHEMES:
+    shown = ", ".join(f"{s}:<stage>" if s in TAKES_STAGE else s for s in SCHEMES)
+    raise UsageError(f"--init={scheme!r} is not a scheme; choose from {shown}")
+  if base in TAKES_STAGE and not arg:
     raise UsageError("--init=transfuse needs a stage, e.g. --init=transfuse:conv1 (or :none, :all)")
   return base, (arg or None)
 
@@ -162,3 +168,10 @@ def normalize_conv_scale(model):
     bn.moving_variance.assign(np.asarray(bn.moving_variance.numpy()) * c * c)
     scales[conv.name] = float(c)
   return scales
+
+
+def check_scheme(scheme):
+  """Validates an init scheme name (e.g. a study's --study_inits item) without a model: returns it unchanged, or
+  raises a UsageError naming it. The stage of transfuse:<stage> is checked against the model when it is built."""
+  parse_scheme(scheme)
+  return scheme

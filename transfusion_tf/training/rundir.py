@@ -13,25 +13,13 @@ A run directory holds:
 import json
 import os
 
-import numpy as np
-
+from transfusion_tf import files
 from transfusion_tf.errors import UsageError
 
 
 def atomic_write_json(path, obj):
   """Writes `obj` as JSON to `path` via a temp file and rename, so readers never see half a file."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True, default=_json_default)
-  os.replace(tmp, path)
-
-
-def _json_default(o):
-  if isinstance(o, np.generic):
-    return o.item()
-  if isinstance(o, np.ndarray):
-    return o.tolist()
-  return str(o)
+  files.atomic_write_json(path, obj)  # Keys keep their order: readers take stage orders from them.
 
 
 def read_json(path, default=None):

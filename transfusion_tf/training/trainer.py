@@ -23,19 +23,14 @@ from transfusion_tf.data import pipeline
 from transfusion_tf.errors import UsageError
 from transfusion_tf.models import init as init_lib
 from transfusion_tf.training import metrics as metrics_lib
+from transfusion_tf.training import policy
 from transfusion_tf.training import rundir, strategy as strategy_lib, summaries
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
-# Source pretraining (transfusion-pretrain, the study's synthetic-source stand-in for ImageNet). Strong decoupled
-# weight decay on the BatchNorm-followed conv kernels erases the random init that a short run would otherwise leave
-# in conv1; with plain Adam (2e-3, no decay) CBR-Small's conv1 stayed noise-like (orientation selectivity 0.20
-# after 1,500 steps at 64 px) although the source task was learnt (74% accuracy). 32 px is where the synthetic
-# source's patterns (periods of about 3-5 px; they scale with the image) meet a 7x7 conv1: CBR-Small reached 0.44
-# there after 3,000 steps (random filters 0.16, a Gabor bank 0.70), against 0.26-0.32 at 48 px after 1,000. See
-# benchmarks/synthetic_benchmark.py --source_filters and the README.
-PRETRAIN_DEFAULTS = {"optimizer": "adamw", "learning_rate": 2e-3, "weight_decay": 2.0, "lr_schedule": "cosine",
-                     "image_size": 32, "train_steps": 3000}
+# Moved to training/policy.py; this alias stays until experiments/study.py, benchmarks/synthetic_benchmark.py and
+# tests/trainer_test.py read policy.pretrain_defaults() (then delete it).
+PRETRAIN_DEFAULTS = policy.pretrain_defaults()
 # Config keys that do not change what is trained: a resumed run may differ in these.
 _NON_SEMANTIC = ("strategy", "jit", "log_every_seconds")
 

@@ -1,0 +1,96 @@
+"""Run-vs-run comparison: SVCCA, PWCCA and linear CKA between the stages of two trained runs (`transfusion-compare`).
+
+`compare_runs` loads both runs' weights, feeds them the same images (`eval_batches`: the first images of a split of
+run_a's dataset, in eval order) and compares every stage pair with `activations`. Both runs must be the same
+architecture at the same input size and preprocessing.
+"""
+import os
+
+from transfusion_tf import models
+from transfusion_tf.analysis import activations
+from transfusion_tf.data import pipeline
+from transfusion_tf.errors import UsageError
+from transfusion_tf.training import rundir
+
+
+def _check_runs(run_a, run_b):
+  for flag, run in (("--run_a", run_a), ("--run_b", run_b)):
+    if not run:
+      raise UsageError(f"{flag} is required (a run directory written by transfusion-train)")
+    if not os.path.isdir(run):
+      raise UsageError(f"{flag}={run} does not exist or is not a directory")
+  config_a, config_b = rundir.load_config(run_a), rundir.load_config(run_b)
+  if config_a["model"] != config_b["model"]:
+    raise UsageError(f"mismatched architectures: {run_a} is a {config_a['model']}, {run_b} a {config_b['model']}")
+  for key in ("image_size", "channels"):
+    if int(config_a[key]) != int(config_b[key]):
+      raise UsageError(f"the runs differ in {key} ({config_a[key]} vs {config_b[key]}); both must see the same "
+                       "images")
+  mode_a, mode_b = (models.preprocessing_mode(c["model"], c.get("weights"), c.get("preprocessing"))
+                    for c in (config_a, config_b))
+  if mode_a != mode_b:
+    raise UsageError(f"the runs expect different preprocessing ({mode_a} vs {mode_b}); compare runs that read "
+                     "images the same way")
+  return config_a, config_b
+
+
+def eval_batches(config, num_images, batch_size, split="validation"):
+  """Yields the first `num_images` images of `split` of a run's dataset, preprocessed for its model, in batches.
+
+  config: a run's config dict (config.json: dataset, image_size, model, and optionally weights, seed, channels,
+  preprocessing, data_kwargs). Yields float32 arrays (B, S, S, C), B <= batch_size, num_images in all (fewer when
+  the split is smaller), always the same images in the same order (eval order, no augmentation).
+  """
+  if num_images < 1:
+    raise UsageError(f"--num_images must be at least 1, got {num_images}")
+  if batch_size < 1:
+    raise UsageError(f"--compare_batch_size must be at least 1, got {batch_size}")
+  kwargs = dict(config.get("data_kwargs") or {})
+  kwargs.setdefault("channels", int(config.get("channels", 3)))
+  if config.get("preprocessing"):
+    kwargs.setdefault("preprocessing", config["preprocessing"])
+  data = pipeline.build_data(config["dataset"], int(config["image_size"]), batch_size, config["model"],
+                             weights=config.get("weights"), seed=int(config.get("seed", 0)), **kwargs)
+  left = int(num_images)
+  for batch in data.eval(split):
+    if left <= 0:
+      break
+    images = activations.batch_images(batch)[:left]
+    left -= int(images.shape[0])
+    yield images
+
+
+def compare_runs(run_a, run_b, which_a="final", which_b="final", stages=None, conv_mode="positions",
+                 max_positions=activations.DEFAULT_MAX_POSITIONS, num_images=500, batch_size=32,
+                 split="validation", seed=0, keep_variance=0.99, stage_matrix=True):
+  """Compares two runs; returns the JSON-ready dict `transfusion-compare` writes.
+
+  Keys: run_a, run_b, which_a, which_b, model, stages, conv_mode, max_positions, num_images (images actually
+  read), split, dataset, per_stage {stage: result} (see `activations.compare_pairs`), and with stage_matrix,
+  matrix {"stages_a", "stages_b", "svcca", "pwcca", "cka", "mode", "cells"}.
+  """
+  activations.check_conv_mode(conv_mode)
+  config_a, _ = _check_runs(run_a, run_b)
+  model_a, _ = rundir.load_run_model(run_a, which_a)
+  model_b, _ = rundir.load_run_model(run_b, which_b)
+  all_stages = models.stage_names(model_a)
+  stages = list(stages) if stages else all_stages
+  for s in stages:
+    if s not in all_stages:
+      raise UsageError(f"--stages: {s!r} is not a stage of {config_a['model']}; stages are {', '.join(all_stages)}")
+  batches = eval_batches(config_a, num_images, batch_size, split)
+  common = dict(conv_mode=conv_mode, max_positions=max_positions, seed=seed, keep_variance=keep_variance)
+  out = {"run_a": run_a, "run_b": run_b, "which_a": which_a, "which_b": which_b, "model": config_a["model"],
+         "stages": stages, "conv_mode": conv_mode, "max_positions": max_positions, "split": split,
+         "dataset": config_a["dataset"], "label_a": f"{os.path.basename(os.path.normpath(run_a))} ({which_a})",
+         "label_b": f"{os.path.basename(os.path.normpath(run_b))} ({which_b})"}
+  if stage_matrix:
+    matrix = activations.similarity_matrix(model_a, model_b, stages, stages, batches, **common)
+    n = len(stages)
+    per_stage = {s: matrix["cells"][i * n + i] for i, s in enumerate(stages)}
+    out["matrix"] = matrix
+  else:
+    per_stage = activations.compare_models(model_a, model_b, stages, batches, **common)
+  out["per_stage"] = per_stage
+  out["num_images"] = next(iter(per_stage.values()))["images"]
+  return out

@@ -1,0 +1,141 @@
+"""Sources: what a split holds before batching, and the label policy that turns stored labels into training ones.
+
+A dataset builder (see `registry.py`) returns one source per split:
+  ArraySource  in-memory uint8 images (the synthetic tasks);
+  FileSource   checked image files (folder datasets: retina_csv, chexpert);
+  TfdsSource   a TFDS split without random access (eyepacs_tfds, chexpert_tfds, imagenet_tfds).
+Labels and masks are already through the task's policy (`training_labels`; `tfds_source` does it in-graph).
+"""
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from transfusion_tf.data import records as records_lib
+from transfusion_tf.data import tasks as tasks_lib
+from transfusion_tf.errors import UsageError
+
+# Formats tf.io.decode_image reads natively; the rest (TIFF, WebP) go through PIL in a tf.numpy_function.
+TF_FORMATS = ("jpeg", "png", "gif", "bmp")
+_PIL_EXTENSIONS = (".tif", ".tiff", ".webp")
+
+
+@dataclasses.dataclass
+class ArraySource:
+  """In-memory images uint8 (N, H, W, C) with training labels and masks (already through the label policy)."""
+  images: np.ndarray
+  labels: np.ndarray
+  masks: np.ndarray
+
+  def __len__(self):
+    return len(self.labels)
+
+
+@dataclasses.dataclass
+class FileSource:
+  """Image files (checked) with training labels and masks. use_pil marks formats TF cannot decode (TIFF, WebP)."""
+  paths: np.ndarray
+  labels: np.ndarray
+  masks: np.ndarray
+  use_pil: np.ndarray = None
+
+  def __len__(self):
+    return len(self.labels)
+
+
+@dataclasses.dataclass
+class TfdsSource:
+  """A TFDS split without random access. make() returns a finite dataset of (encoded image, label, mask)."""
+  make: object
+  size: int
+  exact: bool = True
+  name: str = "tfds"
+
+  def __len__(self):
+    return self.size
+
+
+def file_source(records, task):
+  """FileRecords (checked) -> FileSource with labels through the task's label transform."""
+  labels, masks = training_labels(records.labels, task)
+  # Formats come from check_image_files; with validate_images="off" they are unknown, so go by the extension.
+  use_pil = np.array([(f not in TF_FORMATS) if f else os.path.splitext(str(p))[1].lower() in _PIL_EXTENSIONS
+                      for f, p in zip(records.formats, records.paths)], bool)
+  return FileSource(paths=np.asarray(records.paths).astype(str), labels=labels, masks=masks, use_pil=use_pil)
+
+
+def training_labels(raw, task):
+  """Raw labels -> (labels, masks) as the pipeline yields them for `task` (numpy)."""
+  if task.kind == "multilabel":
+    return tasks_lib.apply_uncertainty(raw, task.uncertainty_policy, task.class_names)
+  labels = np.asarray(raw).astype(np.int32).reshape(-1)
+  hi = task.num_outputs if task.kind == "multiclass" else len(task.class_names)
+  bad = (labels < 0) | (labels >= hi)
+  if bad.any():
+    i = int(np.flatnonzero(bad)[0])
+    raise UsageError(f"label {labels[i]} (example {i}) is outside 0..{hi - 1} for the {task.name} task")
+  return labels, np.ones(len(labels), np.float32)
+
+
+def uncertainty_tf(raw, task):
+  """TF twin of tasks.apply_uncertainty for one example: raw (5,) float in {-1, 0, 1} -> (label, mask)."""
+  values, keep = [], []
+  for name in task.class_names:
+    v = tasks_lib._uncertain_value(name, task.uncertainty_policy)  # pylint: disable=protected-access
+    values.append(0.0 if v is None else float(v))
+    keep.append(0.0 if v is None else 1.0)
+  uncertain = tf.equal(raw, -1.0)
+  label = tf.where(uncertain, tf.constant(values), raw)
+  mask = tf.where(uncertain, tf.constant(keep), tf.ones_like(raw))
+  return label, mask
+
+
+def tfds_source(raw, size, exact, cap, task, name):
+  """raw: dataset of (encoded image, raw label) -> TfdsSource of (encoded, label, mask)."""
+  if task.kind == "multilabel":
+    def fix(image, label):
+      lab, mask = uncertainty_tf(tf.cast(label, tf.float32), task)
+      return image, lab, mask
+  else:
+    def fix(image, label):
+      return image, tf.cast(label, tf.int32), tf.constant(1.0, tf.float32)
+  if cap is not None and int(cap) < size:
+    size = int(cap)
+    capped = lambda: raw.take(size).map(fix)  # pylint: disable=unnecessary-lambda-assignment
+  else:
+    capped = lambda: raw.map(fix)  # pylint: disable=unnecessary-lambda-assignment
+  return TfdsSource(make=capped, size=int(size), exact=exact, name=name)
+
+
+def subset_source(src, n, seed, task):
+  """A stratified seeded subset of `n` examples of a source (the small-data regime), as a source of the same kind."""
+  if n > len(src):
+    raise UsageError(f"--train_subset={n} exceeds the {len(src)} training examples")
+  if isinstance(src, TfdsSource):
+    return _tfds_subset(src, n, seed)
+  strata = src.labels if src.labels.ndim == 1 else src.labels * (src.masks > 0) + 2 * (src.masks == 0)
+  idx = records_lib.subset_indices(strata, n, seed)
+  if isinstance(src, ArraySource):
+    return ArraySource(images=src.images[idx], labels=src.labels[idx], masks=src.masks[idx])
+  return FileSource(paths=src.paths[idx], labels=src.labels[idx], masks=src.masks[idx],
+                    use_pil=None if src.use_pil is None else src.use_pil[idx])
+
+
+def _tfds_subset(src, n, seed):
+  """Stratified subset of a TFDS split: one label-only pass (no decoding), then a filter on the record number."""
+  labels, masks = [], []
+  for _, lab, mask in src.make().batch(4096).as_numpy_iterator():
+    labels.append(lab)
+    masks.append(mask)
+  labels = np.concatenate(labels) if labels else np.zeros([0])
+  masks = np.concatenate(masks) if masks else np.zeros([0])
+  strata = labels if labels.ndim == 1 else labels * (masks > 0) + 2 * (masks == 0)
+  keep = np.zeros(len(labels), bool)
+  keep[records_lib.subset_indices(strata, n, seed)] = True
+  keep_t = tf.constant(keep)
+  make = src.make
+
+  def subset():
+    return make().enumerate().filter(lambda i, ex: tf.gather(keep_t, i)).map(lambda i, ex: ex)
+  return TfdsSource(make=subset, size=int(n), exact=True, name=src.name)

@@ -1,0 +1,41 @@
+"""The training policy of source pretraining, as small pure functions (in the spirit of big_transfer's bit_hyperrule).
+
+Used by `transfusion-pretrain` (its flag defaults), the study's synthetic-source pretraining and the benchmarks, so
+that every pretraining of the project follows one rule.
+
+Why these values. Strong decoupled weight decay on the BatchNorm-followed conv kernels erases the random init that a
+short run would otherwise leave in conv1; with plain Adam (2e-3, no decay) CBR-Small's conv1 stayed noise-like
+(orientation selectivity 0.20 after 1,500 steps at 64 px) although the source task was learnt (74% accuracy). 32 px
+is where the synthetic source's patterns (periods of about 3-5 px; they scale with the image) meet a 7x7 conv1:
+CBR-Small reached 0.44 there after 3,000 steps (random filters 0.16, a Gabor bank 0.70), against 0.26-0.32 at 48 px
+after 1,000. See benchmarks/synthetic_benchmark.py --source_filters and the README. For ImageNet set the image size
+and steps yourself.
+"""
+from transfusion_tf.models.zoo import MIN_SIZE
+
+_IMAGE_SIZE = 32  # px, see the module docstring.
+
+
+def pretrain_defaults():
+  """TrainConfig fields of source pretraining: {"optimizer", "learning_rate", "weight_decay", "lr_schedule",
+  "image_size" (px), "train_steps"}. A new dict on every call."""
+  return {"optimizer": "adamw", "learning_rate": 2e-3, "weight_decay": 2.0, "lr_schedule": "cosine",
+          "image_size": _IMAGE_SIZE, "train_steps": 3000}
+
+
+def pretrain_image_size(model_name, requested=None):
+  """Input side (px) of synthetic-source pretraining for `model_name`: `requested` when given, else 32 px or the
+  model's minimum input size if that is larger (InceptionV3: 75)."""
+  if requested:
+    return int(requested)
+  return max(_IMAGE_SIZE, MIN_SIZE[model_name])
+
+
+def pretrain_eval_every(train_steps):
+  """Steps between evaluations of a pretraining run: twice per run (the source accuracy is a sanity check only)."""
+  return max(1, int(train_steps) // 2)
+
+
+def pretrain_data_sizes(num_train=4000):
+  """data_kwargs sizes of synthetic-source pretraining: {"num_train", "num_val": 500, "num_test": 100}."""
+  return {"num_train": int(num_train), "num_val": 500, "num_test": 100}

@@ -54,6 +54,15 @@ def test_delong_matches_pairwise_definition_with_ties(seed):
   assert dvar == pytest.approx(expected, abs=1e-12)
 
 
+def test_pairwise_diff_vars_match_delong_diff():
+  rng = np.random.default_rng(4)
+  s, y = _binormal(rng, 200)
+  a = np.stack([s + 0.5 * rng.standard_normal(s.size) for _ in range(2)])
+  b = np.stack([s + 0.8 * rng.standard_normal(s.size) for _ in range(3)])
+  expected = [stats.delong_diff(a[i], b[j], y)[1] for i in range(2) for j in range(3)]
+  np.testing.assert_allclose(stats.pairwise_diff_vars(a, b, y), expected, rtol=1e-10)
+
+
 def test_delong_diff_of_identical_scores_is_exactly_zero():
   s, y = _binormal(np.random.default_rng(0), 300)
   assert stats.delong_diff(s, s, y) == (0.0, 0.0)
@@ -113,6 +122,13 @@ def test_t_interval_fields_and_coverage():
   cov = _coverage(lambda: stats.t_interval(0.9 + 0.01 * rng.standard_normal(3) + 0.02 * rng.standard_normal(),
                                            test_vars=[0.02 ** 2] * 3), 0.9)
   assert 0.92 <= cov <= 0.98
+
+
+def test_format_interval():
+  assert stats.format_interval(stats.t_interval([0.88, 0.89, 0.90])) == "89.0 ± 1.0 [86.5, 91.5]"
+  assert stats.format_interval(stats.t_interval([0.881])) == "88.1 [no CI]"
+  diff = stats.diff_interval([0.9, 0.91], [0.89, 0.9])
+  assert stats.format_interval(diff, signed=True).startswith("+1.0 [")
 
 
 def test_diff_interval_seed_only_coverage_and_few_seeds():

@@ -61,3 +61,34 @@ class MetricsTest(tf.test.TestCase):
     self.assertAllClose(out["auc_atelectasis"], 1.0)
     self.assertAllClose(out["auc_mean"], 1.0)
     self.assertEqual(len([k for k in out if k.startswith("auc_")]), 6)
+
+  def test_auc_inputs_are_what_compute_metrics_scores(self):
+    rng = np.random.default_rng(1)
+    for task in (tasks.get_task("retina"), tasks.get_task("retina", binary_head=True)):
+      grades = rng.integers(0, 5, 40)
+      logits = rng.normal(size=(40, task.num_outputs))
+      masks = np.ones(40, np.float32)
+      masks[:3] = 0.0  # Masked examples leave the AUC inputs.
+      inputs = metrics.auc_inputs(task, grades, masks, logits)
+      self.assertEqual(list(inputs), ["auc_referable"])
+      scores, binary = inputs["auc_referable"]
+      self.assertEqual((scores.shape, scores.dtype, binary.dtype), ((37,), np.float64, np.int8))
+      self.assertAllEqual(binary, (grades[3:] >= 2).astype(np.int8))
+      if not task.binary_head:
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        self.assertAllClose(scores, probs[3:, 2:].sum(1))
+      out = metrics.compute_metrics(task, grades, masks, logits)
+      self.assertEqual(out["auc_referable"], metrics.roc_auc(binary, scores))
+      self.assertAllEqual(metrics.auc_indices(task, masks, 40)["auc_referable"], np.arange(3, 40))
+    cxr = tasks.get_task("cxr")
+    labels = rng.integers(0, 2, (30, 5)).astype(np.float32)
+    masks = (rng.random((30, 5)) > 0.3).astype(np.float32)
+    logits = rng.normal(size=(30, 5))
+    inputs = metrics.auc_inputs(cxr, labels, masks, logits)
+    out = metrics.compute_metrics(cxr, labels, masks, logits)
+    self.assertLen(inputs, 5)
+    for j, (key, (scores, binary)) in enumerate(inputs.items()):
+      self.assertEqual(out[key], metrics.roc_auc(binary, scores))
+      self.assertEqual(out[key], metrics.roc_auc(labels[:, j], 1 / (1 + np.exp(-logits[:, j])), masks[:, j]))
+    self.assertEqual(metrics.auc_inputs(tasks.get_task("source", num_classes=4), np.zeros(3), np.ones(3),
+                                        np.zeros((3, 4))), {})

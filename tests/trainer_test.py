@@ -1,17 +1,21 @@
 """Tests for the trainer and the train/evaluate/pretrain commands: contract, resume after SIGKILL, bad input."""
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
+import h5py
 import numpy as np
 import tensorflow as tf
 
 from transfusion_tf import models
+from transfusion_tf.cli import evaluate as evaluate_cli
 from transfusion_tf.errors import UsageError
-from transfusion_tf.training import rundir, trainer
+from transfusion_tf.training import locks, metrics, rundir, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_DATA = dict(num_train=256, num_val=128, num_test=128)
@@ -25,6 +29,35 @@ def run_script(name, *args, timeout=300):
 
 def error_lines(stderr):
   return [l for l in stderr.splitlines() if l.startswith("error:")]
+
+
+def snapshot(run_dir):
+  """{relative path: sha1} of every file under `run_dir`."""
+  out = {}
+  for root, _, files in os.walk(run_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      out[os.path.relpath(path, run_dir)] = hashlib.sha1(open(path, "rb").read()).hexdigest()
+  return out
+
+
+def tb_event_files(run_dir):
+  return tf.io.gfile.glob(os.path.join(run_dir, "tb", "events.*"))
+
+
+def try_read_only_bind(path):
+  """Mounts `path` read-only onto itself (stops root too); True on success."""
+  proc = subprocess.run(["mount", "--bind", "-o", "ro", path, path], capture_output=True, text=True)
+  if proc.returncode:
+    return False
+  probe = os.path.join(path, "probe")
+  try:
+    open(probe, "w").close()
+  except OSError:
+    return True
+  os.remove(probe)  # Bind mounted, but writable (old kernels ignore ro on the first bind): undo.
+  subprocess.run(["umount", path], check=False)
+  return False
 
 
 def tiny_cfg(**kw):
@@ -91,6 +124,13 @@ class TrainCommandTest(tf.test.TestCase):
     self.assertEqual([p["step"] for p in curve], list(range(0, 301, 50)))
     result = rundir.read_json(os.path.join(run_dir, "result.json"))
     self.assertEqual(result["final"]["step"], 300)
+    # The selected checkpoint survives the kill: the best step of the whole curve, with its weights on disk.
+    best = trainer._select(curve, "auc_referable")  # pylint: disable=protected-access
+    self.assertEqual(result["selected"]["step"], best["step"])
+    with h5py.File(rundir.weights_path(run_dir, "best"), "r") as f:
+      self.assertEqual(int(f.attrs["step"]), best["step"])
+    rescored = evaluate_cli.evaluate_run(run_dir, "test", "best", batch_size=8)
+    self.assertAllClose(rescored["metrics"], result["selected"]["test"], atol=1e-6)
 
   def test_user_mistakes_exit_2_with_one_line(self):
     tmp = self.create_tempdir().full_path
@@ -102,6 +142,7 @@ class TrainCommandTest(tf.test.TestCase):
         (["--dataset=nope"], "--dataset=nope"),
         (["--init=pretrained", f"--weights={tmp}/missing.h5"], "missing.h5"),
         (["stray_argument"], "unexpected arguments: stray_argument"),
+        (["--eval_split=test"], "--eval_split='test'"),
     ]
     for extra, needle in cases:
       proc = run_script("train", f"--run_dir={run_dir}", "--train_steps=2", *extra)
@@ -110,6 +151,62 @@ class TrainCommandTest(tf.test.TestCase):
       self.assertLen(errors, 1, proc.stderr)
       self.assertIn(needle, errors[0])
     self.assertFalse(os.path.exists(os.path.join(run_dir, "config.json")))
+
+  def test_path_mistakes_and_no_empty_run_dir_left(self):
+    tmp = self.create_tempdir().full_path
+    afile = os.path.join(tmp, "afile")
+    open(afile, "w").close()
+    for run_dir, needle in ((afile, "is an existing file"), (os.path.join(afile, "run"), "which is a file")):
+      proc = run_script("train", f"--run_dir={run_dir}", "--train_steps=2")
+      self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+      errors = error_lines(proc.stderr)
+      self.assertLen(errors, 1, proc.stderr)
+      self.assertIn(needle, errors[0])
+    # A mistake found only once the data is built: the folders made for the run are gone again.
+    proc = run_script("train", f"--run_dir={tmp}/new/deeper/run", "--train_steps=2", "--num_val=0")
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+    self.assertIn("--num_val", error_lines(proc.stderr)[0])
+    self.assertEqual(sorted(os.listdir(tmp)), ["afile"])
+
+  def test_unwritable_run_dir(self):
+    tmp = self.create_tempdir().full_path
+    parent = os.path.join(tmp, "ro")
+    os.makedirs(parent)
+    if try_read_only_bind(parent):
+      self.addCleanup(subprocess.run, ["umount", parent], check=False)
+      for run_dir, needle in ((parent, "is not writable"), (os.path.join(parent, "run"), "cannot be created")):
+        proc = run_script("train", f"--run_dir={run_dir}", "--train_steps=2")
+        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+        errors = error_lines(proc.stderr)
+        self.assertLen(errors, 1, proc.stderr)
+        self.assertIn(needle, errors[0])
+    else:  # No mount privilege: simulate what the kernel would say.
+      real = os.access
+      with mock.patch.object(os, "access", lambda p, m: False if p == parent else real(p, m)):
+        with self.assertRaisesRegex(UsageError, "cannot be created"):
+          trainer.train(tiny_cfg(), os.path.join(parent, "run"))
+    self.assertEqual(os.listdir(parent), [])
+
+  def test_two_processes_train_one_run_dir_once(self):
+    run_dir = os.path.join(self.create_tempdir().full_path, "run")
+    args = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--model=cbr_tiny", "--image_size=32",
+            "--width_multiplier=0.25", "--train_steps=60", "--eval_every=20", "--batch_size=8", "--num_train=128",
+            "--num_val=64", "--num_test=64", f"--run_dir={run_dir}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    procs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+      self.assertEqual(p.returncode, 0, err[-2000:])
+    trained = [out for out, _ in outs if "training cbr_tiny" in out]
+    self.assertLen(trained, 1, [o for o, _ in outs])
+    other = [out for out, _ in outs if "training cbr_tiny" not in out][0]
+    self.assertTrue(" is held by " in other and "skipped" in other or "already finished" in other, other)
+    self.assertEqual(trained[0].count("  eval "), 3)  # Steps 20, 40, 60 (step 0 is not printed).
+    self.assertLen(tb_event_files(run_dir), 1)
+    curve = rundir.read_json(os.path.join(run_dir, "curve.json"))
+    self.assertEqual([p["step"] for p in curve], [0, 20, 40, 60])
+    self.assertFalse(os.path.exists(locks.lock_path(run_dir)))
 
 
 class TrainerTest(tf.test.TestCase):
@@ -123,6 +220,82 @@ class TrainerTest(tf.test.TestCase):
     self.assertEqual(open(os.path.join(run_dir, "result.json")).read(), before)
     result = trainer.train(tiny_cfg(learning_rate=0.1), run_dir, overwrite=True)
     self.assertEqual(result["flags"]["learning_rate"], 0.1)
+
+  def test_selected_checkpoint_scored_on_test(self):
+    run_dir = self.create_tempdir().full_path
+    result = trainer.train(tiny_cfg(data_kwargs=dict(SMALL_DATA, num_test=100)), run_dir)
+    curve = rundir.read_json(os.path.join(run_dir, "curve.json"))
+    sel = result["selected"]
+    self.assertEqual(sel["rule"], "best validation auc_referable, ties to the earlier step")
+    best = max(curve, key=lambda p: (p["auc_referable"], -p["step"]))
+    self.assertEqual(sel["step"], best["step"])
+    self.assertEqual(sel["validation"], {k: v for k, v in best.items() if k not in ("step", "seconds")})
+    self.assertEqual(set(sel["test"]), {"auc_referable", "accuracy", "kappa_quadratic"})
+    self.assertEqual(sel["test_examples"], 100)
+    self.assertEqual(result["best"]["auc_referable"], best["auc_referable"])  # Kept: per-metric max.
+    with h5py.File(rundir.weights_path(run_dir, "best"), "r") as f:
+      self.assertEqual(int(f.attrs["step"]), sel["step"])
+    scores, labels = rundir.load_test_predictions(run_dir)["auc_referable"]
+    self.assertEqual(scores.shape, (100,))
+    self.assertEqual(metrics.roc_auc(labels, scores), rundir.read_json(
+        os.path.join(run_dir, "result.json"))["selected"]["test"]["auc_referable"])
+    rescored = evaluate_cli.evaluate_run(run_dir, "test", "best", batch_size=8)
+    self.assertAllClose(rescored["metrics"], sel["test"], atol=1e-6)
+    self.assertTrue(rescored["weights"].endswith("best.weights.h5"))
+
+  def test_selection_rule_ties_and_nan(self):
+    curve = [{"step": 0, "m": float("nan")}, {"step": 10, "m": 0.7}, {"step": 20, "m": 0.9},
+             {"step": 30, "m": 0.9}, {"step": 40, "m": 0.8}]
+    self.assertEqual(trainer._select(curve, "m")["step"], 20)  # pylint: disable=protected-access
+    self.assertEqual(trainer._select(list(reversed(curve)), "m")["step"], 20)  # pylint: disable=protected-access
+    nan = [{"step": s, "m": float("nan")} for s in (0, 10)]
+    self.assertEqual(trainer._select(nan, "m")["step"], 0)  # pylint: disable=protected-access
+
+  def test_predict_traces_once_over_partial_batches(self):
+    # 37 validation and 45 test examples in batches of 8: partial last batches of 5 and 5, then 8 again.
+    cfg = tiny_cfg(data_kwargs=dict(num_train=64, num_val=37, num_test=45))
+    t = trainer.Trainer(cfg, os.path.join(self.create_tempdir().full_path, "never_written"))
+    for split in ("validation", "test", "validation"):
+      t.evaluate(split)
+    self.assertEqual(t._predict.experimental_get_tracing_count(), 1)  # pylint: disable=protected-access
+    self.assertFalse(os.path.exists(t.run_dir))  # Constructing and evaluating writes nothing.
+
+  def test_overwrite_keeps_the_old_run_until_the_new_one_starts(self):
+    tmp = self.create_tempdir().full_path
+    run_dir = os.path.join(tmp, "run")
+    trainer.train(tiny_cfg(), run_dir)
+    before = snapshot(run_dir)
+    self.assertTrue({"result.json", "curve.json", "weights/final.weights.h5", "weights/best.weights.h5",
+                     "checkpoints/checkpoint"} <= set(before))
+    bad_csv = os.path.join(tmp, "labels.csv")
+    with open(bad_csv, "w") as f:
+      f.write("id_code,diagnosis\nimg1,9\n")
+    bad = [tiny_cfg(dataset="retina_csv", data_kwargs=dict(data_dir=tmp, labels_csv=bad_csv)),
+           tiny_cfg(learning_rate=0.1, data_kwargs=dict(SMALL_DATA, num_test=0)),
+           tiny_cfg(init="pretrained", weights=bad_csv)]
+    for cfg in bad:
+      with self.assertRaises(UsageError):
+        trainer.train(cfg, run_dir, overwrite=True)
+      self.assertEqual(snapshot(run_dir), before)
+      self.assertEqual(sorted(os.listdir(tmp)), ["labels.csv", "run"])  # No .previous, no .lock.
+    # A new run that fails before its first checkpoint puts the old one back.
+    with mock.patch.object(trainer.Trainer, "_run", side_effect=RuntimeError("boom")):
+      with self.assertRaisesRegex(RuntimeError, "boom"):
+        trainer.train(tiny_cfg(learning_rate=0.1), run_dir, overwrite=True)
+    self.assertEqual(snapshot(run_dir), before)
+    self.assertEqual(sorted(os.listdir(tmp)), ["labels.csv", "run"])
+    result = trainer.train(tiny_cfg(learning_rate=0.1), run_dir, overwrite=True)
+    self.assertEqual(result["flags"]["learning_rate"], 0.1)
+    self.assertEqual(sorted(os.listdir(tmp)), ["labels.csv", "run"])  # .previous deleted after the checkpoint.
+
+  def test_held_run_dir_is_skipped_and_untouched(self):
+    tmp = self.create_tempdir().full_path
+    run_dir = os.path.join(tmp, "run")
+    with open(locks.lock_path(run_dir), "w") as f:
+      json.dump({"host": "elsewhere.example", "pid": 1, "proc_start": None, "acquired": time.time()}, f)
+    self.assertIsNone(trainer.train(tiny_cfg(), run_dir))
+    self.assertIsNone(trainer.pretrain(tiny_cfg(dataset="synthetic_source"), os.path.join(tmp, "run")))
+    self.assertEqual(os.listdir(tmp), ["run.lock"])
 
   def test_wrong_architecture_weights_name_the_layer(self):
     tmp = self.create_tempdir().full_path

@@ -1,4 +1,8 @@
-"""`transfusion-evaluate`: scores a run directory (its final or step-0 weights, or a checkpoint) on a split."""
+"""`transfusion-evaluate`: scores a run directory (its final, best or step-0 weights, or a checkpoint) on a split.
+
+`--which=best` is the checkpoint the run selected on validation (result.json["selected"]); a run already scores
+it on the test split once when it finishes, so this is for other splits or other checkpoints.
+"""
 import os
 
 import tensorflow as tf
@@ -10,7 +14,8 @@ from transfusion_tf.errors import UsageError, exit_on_usage_error
 from transfusion_tf.training import flags as train_flags  # noqa: F401  (defines --run_dir)
 from transfusion_tf.training import rundir, trainer
 
-flags.DEFINE_enum("which", "final", ["final", "step0"], "Which exported weights of the run to score.")
+flags.DEFINE_enum("which", "final", list(rundir.WHICH), "Which exported weights of the run to score: final (last "
+                  "step), best (selected on validation: best primary metric, ties to the earlier step) or step0.")
 flags.DEFINE_string("checkpoint", None, "A checkpoint prefix (e.g. RUN/checkpoints/ckpt-200) instead of --which.")
 flags.DEFINE_string("split", "test", "Split to score: test, validation or train.")
 flags.DEFINE_integer("eval_batch_size", 64, "Batch size for scoring.")
@@ -33,7 +38,7 @@ def evaluate_run(run_dir, split="test", which="final", checkpoint=None, batch_si
   data = pipeline.build_data(config["dataset"], image_size=config["image_size"], batch_size=batch_size,
                              model_name=config["model"], weights=config.get("weights"), seed=config["seed"],
                              channels=config["channels"], **(config.get("data_kwargs") or {}))
-  predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+  predict = trainer.predict_function(model, config["image_size"], data.channels)
   metrics = trainer.evaluate_model(predict, data, split)
   return {"metrics": metrics, "split": split, "weights": source, "num_examples": data.num_examples.get(split),
           "data": data.source_description}

@@ -50,6 +50,49 @@ def _sigmoid(logits):
   return 1.0 / (1.0 + np.exp(-logits))
 
 
+def auc_inputs(task, labels, masks, logits):
+  """What every AUC of `task` is computed from: {metric key: (scores float64 (N_kept,), labels int8 (N_kept,))}.
+
+  The one place that turns gathered arrays into AUC inputs (compute_metrics and the test predictions use it), so
+  an AUC in result.json equals roc_auc(labels, scores) of the saved arrays exactly. Masked examples (mask 0) are
+  dropped. labels/masks: as the pipeline yields them, concatenated over the split ((N,) or (N, P)); logits:
+  (N, outputs). grading: {"auc_referable": (P(grade >= 2), grade >= 2)}; multilabel: {"auc_<pathology>":
+  (sigmoid, label)} per output; multiclass: {} (no AUC).
+  """
+  logits = np.asarray(logits, np.float64)
+  labels = np.asarray(labels)
+  masks = np.asarray(masks)
+  if task.kind == "grading":
+    if task.binary_head:
+      scores = _sigmoid(logits.reshape(-1))
+    else:
+      scores = task.referable_probability(_softmax(logits))
+    columns = [("auc_referable", scores, task.binary_targets(labels), masks.reshape(-1))]
+  elif task.kind == "multilabel":
+    probs = _sigmoid(logits)
+    columns = [(f"auc_{metric_key(name)}", probs[:, j], labels[:, j], masks[:, j])
+               for j, name in enumerate(task.class_names)]
+  else:
+    columns = []
+  out = {}
+  for key, scores, binary, mask in columns:
+    keep = np.asarray(mask).reshape(-1) > 0
+    out[key] = (np.asarray(scores, np.float64).reshape(-1)[keep],
+                (np.asarray(binary).reshape(-1)[keep] > 0.5).astype(np.int8))
+  return out
+
+
+def auc_indices(task, masks, n):
+  """{metric key: int64 (N_kept,)}: the example indices (in eval order, 0..n-1) behind each array of auc_inputs."""
+  masks = np.asarray(masks)
+  if task.kind == "grading":
+    return {"auc_referable": np.flatnonzero(masks.reshape(n) > 0).astype(np.int64)}
+  if task.kind == "multilabel":
+    return {f"auc_{metric_key(name)}": np.flatnonzero(masks[:, j] > 0).astype(np.int64)
+            for j, name in enumerate(task.class_names)}
+  return {}
+
+
 def compute_metrics(task, labels, masks, logits):
   """Returns {metric name: float} for `task` (a TaskSpec) from gathered arrays.
 
@@ -57,32 +100,25 @@ def compute_metrics(task, labels, masks, logits):
   grading: auc_referable (from P(grade >= 2) = p2 + p3 + p4, or the binary sigmoid), accuracy, kappa_quadratic.
   multilabel: auc_<pathology> per output (masked labels left out) and auc_mean over the defined ones.
   multiclass: accuracy and top5_accuracy.
+  Every AUC is roc_auc of the arrays `auc_inputs` returns.
   """
   logits = np.asarray(logits, np.float64)
   labels = np.asarray(labels)
   masks = np.asarray(masks)
-  out = {}
+  aucs = {key: roc_auc(binary, scores) for key, (scores, binary) in auc_inputs(task, labels, masks, logits).items()}
+  out = dict(aucs)
   if task.kind == "grading":
     referable = task.binary_targets(labels)
     if task.binary_head:
       prob = _sigmoid(logits.reshape(-1))
-      out["auc_referable"] = roc_auc(referable, prob)
       out["accuracy"] = float(np.mean((prob > 0.5) == (referable > 0.5)))
     else:
-      probs = _softmax(logits)
-      out["auc_referable"] = roc_auc(referable, task.referable_probability(probs))
-      preds = probs.argmax(axis=1)
+      preds = logits.argmax(axis=1)
       out["accuracy"] = float(np.mean(preds == labels))
       out["kappa_quadratic"] = quadratic_kappa(labels, preds, task.num_outputs)
   elif task.kind == "multilabel":
-    probs = _sigmoid(logits)
-    aucs = []
-    for j, name in enumerate(task.class_names):
-      auc = roc_auc(labels[:, j], probs[:, j], masks[:, j])
-      out[f"auc_{metric_key(name)}"] = auc
-      if not np.isnan(auc):
-        aucs.append(auc)
-    out["auc_mean"] = float(np.mean(aucs)) if aucs else float("nan")
+    defined = [a for a in aucs.values() if not np.isnan(a)]
+    out["auc_mean"] = float(np.mean(defined)) if defined else float("nan")
   elif task.kind == "multiclass":
     out["accuracy"] = float(np.mean(logits.argmax(axis=1) == labels))
     k = min(5, logits.shape[1])

@@ -6,10 +6,16 @@ A run directory holds:
   checkpoints/               tf.train.CheckpointManager files (model, optimiser, step, RNG, input position)
   weights/step0.weights.h5   the model right after initialisation (F3 needs it)
   weights/final.weights.h5   the model at the last step
+  weights/best.weights.h5    the model at the selected step (best validation primary metric, ties to the earlier
+                             step); its "step" attribute is that step
   tb/                        TensorBoard logs
-  curve.json                 [{"step", "seconds", <metric>...}, ...], one entry per evaluation
+  curve.json                 [{"step", "seconds", <metric>...}, ...], one entry per evaluation (validation)
+  test_predictions.npz       the selected model's test-split AUC inputs (see `save_test_predictions`)
   result.json                written last and atomically: a run without it is unfinished
+Beside it, while a process trains into it, `DIR.lock` (training/locks.py); while an --overwrite replaces a run,
+the old one waits in `DIR.previous` until the new run's first checkpoint.
 """
+import io
 import json
 import os
 
@@ -45,8 +51,12 @@ def load_config(run_dir):
   return cfg
 
 
+WHICH = ("final", "best", "step0")
+TEST_PREDICTIONS = "test_predictions.npz"
+
+
 def weights_path(run_dir, which):
-  """Path of the exported weights `which` ("step0" or "final") of a run."""
+  """Path of the exported weights `which` ("step0", "best" or "final") of a run."""
   return os.path.join(run_dir, "weights", f"{which}.weights.h5")
 
 
@@ -72,9 +82,69 @@ def build_from_config(config, weights_file=None):
 
 
 def load_run_model(run_dir, which="final"):
-  """Rebuilds the model of `run_dir` with its `which` ("step0" or "final") weights. Returns (model, config)."""
+  """Rebuilds the model of `run_dir` with its `which` ("step0", "best" or "final") weights. Returns (model,
+  config)."""
   config = load_config(run_dir)
   path = weights_path(run_dir, which)
   if not os.path.exists(path):
     raise UsageError(f"{path} does not exist: the run in {run_dir} has not written its {which} weights yet")
   return build_from_config(config, path), config
+
+
+def atomic_write_npz(path, arrays):
+  """Writes {name: np.ndarray} to `path` as an uncompressed .npz via a temp file and rename."""
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(buf.getvalue())
+  os.replace(tmp, path)
+
+
+def save_test_predictions(run_dir, auc_inputs, auc_indices, num_examples):
+  """Writes test_predictions.npz: for every AUC metric key k (auc_referable; auc_<pathology>),
+  "k.scores" float64 (N_k,), "k.labels" int8 (N_k,) in {0, 1} and "k.index" int64 (N_k,) (positions in the test
+  split's eval order, masked examples dropped), plus "index" int64 (N,) = 0..N-1, the test split's eval order.
+
+  auc_inputs: {key: (scores, labels)} from metrics.auc_inputs; auc_indices: {key: indices} from
+  metrics.auc_indices. Returns the path.
+  """
+  arrays = {"index": np.arange(int(num_examples), dtype=np.int64)}
+  for key, (scores, labels) in auc_inputs.items():
+    arrays[f"{key}.scores"] = np.asarray(scores, np.float64)
+    arrays[f"{key}.labels"] = np.asarray(labels, np.int8)
+    arrays[f"{key}.index"] = np.asarray(auc_indices[key], np.int64)
+  path = os.path.join(run_dir, TEST_PREDICTIONS)
+  atomic_write_npz(path, arrays)
+  return path
+
+
+def load_test_predictions(run_dir):
+  """{metric key: (scores float64 (N_k,), labels int8 (N_k,))} from `run_dir`/test_predictions.npz; the inputs of
+  the test AUCs in result.json["selected"]["test"] (roc_auc(labels, scores) reproduces them exactly).
+  Raises UsageError when the run has none (unfinished, or trained before the test protocol)."""
+  path = os.path.join(run_dir, TEST_PREDICTIONS)
+  if not os.path.exists(path):
+    raise UsageError(f"{path} does not exist: the run in {run_dir} is unfinished or predates the test protocol")
+  with np.load(path) as z:
+    keys = sorted({name[:-len(".scores")] for name in z.files if name.endswith(".scores")})
+    return {k: (z[f"{k}.scores"], z[f"{k}.labels"]) for k in keys}
+
+
+def check_writable_dir(path, flag):
+  """Raises UsageError (one line naming `flag`) unless `path` can be a directory we write into: it, or its nearest
+  existing ancestor, is a writable directory, and no file stands on the way. Creates nothing."""
+  path = os.path.abspath(os.path.expanduser(str(path)))
+  probe = path
+  while not os.path.exists(probe):
+    parent = os.path.dirname(probe)
+    if parent == probe:
+      break
+    probe = parent
+  if not os.path.isdir(probe):
+    what = "is an existing file" if probe == path else f"lies under {probe}, which is a file"
+    raise UsageError(f"{flag}={path} {what}, not a directory; choose another {flag}")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    what = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
+    raise UsageError(f"{flag}={path} {what}; choose another {flag} or fix its permissions")
+  return path

@@ -5,7 +5,19 @@ with `experimental_distribute_dataset`, each step runs `strategy.run` inside one
 per-replica loss is scaled by the global batch. Evaluation gathers every logit of the split and computes exact
 metrics in numpy. Checkpoints hold model, optimiser, step and elapsed time; the input position is the step
 itself, because the pipeline's order and augmentation are a pure function of (seed, example index).
+
+Test protocol. Each run picks its checkpoint on validation: the best validation primary metric, ties going to the
+earlier step (SELECTION_RULE). When an evaluation strictly improves on the best so far, the model is exported to
+weights/best.weights.h5 (attribute "step") right after that step's checkpoint is saved; a resume re-derives the
+best from curve.json and re-exports it when a kill fell between the two. At the end the best weights are loaded,
+the test split is scored once, and result.json["selected"] plus test_predictions.npz record it.
+
+Safety. A run directory is locked (training/locks.py) by the process training into it; another process finding
+a live lock skips it. Every input (config, weights, data) is checked before an --overwrite touches the old run,
+which is moved to DIR.previous and deleted once the new run has written its first checkpoint (put back if the new
+run fails before that).
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,6 +27,7 @@ import sys
 import time
 
 import keras
+import h5py
 import numpy as np
 import tensorflow as tf
 
@@ -22,8 +35,9 @@ from transfusion_tf import models
 from transfusion_tf.data import pipeline
 from transfusion_tf.errors import UsageError
 from transfusion_tf.models import init as init_lib
+from transfusion_tf.models import weights as weights_lib
 from transfusion_tf.training import metrics as metrics_lib
-from transfusion_tf.training import policy
+from transfusion_tf.training import locks, policy
 from transfusion_tf.training import rundir, strategy as strategy_lib, summaries
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -31,6 +45,8 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 # Moved to training/policy.py; this alias stays until experiments/study.py, benchmarks/synthetic_benchmark.py and
 # tests/trainer_test.py read policy.pretrain_defaults() (then delete it).
 PRETRAIN_DEFAULTS = policy.pretrain_defaults()
+# How a run's checkpoint is selected; {split} and {metric} are the eval split and the task's primary metric.
+SELECTION_RULE = "best {split} {metric}, ties to the earlier step"
 # Config keys that do not change what is trained: a resumed run may differ in these.
 _NON_SEMANTIC = ("strategy", "jit", "log_every_seconds")
 
@@ -87,6 +103,9 @@ def validate(cfg):
   for name in ("train_steps", "eval_every", "batch_size"):
     if getattr(cfg, name) <= 0:
       raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
+  if cfg.eval_split not in ("validation", "train"):
+    raise UsageError(f"--eval_split={cfg.eval_split!r}: the checkpoint is selected on this split and the test split "
+                     "is kept for scoring the selected one; use validation (or train)")
   if cfg.weights and cfg.weights != "imagenet" and not os.path.exists(os.path.expanduser(cfg.weights)):
     raise UsageError(f"--weights file not found: {cfg.weights}")
 
@@ -95,25 +114,19 @@ def _semantic(train_cfg):
   return {k: v for k, v in train_cfg.items() if k not in _NON_SEMANTIC}
 
 
-def prepare_run_dir(run_dir, cfg, overwrite):
-  """Checks `run_dir` against `cfg`. Returns the finished result when the same run is already complete.
+def existing_result(run_dir, cfg, overwrite):
+  """Checks `run_dir` against `cfg` without changing anything. Returns the finished result when the same run is
+  already complete (and not `overwrite`), else None.
 
-  A run directory holding a different configuration is refused unless `overwrite`, which empties it.
+  A run directory holding a different configuration is refused (UsageError) unless `overwrite`.
   """
   existing = rundir.read_json(os.path.join(run_dir, "config.json"))
-  if existing is not None and _semantic(existing.get("train", {})) != _semantic(cfg.to_dict()):
-    if not overwrite:
-      old, new = _semantic(existing.get("train", {})), _semantic(cfg.to_dict())
-      diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-      raise UsageError(f"--run_dir={run_dir} holds a run with a different configuration ({', '.join(diff)} "
-                       "differ); pass --overwrite to replace it or choose another --run_dir")
+  if existing is not None and _semantic(existing.get("train", {})) != _semantic(cfg.to_dict()) and not overwrite:
+    old, new = _semantic(existing.get("train", {})), _semantic(cfg.to_dict())
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    raise UsageError(f"--run_dir={run_dir} holds a run with a different configuration ({', '.join(diff)} "
+                     "differ); pass --overwrite to replace it or choose another --run_dir")
   if overwrite:
-    for name in ("checkpoints", "weights", "tb", "curve.json", "result.json", "config.json", "_workers"):
-      path = os.path.join(run_dir, name)
-      if os.path.isdir(path):
-        shutil.rmtree(path)
-      elif os.path.exists(path):
-        os.remove(path)
     return None
   return rundir.read_json(os.path.join(run_dir, "result.json"))
 
@@ -215,8 +228,19 @@ class _Progress:
     print(f"step {step}/{self.total}  loss {loss:.4f}  {images_per_second:.1f} img/s  ETA {eta_s}", flush=True)
 
 
+def predict_function(model, image_size, channels=3):
+  """A traced float32 images (B, S, S, C) -> logits (B, outputs) function of `model` in inference mode.
+
+  The batch dimension is None in its input signature, so one trace serves every batch size: an eval split whose
+  size is not a multiple of the batch would otherwise retrace on its last, partial batch.
+  """
+  spec = tf.TensorSpec([None, int(image_size), int(image_size), int(channels)], tf.float32)
+  return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+
 class Trainer:
-  """Trains `cfg` into `run_dir`. Use `run()`; construction builds data, model and optimiser."""
+  """Trains `cfg` into `run_dir`. Use `run()`; construction builds (and so validates) data, model and optimiser
+  and writes nothing."""
 
   def __init__(self, cfg, run_dir, flags_text=None, export_attrs=None, tb_dir=None):
     self.cfg, self.run_dir = cfg, run_dir
@@ -231,6 +255,9 @@ class Trainer:
                                     model_name=cfg.model, weights=cfg.weights, seed=cfg.seed, channels=3,
                                     **cfg.data_kwargs)
     self.task = self.data.task
+    if not self.data.num_examples.get("test"):
+      raise UsageError(f"{self.data.source_description} has no test split, which scores the selected checkpoint; "
+                       "give it one (synthetic data: --num_test; a folder: test rows in its split column)")
     with self.strategy.scope():
       # `initialize` below sets every weight, so the model is built without its own (identical) random init.
       self.model = models.build_model(cfg.model, self.task.num_outputs, (cfg.image_size, cfg.image_size, 3),
@@ -244,11 +271,10 @@ class Trainer:
     self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
                                     elapsed=self.elapsed)
     self.work_dir = run_dir if self.chief else os.path.join(run_dir, "_workers", str(_task_index()))
-    self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(self.work_dir, "checkpoints"),
-                                              max_to_keep=2)
+    self.manager = None  # Made by run(): an --overwrite moves the old run aside after construction.
     self._train_step = self._make_train_step()
     self._sync_stats = self._make_sync_stats() if self.replicas > 1 else None
-    self._predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+    self._predict = predict_function(self.model, cfg.image_size, self.data.channels)
 
   def _make_train_step(self):
     model, opt, task, strategy, gb = self.model, self.optimizer, self.task, self.strategy, self.global_batch
@@ -306,16 +332,28 @@ class Trainer:
       with open(os.path.join(self.run_dir, "flags.txt"), "w") as f:
         f.write(self.flags_text)
 
-  def run(self):
-    """Trains to cfg.train_steps, resuming from the last checkpoint; returns the result dict."""
+  def run(self, previous=None):
+    """Trains to cfg.train_steps, resuming from the last checkpoint; returns the result dict.
+
+    previous: a directory (the run an --overwrite replaces, moved aside) deleted once the first checkpoint is
+    written.
+    """
+    self._previous = previous
     try:
       return self._run()
     except tf.errors.OpError as e:
       # An image that passed the up-front check but fails to decode in tf.data: one line naming the file.
       raise pipeline.as_usage_error(e) or e
 
+  def _drop_previous(self):
+    if self._previous and os.path.exists(self._previous):
+      shutil.rmtree(self._previous)
+    self._previous = None
+
   def _run(self):
     cfg = self.cfg
+    self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(self.work_dir, "checkpoints"),
+                                              max_to_keep=2)
     restored = self.manager.restore_or_initialize()
     start = int(self.step.numpy())
     curve_path = os.path.join(self.run_dir, "curve.json")
@@ -350,6 +388,7 @@ class Trainer:
 
     if not any(p["step"] == start for p in curve) and (start % cfg.eval_every == 0 or start == cfg.train_steps):
       do_eval(start)  # Also re-done after a kill between checkpoint and curve write.
+    best, from_step = self._resume_best(curve, start) if self.chief else (None, 0)
     iterator = iter(self.strategy.experimental_distribute_dataset(self.data.train(start)))
     progress = _Progress(cfg.train_steps, start, cfg.log_every_seconds)
     losses, t_log, images_since = [], time.time(), 0
@@ -373,16 +412,72 @@ class Trainer:
         self.step.assign(step)
         self.elapsed.assign(seconds())
         self.manager.save(checkpoint_number=step)
+        self._drop_previous()
+        if self.chief and _better(point, best, self.task.primary_metric):
+          best = point
+          self._export_best(step)
         progress.update(step, loss, ips, force=True)
         print("  eval " + "  ".join(f"{k} {v:.4f}" for k, v in point.items() if k not in ("step", "seconds")),
               flush=True)
     writer.close()
     rundir.save_model_weights(self.model, self.work_dir, "final", **self._attrs())
+    self._drop_previous()
     if not self.chief:
       return None
-    result = self._result(curve, seconds())
+    selected = self._score_selected(best, from_step)
+    result = self._result(curve, seconds(), selected)
     rundir.atomic_write_json(os.path.join(self.run_dir, "result.json"), result)
     return result
+
+  def _best_step_on_disk(self):
+    path = rundir.weights_path(self.run_dir, "best")
+    if not os.path.exists(path):
+      return None
+    with h5py.File(path, "r") as f:
+      step = f.attrs.get("step")
+    return None if step is None else int(step)
+
+  def _export_best(self, step):
+    rundir.save_model_weights(self.model, self.run_dir, "best", **self._attrs(), step=int(step))
+
+  def _resume_best(self, curve, start):
+    """The best point so far (derived from curve.json) with weights/best.weights.h5 made to match it.
+
+    Returns (best point, first step selection may pick). The best export follows its checkpoint, so a kill between
+    the two leaves a best at step `start`, the model just restored: it is exported again here. A best at an
+    earlier step whose weights are not on disk (a run begun before the test protocol) cannot be rebuilt: the
+    selection then starts at `start` and says so.
+    """
+    best = _select(curve, self.task.primary_metric)
+    on_disk = self._best_step_on_disk()
+    if best is None or on_disk == best["step"]:
+      return best, 0
+    if best["step"] == start:
+      self._export_best(start)
+      return best, 0
+    print(f"warning: {self.run_dir} has no weights of its best step {best['step']} (begun before the test protocol); "
+          f"the checkpoint is selected from step {start} on", flush=True)
+    best = _select([p for p in curve if p["step"] >= start], self.task.primary_metric)
+    if best is not None:
+      self._export_best(best["step"])
+    return best, start
+
+  def _score_selected(self, best, from_step):
+    """Loads the best weights, scores the test split once, writes test_predictions.npz; returns result["selected"]."""
+    primary = self.task.primary_metric
+    path = rundir.weights_path(self.run_dir, "best")
+    if int(self.step.numpy()) != best["step"]:
+      src = models.read_weight_file(path)
+      init_lib.copy_weights(self.model, weights_lib.match_layers(self.model, src, skip=()))
+    labels, masks, logits = gather_predictions(self._predict, self.data, "test")
+    test = metrics_lib.compute_metrics(self.task, labels, masks, logits)
+    rundir.save_test_predictions(self.run_dir, metrics_lib.auc_inputs(self.task, labels, masks, logits),
+                                 metrics_lib.auc_indices(self.task, masks, len(labels)), len(labels))
+    return {"rule": SELECTION_RULE.format(split=self.cfg.eval_split, metric=primary), "metric": primary,
+            "split": self.cfg.eval_split, "step": best["step"], "from_step": from_step,
+            "validation": {k: v for k, v in best.items() if k not in ("step", "seconds")},
+            "test": test, "test_examples": len(labels), "weights": os.path.join("weights", os.path.basename(path)),
+            "predictions": rundir.TEST_PREDICTIONS}
 
   def _attrs(self):
     source = {"imagenet_tfds": "imagenet"}.get(self.cfg.dataset, self.cfg.dataset)
@@ -391,7 +486,7 @@ class Trainer:
     attrs.update(self.export_attrs)
     return attrs
 
-  def _result(self, curve, total_seconds):
+  def _result(self, curve, total_seconds, selected):
     primary = self.task.primary_metric
     names = [k for k in curve[-1] if k not in ("step", "seconds")]
     best = {k: float(np.nanmax([p[k] for p in curve])) for k in names}
@@ -399,7 +494,7 @@ class Trainer:
     best["step"] = best_point["step"]
     thr = self.cfg.convergence_auc
     reached = [p["step"] for p in curve if thr is not None and p[primary] >= thr]
-    return {"final": curve[-1], "best": best, "primary_metric": primary,
+    return {"final": curve[-1], "best": best, "selected": selected, "primary_metric": primary,
             "steps_to_threshold": reached[0] if reached else None,
             "convergence": {"metric": primary, "threshold": thr},
             "flags": self.cfg.to_dict(), "versions": versions(), "device": device_description(),
@@ -408,8 +503,31 @@ class Trainer:
             "global_batch": self.global_batch, "replicas": self.replicas}
 
 
-def evaluate_model(predict, data, split):
-  """Runs `predict` (images -> logits) over every example of `split` of `data` and returns exact metrics."""
+def _primary(point, metric):
+  value = point[metric]
+  return -np.inf if value is None or np.isnan(value) else value
+
+
+def _better(point, best, metric):
+  """Whether `point` strictly improves on `best` (None: nothing yet) in `metric`; NaN never improves."""
+  return best is None or _primary(point, metric) > _primary(best, metric)
+
+
+def _select(curve, metric):
+  """The selected point of a curve: the highest `metric`, ties (and all-NaN) to the earliest step; None if empty."""
+  best = None
+  for point in sorted(curve, key=lambda p: p["step"]):
+    if _better(point, best, metric):
+      best = point
+  return best
+
+
+def gather_predictions(predict, data, split):
+  """Runs `predict` (images -> logits) over every example of `split` of `data`, in eval order.
+
+  Returns (labels, masks, logits) numpy arrays: labels/masks as the pipeline yields them, concatenated ((N,) or
+  (N, P)); logits float (N, outputs).
+  """
   labels, masks, logits = [], [], []
   for images, y, m in data.eval(split):
     logits.append(np.asarray(predict(images)))
@@ -417,8 +535,12 @@ def evaluate_model(predict, data, split):
     masks.append(m.numpy())
   if not logits:
     raise UsageError(f"the {split} split of {data.source_description} is empty")
-  return metrics_lib.compute_metrics(data.task, np.concatenate(labels), np.concatenate(masks),
-                                     np.concatenate(logits))
+  return np.concatenate(labels), np.concatenate(masks), np.concatenate(logits)
+
+
+def evaluate_model(predict, data, split):
+  """Runs `predict` (images -> logits) over every example of `split` of `data` and returns exact metrics."""
+  return metrics_lib.compute_metrics(data.task, *gather_predictions(predict, data, split))
 
 
 def _task_index():
@@ -426,28 +548,128 @@ def _task_index():
   return int(cfg.get("task", {}).get("index", 0))
 
 
-def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_dir=None):
-  """Runs (or resumes, or skips when finished) training `cfg` into `run_dir`. Returns the result dict.
+def check_paths(run_dir, tb_dir=None):
+  """Raises UsageError (one line) when `run_dir` or `tb_dir` is, or lies under, a file, or cannot be written."""
+  rundir.check_writable_dir(run_dir, "--run_dir")
+  if tb_dir:
+    rundir.check_writable_dir(tb_dir, "--tb_dir")
 
+
+def _make_parents(run_dir):
+  """Creates the missing ancestors of `run_dir`; returns those created, outermost first."""
+  missing, parent = [], os.path.dirname(os.path.abspath(run_dir))
+  while not os.path.exists(parent):
+    missing.append(parent)
+    parent = os.path.dirname(parent)
+  for path in reversed(missing):
+    os.makedirs(path, exist_ok=True)
+  return list(reversed(missing))
+
+
+def _remove_if_empty(paths):
+  """Removes each of `paths` that is an empty directory, innermost first (what a failed start created)."""
+  for path in reversed(paths):
+    try:
+      os.rmdir(path)
+    except OSError:
+      pass  # Not empty (a run started, or someone else's files) or already gone: leave it.
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir):
+  """Yields True while this process holds `run_dir` (non-chief workers write under the chief's), False when
+  another live process does, after printing who."""
+  if not strategy_lib.is_chief():
+    yield True
+    return
+  with locks.hold(run_dir) as lock:
+    if lock is None:
+      print(f"{run_dir} is held by {locks.describe(locks.holder(run_dir))}, skipped", flush=True)
+    yield lock is not None
+
+
+def _move_aside(run_dir):
+  """Renames `run_dir` to `run_dir`.previous (replacing an older one); returns the new path."""
+  previous = os.path.abspath(run_dir).rstrip(os.sep) + ".previous"
+  if os.path.isdir(previous) and not os.path.islink(previous):
+    shutil.rmtree(previous)
+  elif os.path.lexists(previous):
+    os.remove(previous)
+  os.rename(run_dir, previous)
+  return previous
+
+
+def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_dir=None):
+  """Runs (or resumes, or skips when finished) training `cfg` into `run_dir`. Returns the result dict; None on a
+  non-chief worker, or when another live process holds `run_dir` (it prints "<run_dir> is held by host:pid,
+  skipped" and writes nothing there).
+
+  Everything is checked before anything is written: the config, the paths (a file in the way or an unwritable
+  folder), the existing run, and the weights and data (built before an --overwrite moves the old run to
+  `run_dir`.previous; it is deleted after the new run's first checkpoint, or put back when the new run fails
+  before). A usage error leaves no directory it created behind.
   tb_dir: TensorBoard log directory (default <run_dir>/tb; the study puts every run under one root).
   """
   validate(cfg)
-  finished = prepare_run_dir(run_dir, cfg, overwrite)
+  check_paths(run_dir, tb_dir)
+  finished = existing_result(run_dir, cfg, overwrite)
   if finished is not None:
     print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
     return finished
-  os.makedirs(run_dir, exist_ok=True)
+  created = _make_parents(run_dir) + ([] if os.path.exists(run_dir) else [os.path.abspath(run_dir)])
+  try:
+    with _run_lock(run_dir) as held:
+      if not held:
+        return None
+      return _train_held(cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir)
+  except UsageError:
+    _remove_if_empty(created)
+    raise
+
+
+def _train_held(cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir):
+  finished = existing_result(run_dir, cfg, overwrite)  # Again: another process may have finished it meanwhile.
+  if finished is not None:
+    print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
+    return finished
   policy = keras.mixed_precision.global_policy()
   try:
-    return Trainer(cfg, run_dir, flags_text, export_attrs, tb_dir).run()
+    trainer = Trainer(cfg, run_dir, flags_text, export_attrs, tb_dir)
+    previous = None
+    if overwrite and strategy_lib.is_chief() and os.path.isdir(run_dir) and os.listdir(run_dir):
+      previous = _move_aside(run_dir)
+    try:
+      return trainer.run(previous=previous)
+    except BaseException:
+      if previous is not None and os.path.exists(previous):  # Failed before its first checkpoint: put it back.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.rename(previous, run_dir)
+      raise
   finally:
     keras.mixed_precision.set_global_policy(policy)  # Models built after this run keep the caller's policy.
 
 
 def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None, tb_dir=None):
-  """Trains `cfg` (a source task) into `run_dir` and copies its final weights to `export`. Returns the path."""
+  """Trains `cfg` (a source task) into `run_dir` and copies its final weights to `export`. Returns the path; None
+  when another live process holds `run_dir` (skipped: wait for its export with locks.wait_for)."""
   if not cfg.dataset.endswith("source") and cfg.dataset != "imagenet_tfds":
     raise UsageError(f"--dataset={cfg.dataset} is not a source task; use synthetic_source or imagenet_tfds")
+  validate(cfg)
+  check_paths(run_dir, tb_dir)
+  if export:
+    rundir.check_writable_dir(os.path.dirname(os.path.abspath(os.path.expanduser(export))), "--export")
+  created = _make_parents(run_dir) + ([] if os.path.exists(run_dir) else [os.path.abspath(run_dir)])
+  try:
+    with _run_lock(run_dir) as held:  # Held over training and export; train() re-enters it.
+      if not held:
+        return None
+      return _pretrain_held(cfg, run_dir, export, overwrite, flags_text, tb_dir)
+  except UsageError:
+    _remove_if_empty(created)
+    raise
+
+
+def _pretrain_held(cfg, run_dir, export, overwrite, flags_text, tb_dir):
   train(cfg, run_dir, overwrite=overwrite, flags_text=flags_text, tb_dir=tb_dir)
   export = export or os.path.join(run_dir, "pretrained.weights.h5")
   # The exported conv kernels are brought back to the He-normal scale (same function): weight decay shrank them.

@@ -1,0 +1,74 @@
+"""Tests for transfusion_tf.training.rundir: path checks, test predictions, atomic writes."""
+import os
+from unittest import mock
+
+import numpy as np
+import tensorflow as tf
+
+from transfusion_tf.data import tasks
+from transfusion_tf.errors import UsageError
+from transfusion_tf.training import metrics, rundir
+
+
+class CheckWritableTest(tf.test.TestCase):
+
+  def test_file_in_the_way(self):
+    tmp = self.create_tempdir().full_path
+    path = os.path.join(tmp, "afile")
+    open(path, "w").close()
+    with self.assertRaisesRegex(UsageError, r"^--run_dir=.*afile is an existing file, not a directory"):
+      rundir.check_writable_dir(path, "--run_dir")
+    with self.assertRaisesRegex(UsageError, r"--out=.*afile/run/x lies under .*afile, which is a file"):
+      rundir.check_writable_dir(os.path.join(path, "run", "x"), "--out")
+    self.assertEqual(rundir.check_writable_dir(os.path.join(tmp, "new", "run"), "--run_dir"),
+                     os.path.join(tmp, "new", "run"))
+    self.assertFalse(os.path.exists(os.path.join(tmp, "new")))  # Checking creates nothing.
+
+  def test_unwritable(self):
+    # As root, permission bits do not stop writes, so os.access is what decides here (trainer_test also checks a
+    # read-only bind mount, which stops root too).
+    tmp = self.create_tempdir().full_path
+    locked = os.path.join(tmp, "locked")
+    os.makedirs(locked)
+    real = os.access
+    with mock.patch.object(os, "access", lambda p, m: False if p == locked else real(p, m)):
+      with self.assertRaisesRegex(UsageError, r"--run_dir=.*locked is not writable"):
+        rundir.check_writable_dir(locked, "--run_dir")
+      with self.assertRaisesRegex(UsageError, r"--run_dir=.*locked/a/run cannot be created: .*locked is not "
+                                  "writable"):
+        rundir.check_writable_dir(os.path.join(locked, "a", "run"), "--run_dir")
+
+
+class TestPredictionsTest(tf.test.TestCase):
+
+  def test_round_trip_reproduces_compute_metrics_exactly(self):
+    rng = np.random.default_rng(3)
+    task = tasks.get_task("cxr", uncertainty_policy="ignore")
+    n = 97
+    labels = rng.integers(0, 2, (n, 5)).astype(np.float32)
+    masks = (rng.random((n, 5)) > 0.2).astype(np.float32)
+    logits = rng.normal(size=(n, 5)).astype(np.float32)
+    logits[:10] = 40.0  # Saturated sigmoids: ties at 1.0 that the saved scores must keep.
+    run_dir = self.create_tempdir().full_path
+    inputs = metrics.auc_inputs(task, labels, masks, logits)
+    rundir.save_test_predictions(run_dir, inputs, metrics.auc_indices(task, masks, n), n)
+    self.assertEqual([f for f in os.listdir(run_dir)], [rundir.TEST_PREDICTIONS])  # No temp file left.
+    loaded = rundir.load_test_predictions(run_dir)
+    expected = metrics.compute_metrics(task, labels, masks, logits)
+    self.assertEqual(sorted(loaded), sorted(k for k in expected if k != "auc_mean"))
+    for key, (scores, binary) in loaded.items():
+      self.assertEqual(scores.dtype, np.float64)
+      self.assertEqual(binary.dtype, np.int8)
+      self.assertEqual(metrics.roc_auc(binary, scores), expected[key])  # Exactly, not approximately.
+    with np.load(os.path.join(run_dir, rundir.TEST_PREDICTIONS)) as z:
+      self.assertAllEqual(z["index"], np.arange(n))
+      self.assertAllEqual(z["auc_edema.index"], np.flatnonzero(masks[:, 3] > 0))
+      self.assertAllEqual(z["auc_edema.labels"], labels[masks[:, 3] > 0, 3])
+
+  def test_missing_predictions_is_a_usage_error(self):
+    with self.assertRaisesRegex(UsageError, "test_predictions.npz does not exist"):
+      rundir.load_test_predictions(self.create_tempdir().full_path)
+
+
+if __name__ == "__main__":
+  tf.test.main()

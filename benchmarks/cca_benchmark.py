@@ -2,6 +2,11 @@
 
     python benchmarks/cca_benchmark.py            # 512+512 x 10k and 2048+2048 x 20k, 10M-point stream
     python benchmarks/cca_benchmark.py --quick    # small sizes, seconds
+    python benchmarks/cca_benchmark.py --all_metrics_only   # only svcca alone vs all four metrics at 2048+2048
+
+The last line compares `similarity_metrics` (CCA, SVCCA, PWCCA and linear CKA from one co-moment pass and one
+eigendecomposition per side) with `svcca` alone on the same arrays, best of --repeats each, run alternately:
+    all metrics: X.XXx svcca alone at 2048+2048 (goal <= 1.3)
 
 For each size it prints the best-of-N seconds of `cca` and `svcca`, the "floor" (float64 centring plus the three
 covariance products X'X, Y'Y, X'Y with BLAS: the least any covariance-based method must do) and the ratio to it, and,
@@ -113,6 +118,34 @@ def _time_size(n, p, q, args):
   return row
 
 
+def _all_metrics(args):
+  """svcca alone against similarity_metrics (all four metrics) on the same arrays; prints the goal line last."""
+  n, p = (4_000, 256) if args.quick else (20_000, 2048)
+  x, y = _activations(n, p, p, seed=args.seed)
+  print(f"\nAll four metrics from one decomposition, {p} + {p} neurons x {n:,} datapoints ({x.dtype} input), "
+        f"best of {args.repeats}, run alternately:", flush=True)
+  t_sv = t_all = float("inf")
+  for _ in range(args.repeats):  # Alternating keeps a burst of other load from favouring one side.
+    t_sv = min(t_sv, _best_of(lambda: cca_lib.svcca(x, y), 1))
+    t_all = min(t_all, _best_of(lambda: cca_lib.similarity_metrics(x, y), 1))
+  r = cca_lib.similarity_metrics(x, y)
+  print(f"  svcca alone                                    {t_sv:8.2f} s")
+  print(f"  similarity_metrics (cca, svcca, pwcca, cka)    {t_all:8.2f} s   svcca {r['svcca']:.4f} pwcca "
+        f"{r['pwcca']:.4f} cca {r['cca']:.4f} cka {r['cka']:.4f}", flush=True)
+  row = {"n": n, "p": p, "svcca_s": t_sv, "all_metrics_s": t_all, "ratio": t_all / t_sv}
+  if not args.all_metrics_only:
+    t_base = _best_of(lambda: cca_lib.similarity_metrics(x, y, baseline=True), 1)
+    print(f"  similarity_metrics with permutation baseline   {t_base:8.2f} s   {t_base / t_sv:4.2f}x svcca alone")
+    separate = {name: _best_of(lambda f=f: f(x, y), 1) for name, f in
+                (("cca", cca_lib.cca), ("pwcca", cca_lib.pwcca), ("linear_cka", cca_lib.linear_cka))}
+    t_sep = t_sv + sum(separate.values())
+    print("  four separate calls (svcca + " + " + ".join(f"{k} {v:.2f} s" for k, v in separate.items()) +
+          f")  {t_sep:8.2f} s   {t_sep / t_sv:4.2f}x svcca alone", flush=True)
+    row.update(baseline_s=t_base, separate_s=t_sep, separate=separate)
+  print(f"all metrics: {t_all / t_sv:.2f}x svcca alone at {p}+{p} (goal <= 1.3)", flush=True)
+  return row
+
+
 def _rss_bytes():
   with open("/proc/self/statm") as f:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -198,6 +231,8 @@ def main():
   parser.add_argument("--stream_neurons", type=int, default=256, help="neurons per side in the stream")
   parser.add_argument("--stream_batch", type=int, default=8192, help="datapoints per accumulator update")
   parser.add_argument("--skip_timings", action="store_true", help="only the streaming memory measurement")
+  parser.add_argument("--all_metrics_only", action="store_true",
+                      help="only the comparison of all four metrics with svcca alone (the goal line)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--json", help="also write the figures to this file")
   parser.add_argument("--_stream_child", action="store_true", help=argparse.SUPPRESS)
@@ -213,11 +248,15 @@ def main():
   print(f"cca benchmark: {os.cpu_count()} CPU core(s), numpy {np.__version__}, OPENBLAS_NUM_THREADS={threads}. On a "
         "shared machine the timings can be inflated by other load (multithreaded BLAS suffers most: try "
         "OPENBLAS_NUM_THREADS=1 there); ratios from the same run are the more reliable figures.")
-  rows = [] if args.skip_timings else [_time_size(n, p, q, args) for n, p, q in sizes]
-  stream = _stream(args) if args.stream_points > 0 else None
+  if args.all_metrics_only:
+    rows, stream = [], None
+  else:
+    rows = [] if args.skip_timings else [_time_size(n, p, q, args) for n, p, q in sizes]
+    stream = _stream(args) if args.stream_points > 0 else None
+  all_metrics = None if args.skip_timings else _all_metrics(args)  # Last: its final line is the goal line.
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"sizes": rows, "stream": stream}, f, indent=2)
+      json.dump({"sizes": rows, "stream": stream, "all_metrics": all_metrics}, f, indent=2)
 
 
 if __name__ == "__main__":

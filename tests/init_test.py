@@ -7,6 +7,7 @@ import tensorflow as tf
 from transfusion_tf import models
 from transfusion_tf.errors import UsageError
 from transfusion_tf.models import gabor
+from transfusion_tf.models import init as init_lib
 
 
 def _weights(model):
@@ -55,20 +56,69 @@ class InitTest(tf.test.TestCase):
         self.assertAllEqual(a, b)
     self.assertIn("standing in for ImageNet", info["source"])
 
-  def test_meanvar_matches_moments(self):
+  def _profiled_source(self):
+    """A CBR-Small source whose conv kernels have a known std / He-normal ratio per layer and non-standard BN."""
+    src = models.build_model("cbr_small", 10, (32, 32, 3), seed=21)
+    factors = {"conv1_conv": 0.4, "conv2_conv": 2.5, "conv3_conv": 0.7, "conv4_conv": 1.8}
+    rng = np.random.default_rng(1)
+    for name, f in factors.items():
+      k = np.array(src.get_layer(name).kernel)
+      k = k / k.std() * f * init_lib.he_std(k.shape)
+      src.get_layer(name).kernel.assign((k + 0.1 * k.std()).astype(np.float32))  # A mean of 0.1 std as well.
+      bn = src.get_layer(name.replace("_conv", "_bn"))
+      n = bn.gamma.shape[0]
+      for var, value in ((bn.gamma, rng.uniform(0.2, 1.5, n)), (bn.beta, rng.normal(0.3, 0.2, n)),
+                         (bn.moving_mean, rng.normal(1.0, 0.5, n)), (bn.moving_variance, rng.uniform(2.0, 5.0, n))):
+        var.assign(value.astype(np.float32))
+    path = os.path.join(self.create_tempdir().full_path, "profiled.weights.h5")
+    models.save_weight_file(src, path, source="synthetic_source")
+    return path, _weights(src), factors
+
+  def test_meanvar_carries_the_source_moments_and_profile(self):
+    path, src, factors = self._profiled_source()
     model = models.build_model("cbr_small", 3, (32, 32, 3))
-    info = models.initialize(model, "meanvar", source=self.paths["cbr_small"], seed=3)
+    info = models.initialize(model, "meanvar", source=path, seed=3)
     self.assertIn("conv2_conv", info["meanvar_layers"])
-    for name in ("conv2_conv", "conv3_conv", "conv4_conv"):
-      got, src = np.array(model.get_layer(name).kernel), self.src_cbr_small[name][0]
-      self.assertAllClose(got.mean(), src.mean(), atol=3 * src.std() / np.sqrt(src.size))
-      self.assertAllClose(got.std(), src.std(), rtol=0.03)
-      self.assertGreater(np.abs(got - src).mean(), 0.5 * src.std())  # Drawn, not copied.
-    # BatchNorm keeps its standard init unless asked.
-    self.assertAllEqual(model.get_layer("conv2_bn").gamma, np.ones(64))
-    models.initialize(model, "meanvar", source=self.paths["cbr_small"], seed=3, meanvar_bn=True)
-    gamma, src_gamma = np.array(model.get_layer("conv2_bn").gamma), self.src_cbr_small["conv2_bn"][0]
-    self.assertAllClose(gamma.mean(), src_gamma.mean(), atol=4 * src_gamma.std() / 8)
+    self.assertNotIn("conv2_bn", info["meanvar_layers"])
+    self.assertNotIn("head", info["meanvar_layers"])
+    profile = init_lib.kernel_scale_profile(model)
+    for name, factor in factors.items():
+      got, want = np.array(model.get_layer(name).kernel), src[name][0]
+      self.assertAllClose(got.mean(), want.mean(), atol=4 * want.std() / np.sqrt(want.size))
+      self.assertAllClose(got.std(), want.std(), rtol=0.05 if want.size < 10000 else 0.02)
+      self.assertGreater(np.abs(got - want).mean(), 0.5 * want.std())  # Drawn, not copied.
+      # The source's std / He ratio, not He's 1: the profile is what MV carries.
+      self.assertAllClose(profile[name], factor * np.sqrt(1.01), rtol=0.05)
+    self.assertGreater(max(profile.values()) / min(profile.values()), 4.0)
+    for i in range(1, 5):  # BN Identity Init by default.
+      bn = model.get_layer(f"conv{i}_bn")
+      for var, value in ((bn.gamma, 1.0), (bn.beta, 0.0), (bn.moving_mean, 0.0), (bn.moving_variance, 1.0)):
+        self.assertAllEqual(var, np.full(var.shape, value, np.float32))
+
+  def test_meanvar_bn_resample_and_copy(self):
+    path, src, _ = self._profiled_source()
+    copied = models.build_model("cbr_small", 3, (32, 32, 3))
+    models.initialize(copied, "meanvar", source=path, seed=3, meanvar_bn="copy")
+    resampled = models.build_model("cbr_small", 3, (32, 32, 3))
+    info = models.initialize(resampled, "meanvar", source=path, seed=3, meanvar_bn="resample")
+    self.assertIn("conv2_bn", info["meanvar_layers"])
+    identity = models.build_model("cbr_small", 3, (32, 32, 3))
+    models.initialize(identity, "meanvar", source=path, seed=3)
+    # The kernels do not depend on the BatchNorm choice.
+    self.assertAllEqual(copied.get_layer("conv3_conv").kernel, identity.get_layer("conv3_conv").kernel)
+    for i in range(1, 5):
+      name = f"conv{i}_bn"
+      for var, want in zip(copied.get_layer(name).weights, src[name]):
+        self.assertAllEqual(var, want)
+      gamma, beta, mean, var = (np.array(w) for w in resampled.get_layer(name).weights)
+      for got, want in ((gamma, src[name][0]), (beta, src[name][1])):
+        self.assertAllClose(got.mean(), want.mean(), atol=4 * want.std() / np.sqrt(want.size))
+        self.assertAllClose(got.std(), want.std(), rtol=0.5)
+        self.assertFalse(np.any(got == want))
+      self.assertAllEqual(mean, np.zeros_like(mean))  # Statistics of the source's kernels are not carried.
+      self.assertAllEqual(var, np.ones_like(var))
+    with self.assertRaisesRegex(UsageError, "--meanvar_bn='yes' is not one of"):
+      models.initialize(identity, "meanvar", source=path, meanvar_bn="yes")
 
   def test_transfuse_copies_up_to_stage_and_differs_above(self):
     for stage, copied, fresh in (("conv1", ["conv1_conv", "conv1_bn"], ["conv2_conv", "conv4_bn"]),
@@ -139,34 +189,46 @@ class InitTest(tf.test.TestCase):
     self.assertLess(np.median(diff), np.deg2rad(15))  # 7x7 low-frequency filters resolve orientation coarsely.
     self.assertAllEqual(model.get_layer("conv2_conv").kernel, ref)  # The rest stays the seeded random init.
 
-  def test_normalize_conv_scale_keeps_the_function(self):
-    from transfusion_tf.models import init as init_lib  # pylint: disable=g-import-not-at-top
+  def test_normalize_conv_scale_keeps_the_function_and_the_profile(self):
     model = models.build_model("cbr_tiny", 5, (32, 32, 3), width_multiplier=0.25)
     pairs = init_lib.conv_bn_pairs(model)
     self.assertEqual([(c.name, b.name) for c, b in pairs], [(f"conv{i}_conv", f"conv{i}_bn") for i in range(1, 5)])
     rng = np.random.default_rng(0)
-    for conv, bn in pairs:  # A decayed-then-trained state: small kernels, statistics that match them.
-      conv.kernel.assign(conv.kernel.numpy() * 0.2)
+    for (conv, bn), f in zip(pairs, (0.1, 0.3, 0.2, 0.4)):  # Decayed-then-trained: small kernels, own statistics.
+      conv.kernel.assign(conv.kernel.numpy() * f)
       bn.moving_mean.assign(rng.normal(0, 0.2, bn.moving_mean.shape))
       bn.moving_variance.assign(rng.uniform(2.0, 4.0, bn.moving_variance.shape))
     x = rng.normal(size=(4, 32, 32, 3)).astype(np.float32)
     infer = model(x, training=False).numpy()
+    before = init_lib.kernel_scale_profile(model)
     scales = init_lib.normalize_conv_scale(model)
     infer_after = model(x, training=False).numpy()
+    after = init_lib.kernel_scale_profile(model)
     # Training-mode calls update the moving statistics, so they come after every inference-mode call.
-    self.assertLen(scales, 4)
-    for conv, _ in pairs:
-      k = conv.kernel.numpy()
-      self.assertAllClose(k.std(), np.sqrt(2.0 / np.prod(k.shape[:-1])), rtol=1e-5)
-      self.assertGreater(scales[conv.name], 2.0)
+    self.assertLen(set(scales.values()), 1)  # One global factor...
+    self.assertGreater(scales["conv1_conv"], 2.0)
+    self.assertAllClose(np.exp(np.mean(np.log(list(after.values())))), 1.0, rtol=1e-5)  # ...overall at He's scale,
+    for name in before:  # ...every layer's ratio to the others as trained.
+      self.assertAllClose(after[name] / after["conv1_conv"], before[name] / before["conv1_conv"], rtol=1e-5)
+    self.assertGreater(max(after.values()) / min(after.values()), 2.0)
     self.assertAllClose(infer_after, infer, rtol=1e-3, atol=1e-3)
     train_after = model(x, training=True).numpy()
     for conv, _ in pairs:  # Batch statistics make a kernel's scale irrelevant (up to epsilon) in training mode.
       conv.kernel.assign(conv.kernel.numpy() * 2.0)
     self.assertAllClose(model(x, training=True).numpy(), train_after, rtol=2e-3, atol=2e-3)
+    per_layer = init_lib.normalize_conv_scale(model, per_layer=True)
+    self.assertLen(set(per_layer.values()), 4)
+    self.assertAllClose(list(init_lib.kernel_scale_profile(model).values()), np.ones(4), rtol=1e-5)
+    # ResNet50: every conv feeds a BatchNorm, and its conv biases are rescaled with the kernels.
     resnet = models.build_model("resnet50", 5, (32, 32, 3), width_multiplier=0.125)
     convs = [l for l in resnet.layers if l.__class__.__name__ == "Conv2D"]
-    self.assertLen(init_lib.conv_bn_pairs(resnet), len(convs))  # Every ResNet50 conv feeds a BatchNorm.
+    self.assertLen(init_lib.conv_bn_pairs(resnet), len(convs))
+    for conv, bn in init_lib.conv_bn_pairs(resnet):
+      conv.kernel.assign(conv.kernel.numpy() * 0.2)
+      conv.bias.assign(rng.normal(0, 0.05, conv.bias.shape).astype(np.float32))
+    infer = resnet(x, training=False).numpy()
+    init_lib.normalize_conv_scale(resnet)
+    self.assertAllClose(resnet(x, training=False).numpy(), infer, rtol=1e-3, atol=1e-3)
 
   def test_errors(self):
     model = models.build_model("cbr_tiny", 3, (32, 32, 3))

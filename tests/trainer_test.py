@@ -344,9 +344,11 @@ class TrainerTest(tf.test.TestCase):
     path = trainer.pretrain(src_cfg, os.path.join(tmp, "pre"), os.path.join(tmp, "src.weights.h5"))
     src = models.read_weight_file(path)
     self.assertEqual(src.attrs["source"], "synthetic_source")
-    self.assertEqual(src.attrs["conv_scale"], "he_normal")
-    k = src.by_name()["conv2_conv"][0]
-    self.assertAllClose(k.std(), np.sqrt(2.0 / np.prod(k.shape[:-1])), rtol=1e-4)
+    self.assertEqual(src.attrs["conv_scale"], "global_factor")  # One factor: the kernels' scale profile is kept.
+    ratios = [k.std() / np.sqrt(2.0 / np.prod(k.shape[:-1]))
+              for k in (src.by_name()[f"conv{i}_conv"][0] for i in range(1, 5))]
+    self.assertAllClose(np.exp(np.mean(np.log(ratios))), 1.0, rtol=1e-4)
+    self.assertGreater(src.attrs["conv_scale_factor"], 0.0)
     for scheme in ("pretrained", "meanvar", "transfuse:conv2", "gabor"):
       run_dir = os.path.join(tmp, scheme.replace(":", "_"))
       result = trainer.train(tiny_cfg(init=scheme, weights=None if scheme == "gabor" else path), run_dir)

@@ -15,7 +15,9 @@ flags.DEFINE_list("cbr_widths", None, "CBR widths per layer, e.g. 32,64,128,256 
 flags.DEFINE_float("width_multiplier", 1.0, "Multiplies every CBR / ResNet50 width (a narrow ResNet for quick runs).")
 flags.DEFINE_boolean("cbr_bn_scale", True, "Give CBR BatchNorms a scale (gamma); false reproduces TF-Slim counts.")
 flags.DEFINE_enum("gabor_frequency", "low", ["low", "high"], "Frequency set of the synthetic Gabor conv1 (--init=gabor).")
-flags.DEFINE_boolean("meanvar_bn", False, "With --init=meanvar, also draw BatchNorm parameters from source moments.")
+flags.DEFINE_enum("meanvar_bn", "identity", ["identity", "resample", "copy"],
+                  "BatchNorm under --init=meanvar: identity (the paper's 'BN Identity Init': gamma 1, beta 0, moving "
+                  "mean 0, variance 1), resample (gamma, beta drawn from the source moments) or copy (all four).")
 
 FLAGS = flags.FLAGS
 

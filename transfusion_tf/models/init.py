@@ -15,6 +15,8 @@ from transfusion_tf.models import weights as weights_lib
 SCHEMES = ("random", "pretrained", "meanvar", "transfuse", "slim", "gabor")
 TAKES_STAGE = ("transfuse",)
 NEEDS_SOURCE = ("pretrained", "meanvar", "transfuse", "slim")  # Schemes that read source weights (--weights).
+# BatchNorm under Mean-Var: the paper's "BN Identity Init" (its best) and its two alternatives.
+MEANVAR_BN = ("identity", "resample", "copy")
 
 
 def parse_scheme(scheme):
@@ -68,18 +70,31 @@ def copy_weights(model, arrays_by_layer):
       var.assign(np.asarray(value, dtype=var.dtype))
 
 
-def _meanvar(model, source, seed, include_bn):
+def _meanvar(model, source, seed, bn):
+  """Mean-Var: every matched tensor (kernels, biases; BatchNorm as `bn` says) drawn iid from its source tensor's
+  N(mean, std). Returns the names of the layers set from the source."""
+  if bn not in MEANVAR_BN:
+    raise UsageError(f"--meanvar_bn={bn!r} is not one of {', '.join(MEANVAR_BN)}")
   matched = weights_lib.match_layers(model, source)
+  done = []
   for i, layer in enumerate(model.layers):
     if layer.name not in matched:
       continue
-    if layer.__class__.__name__ == "BatchNormalization" and not include_bn:
-      continue
     rng = _layer_rng(seed, i + 100003)
+    is_bn = layer.__class__.__name__ == "BatchNormalization"
+    if is_bn and bn == "identity":
+      continue  # random_init already set gamma 1, beta 0, moving mean 0, moving variance 1.
+    if is_bn and bn == "copy":
+      copy_weights(model, {layer.name: matched[layer.name]})
+      done.append(layer.name)
+      continue
     for var, src in zip(layer.weights, matched[layer.name]):
+      if is_bn and var.name.split("/")[-1] in ("moving_mean", "moving_variance"):
+        continue  # Statistics of the source kernels' outputs, not parameters: they stay 0 and 1.
       src = np.asarray(src, np.float64)
       var.assign(rng.normal(src.mean(), src.std(), size=src.shape).astype(var.dtype))
-  return sorted(matched)
+    done.append(layer.name)
+  return sorted(done)
 
 
 def _check_slim(model, source):
@@ -94,12 +109,14 @@ def _check_slim(model, source):
         f"has {width} filters and the source {src[0].shape[-1]}")
 
 
-def initialize(model, scheme, source=None, seed=0, gabor_frequency="low", meanvar_bn=False):
+def initialize(model, scheme, source=None, seed=0, gabor_frequency="low", meanvar_bn="identity"):
   """Initialises `model` in place with `scheme` and returns a dict describing what was done.
 
   model: built by `build_model`. scheme: see SCHEMES. source: "imagenet", a weights path, or a SourceWeights; needed
   by pretrained, meanvar, transfuse:* and slim. seed: for every random draw. gabor_frequency: "low" or "high".
-  meanvar_bn: also draw BatchNorm parameters from the source moments (default: standard BN init, as in the paper).
+  meanvar_bn: BatchNorm under meanvar (MEANVAR_BN): "identity" (the paper's "BN Identity Init": gamma 1, beta 0,
+    moving mean 0, moving variance 1), "resample" (gamma and beta drawn from their source tensors' N(mean, std);
+    moving statistics 0 and 1) or "copy" (all four BatchNorm arrays copied from the source).
   Returns {"scheme", "copied_layers" (names copied bit for bit), "meanvar_layers", "source" (description)}.
   """
   base, arg = parse_scheme(scheme)
@@ -146,24 +163,46 @@ def conv_bn_pairs(model):
   return pairs
 
 
-def normalize_conv_scale(model):
-  """Rescales every BatchNorm-followed conv kernel of `model` to the He-normal scale, keeping the function.
+def he_std(kernel_shape):
+  """The He-normal (fan-in) std of a kernel of `kernel_shape` (kh, kw, in, out) or (in, out): sqrt(2 / fan_in)."""
+  return float(np.sqrt(2.0 / np.prod(kernel_shape[:-1])))
+
+
+def kernel_scale_profile(model):
+  """{conv layer name: std(kernel) / He-normal std} over the BatchNorm-followed convs of `model`, in layer order.
+
+  In a BatchNorm network this ratio sets no function, only the layer's effective learning rate (an Adam step
+  moves a kernel by about lr per entry, so its relative change goes as 1 / std): it is what Mean-Var transfers.
+  """
+  return {conv.name: float(np.std(conv.kernel.numpy())) / he_std(tuple(conv.kernel.shape))
+          for conv, _ in conv_bn_pairs(model)}
+
+
+def normalize_conv_scale(model, per_layer=False):
+  """Rescales the BatchNorm-followed conv kernels of `model` by ONE global factor, keeping the function.
 
   Weight decay on such kernels (the source-pretraining default) shrinks them without changing what the network
   computes, but a transferred kernel far smaller than at init would then be fine-tuned with a much larger effective
   learning rate than a random one (Adam's steps do not shrink with the weights), which is not the comparison the
-  paper makes. Each kernel is multiplied by c = sqrt(2 / fan_in) / std(kernel) and its BatchNorm's moving mean and
-  variance by c and c^2, so inference outputs change only through BatchNorm's epsilon and training-mode outputs not
-  at all. Returns {conv layer name: c}.
+  paper makes. The global factor c = exp(mean_l log(he_l / std_l)) over the conv layers l brings the geometric mean
+  of std_l / he_l back to 1 and keeps each layer's ratio to the others: the source's kernel-scale profile (what
+  Mean-Var transfers) survives the export. per_layer=True gives each layer its own c_l = he_l / std_l (every kernel
+  at exactly the He-normal std: the profile is erased; kept for comparison). Each kernel and conv bias is multiplied
+  by its c and its BatchNorm's moving mean and variance by c and c^2, so inference outputs change only through
+  BatchNorm's epsilon and training-mode outputs not at all. Returns {conv layer name: c} (one value repeated unless
+  per_layer).
   """
+  pairs = [(conv, bn) for conv, bn in conv_bn_pairs(model) if np.std(conv.kernel.numpy()) > 0]
+  if not pairs:
+    return {}
+  factors = np.array([he_std(tuple(conv.kernel.shape)) / float(np.std(conv.kernel.numpy())) for conv, _ in pairs])
+  if not per_layer:
+    factors = np.full(len(pairs), np.exp(np.mean(np.log(factors))))
   scales = {}
-  for conv, bn in conv_bn_pairs(model):
-    kernel = np.asarray(conv.kernel.numpy())
-    std = float(kernel.std())
-    if not std > 0:
-      continue
-    c = np.sqrt(2.0 / np.prod(kernel.shape[:-1])) / std
-    conv.kernel.assign(kernel * c)
+  for (conv, bn), c in zip(pairs, factors):
+    conv.kernel.assign(np.asarray(conv.kernel.numpy()) * c)
+    if conv.use_bias:  # The whole conv output scales by c, so BatchNorm's statistics below stay exact.
+      conv.bias.assign(np.asarray(conv.bias.numpy()) * c)
     bn.moving_mean.assign(np.asarray(bn.moving_mean.numpy()) * c)
     bn.moving_variance.assign(np.asarray(bn.moving_variance.numpy()) * c * c)
     scales[conv.name] = float(c)

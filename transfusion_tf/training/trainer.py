@@ -77,7 +77,7 @@ class TrainConfig:
   mixed_precision: bool = False
   jit: bool = False
   gabor_frequency: str = "low"
-  meanvar_bn: bool = False
+  meanvar_bn: str = "identity"
   log_every_seconds: float = 0.0
   model_kwargs: dict = dataclasses.field(default_factory=dict)
   data_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -672,11 +672,15 @@ def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None, tb_dir
 def _pretrain_held(cfg, run_dir, export, overwrite, flags_text, tb_dir):
   train(cfg, run_dir, overwrite=overwrite, flags_text=flags_text, tb_dir=tb_dir)
   export = export or os.path.join(run_dir, "pretrained.weights.h5")
-  # The exported conv kernels are brought back to the He-normal scale (same function): weight decay shrank them.
+  # Weight decay shrank the BatchNorm-followed conv kernels (same function, inflated effective learning rate when
+  # fine-tuned). One global factor brings their overall scale back to He-normal's and keeps the per-layer profile,
+  # which is what Mean-Var transfers (models.init.normalize_conv_scale; measured in the README).
   final = rundir.weights_path(run_dir, "final")
   attrs = dict(models.read_weight_file(final).attrs)
   model, _ = rundir.load_run_model(run_dir, "final")
   scales = init_lib.normalize_conv_scale(model)
-  attrs["conv_scale"] = "he_normal" if scales else "as_trained"
+  attrs["conv_scale"] = "global_factor" if scales else "as_trained"
+  if scales:
+    attrs["conv_scale_factor"] = next(iter(scales.values()))
   models.save_weight_file(model, export, **attrs)
   return export

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from transfusion_tf import files
+from transfusion_tf.data import registry as data_registry
 from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
 from transfusion_tf.experiments import catalog, common, plan, registry, report, stats, study
@@ -114,7 +115,7 @@ def make_study(test, dataset="synthetic_retina", seeds=3, experiments=None, effe
   if dataset != "synthetic_retina":
     cfg = dataclasses.replace(cfg, experiments=tuple(e for e in cfg.experiments if e != "T1"))
   runs = plan.plan_runs(cfg, catalog.experiments())
-  task = tasks.get_task(tasks.DATASETS[dataset])
+  task = data_registry.task_spec(dataset)
   effects = dict(EFFECTS, **(effects or {}))
   for r in runs:
     quality, speed = effects.get(r.init, (1.0, 40.0))

@@ -16,6 +16,7 @@ from transfusion_tf import models
 from transfusion_tf.cli import evaluate as evaluate_cli
 from transfusion_tf.errors import UsageError
 from transfusion_tf.training import locks, metrics, rundir, trainer
+from transfusion_tf.training import policy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_DATA = dict(num_train=256, num_val=128, num_test=128)
@@ -321,11 +322,11 @@ class TrainerTest(tf.test.TestCase):
         self.assertAllClose(v.numpy(), np.full(v.shape, expected), msg=f"{name} {v.path}")
 
   def test_pretrain_command_defaults(self):
-    # The pretrain command and the study's pretraining share trainer.PRETRAIN_DEFAULTS (AdamW + decay).
+    # The pretrain command and the study's pretraining share policy.pretrain_defaults() (AdamW + decay).
     from transfusion_tf.experiments import plan  # pylint: disable=g-import-not-at-top
     cfg = plan.pretrain_config(plan.StudyConfig(out="/nonexistent", models=("cbr_tiny",),
                                                 base=tiny_cfg()), "cbr_tiny")
-    for key, value in trainer.PRETRAIN_DEFAULTS.items():
+    for key, value in policy.pretrain_defaults().items():
       self.assertEqual(getattr(cfg, key), value, key)
     self.assertEqual(cfg.dataset, "synthetic_source")
     run_dir = os.path.join(self.create_tempdir().full_path, "pre")
@@ -333,7 +334,7 @@ class TrainerTest(tf.test.TestCase):
                       "--num_train=32", "--num_val=16", "--num_test=16", "--batch_size=8", "--width_multiplier=0.25")
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     train = rundir.read_json(os.path.join(run_dir, "config.json"))["train"]
-    for key, value in trainer.PRETRAIN_DEFAULTS.items():
+    for key, value in policy.pretrain_defaults().items():
       if key != "train_steps":
         self.assertEqual(train[key], value, key)
     self.assertIn("pretrained weights written to", proc.stdout)

@@ -9,11 +9,14 @@ Curves and convergence measures stay on validation.
 import csv
 import dataclasses
 import functools
+import io
 import os
 
 import numpy as np
 
 from transfusion_tf import files
+from transfusion_tf.errors import UsageError
+from transfusion_tf.data import registry as data_registry
 from transfusion_tf.data import tasks
 from transfusion_tf.experiments import plan, stats
 from transfusion_tf.training import rundir
@@ -39,7 +42,7 @@ class RunResult:
     """{auc metric key: (scores (N,), labels (N,))} on the test split, or {} when not written."""
     try:
       return rundir.load_test_predictions(self.dir)
-    except (OSError, KeyError, ValueError):
+    except (UsageError, OSError, KeyError, ValueError):
       return {}
 
   def auc_with_var(self, key):
@@ -83,7 +86,7 @@ class Context:
 
   @functools.cached_property
   def task(self):
-    return tasks.get_task(tasks.DATASETS[self.cfg.base.dataset])
+    return data_registry.task_spec(self.cfg.base.dataset)
 
   @property
   def source_classes(self):
@@ -244,10 +247,11 @@ def table(header, rows):
 
 def write_csv(path, header, rows):
   """Writes a CSV table atomically."""
-  with files.atomic_open(path, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(header)
-    w.writerows(rows)
+  buf = io.StringIO(newline="")
+  w = csv.writer(buf)
+  w.writerow(header)
+  w.writerows(rows)
+  files.atomic_write(path, buf.getvalue())
 
 
 def figure_link(ctx, what, png):

@@ -8,7 +8,7 @@ are not independent, so the interval is optimistic: stated in the report). Pairs
 datapoints per neuron are left out of the readings.
 """
 from transfusion_tf.analysis import representation as rep
-from transfusion_tf.experiments import common, registry, stats
+from transfusion_tf.experiments import common, registry
 
 LARGE = ("resnet50", "inceptionv3")
 

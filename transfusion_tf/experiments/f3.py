@@ -9,7 +9,7 @@ random gap is positive in the bottom two stages: a directional Welch test per st
 Stage order always comes from the model's stage list (plan.model_stages), never from a dict's key order.
 """
 from transfusion_tf.analysis import representation as rep
-from transfusion_tf.experiments import common, plan, registry, stats
+from transfusion_tf.experiments import common, plan, registry
 
 
 def runs(cfg):

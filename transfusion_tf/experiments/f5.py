@@ -9,7 +9,7 @@ import numpy as np
 
 from transfusion_tf import files
 from transfusion_tf.analysis import representation as rep
-from transfusion_tf.experiments import common, plan, registry, stats
+from transfusion_tf.experiments import common, plan, registry
 
 RANDOM_KERNELS = 8  # Random reference kernels per panel: 8 x the filters of one conv1.
 

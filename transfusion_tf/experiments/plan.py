@@ -18,7 +18,7 @@ from transfusion_tf import models
 from transfusion_tf.errors import UsageError
 from transfusion_tf.models import init as init_lib
 from transfusion_tf.models import weights as weights_lib
-from transfusion_tf.training import rundir, trainer
+from transfusion_tf.training import policy, rundir, trainer
 
 F4_MODELS = ("resnet50", "cbr_small")
 SOURCES = ("auto", "synthetic", "imagenet")
@@ -41,11 +41,11 @@ class StudyConfig:
   seeds: int = 1
   experiments: tuple = ("T1",)
   source_weights: str = "auto"
-  pretrain_steps: int = trainer.PRETRAIN_DEFAULTS["train_steps"]
-  pretrain_image_size: int = None  # None: trainer.PRETRAIN_DEFAULTS' 32 px, or the model's minimum if larger.
-  pretrain_num_train: int = 4000
-  pretrain_learning_rate: float = trainer.PRETRAIN_DEFAULTS["learning_rate"]
-  pretrain_weight_decay: float = trainer.PRETRAIN_DEFAULTS["weight_decay"]
+  pretrain_steps: int = policy.pretrain_defaults()["train_steps"]
+  pretrain_image_size: int = None  # None: policy.pretrain_image_size(model).
+  pretrain_num_train: int = policy.pretrain_data_sizes()["num_train"]
+  pretrain_learning_rate: float = policy.pretrain_defaults()["learning_rate"]
+  pretrain_weight_decay: float = policy.pretrain_defaults()["weight_decay"]
   small_data_subset: int = 5000
   wt_stages: tuple = None
   analysis_images: int = 256
@@ -253,18 +253,16 @@ def pretrain_config(cfg, model):
   """TrainConfig for synthetic-source pretraining of `model` (same widths as the study's models, full width for
   Slim, whose lower blocks are copied from a full ResNet50)."""
   base = cfg.base
-  model_kwargs = cfg.model_kwargs(model)
-  data_kwargs = {"num_train": cfg.pretrain_num_train, "num_val": 500, "num_test": 100}
+  data_kwargs = policy.pretrain_data_sizes(cfg.pretrain_num_train)
   if base.data_kwargs.get("cache_dir"):
     data_kwargs["cache_dir"] = base.data_kwargs["cache_dir"]
-  steps = cfg.pretrain_steps
+  defaults = policy.pretrain_defaults()
   return dataclasses.replace(
       base, model=model, dataset="synthetic_source", init="random", weights=None, seed=0,
-      image_size=cfg.pretrain_image_size or max(trainer.PRETRAIN_DEFAULTS["image_size"], models.MIN_SIZE[model]),
-      train_steps=steps, eval_every=max(1, steps // 2),
-      learning_rate=cfg.pretrain_learning_rate, weight_decay=cfg.pretrain_weight_decay, convergence_auc=None,
-      optimizer=trainer.PRETRAIN_DEFAULTS["optimizer"], lr_schedule=trainer.PRETRAIN_DEFAULTS["lr_schedule"],
-      model_kwargs=model_kwargs, data_kwargs=data_kwargs)
+      image_size=policy.pretrain_image_size(model, cfg.pretrain_image_size), train_steps=cfg.pretrain_steps,
+      eval_every=policy.pretrain_eval_every(cfg.pretrain_steps), learning_rate=cfg.pretrain_learning_rate,
+      weight_decay=cfg.pretrain_weight_decay, convergence_auc=None, optimizer=defaults["optimizer"],
+      lr_schedule=defaults["lr_schedule"], model_kwargs=cfg.model_kwargs(model), data_kwargs=data_kwargs)
 
 
 def plan_record(cfg, runs, sources):

@@ -56,7 +56,7 @@ def header(ctx, sources, wall_seconds):
   lines.append(f"- **Test protocol:** each run's checkpoint is picked on the validation split (best `{ctx.primary}`, "
                "ties to the earlier step); tables report that checkpoint on the held-out **test** split; curves and "
                "convergence measures are on validation.")
-  lines.append(f"- **Uncertainty:** table cells are mean ± std over seeds [95% CI]; an AUC's CI adds the test-set "
+  lines.append("- **Uncertainty:** table cells are mean ± std over seeds [95% CI]; an AUC's CI adds the test-set "
                "(DeLong) variance to the seed variance (t with the seeds' degrees of freedom). Numbers are × 100.")
   device = next((res.result.get("device") for res in ctx.results.values()), None)
   if device:
@@ -119,7 +119,7 @@ def write_report(ctx, experiments, manifests, sources, wall_seconds):
        for r in ctx.runs]), ""]
   lines.append(f"TensorBoard: `tensorboard --logdir {os.path.join(cfg.out, 'tb')}`")
   path = os.path.join(cfg.out, "report.md")
-  files.atomic_write_text(path, "\n".join(lines) + "\n")
+  files.atomic_write(path, "\n".join(lines) + "\n")
   return path
 
 

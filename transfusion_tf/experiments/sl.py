@@ -4,7 +4,7 @@ Claims read (the paper: Slim matches full transfer): test AUC slim − transfer 
 test), and Slim converges faster than random init (directional test on validation curve areas).
 """
 from transfusion_tf.errors import UsageError
-from transfusion_tf.experiments import common, curves, registry, stats
+from transfusion_tf.experiments import common, curves, registry
 
 LABELS = ("random", "slim", "pretrained")
 

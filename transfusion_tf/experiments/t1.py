@@ -2,7 +2,7 @@
 
 Claim read: transfer and random init reach the same test AUC (an equivalence test with --equivalence_margin).
 """
-from transfusion_tf.experiments import common, registry, stats
+from transfusion_tf.experiments import common, registry
 
 # PAPER.md section 4: (random, transfer) in AUC percent with the paper's std where given; True marks secondary
 # sources ([unsure]).

@@ -3,7 +3,7 @@
 Claim read: transfer and random init reach the same mean test AUC (equivalence test, --equivalence_margin).
 """
 from transfusion_tf.data import tasks
-from transfusion_tf.experiments import common, registry, stats
+from transfusion_tf.experiments import common, registry
 
 # PAPER.md section 4: ResNet50's (random, transfer) AUC percent per pathology; the other rows are unknown.
 PAPER_RESNET = {"Atelectasis": (79.52, 79.76), "Cardiomegaly": (75.23, 74.93), "Consolidation": (85.49, 84.42),

@@ -3,7 +3,7 @@
 Claim read: transfer gains more over random init with little data than with all of it, i.e. the contrast
 (transfer_small − random_small) − (transfer_full − random_full) is positive (a directional test).
 """
-from transfusion_tf.experiments import common, registry, stats
+from transfusion_tf.experiments import common, registry
 
 # (random, transfer) AUC percent at n = 5,000 and whether the source is secondary ([unsure]).
 PAPER = {"resnet50": (92.2, 94.6, False), "cbr_larget": (93.6, 93.9, True), "cbr_largew": (93.6, 93.7, True)}

@@ -19,6 +19,8 @@ import io
 import json
 import os
 
+import numpy as np
+
 from transfusion_tf import files
 from transfusion_tf.errors import UsageError
 

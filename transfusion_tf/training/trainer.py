@@ -42,8 +42,8 @@ from transfusion_tf.training import rundir, strategy as strategy_lib, summaries
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
-# Moved to training/policy.py; this alias stays until experiments/study.py, benchmarks/synthetic_benchmark.py and
-# tests/trainer_test.py read policy.pretrain_defaults() (then delete it).
+# Moved to training/policy.py; this alias stays until benchmarks/synthetic_benchmark.py and source_benchmark.py read
+# policy.pretrain_defaults() (then delete it).
 PRETRAIN_DEFAULTS = policy.pretrain_defaults()
 # How a run's checkpoint is selected; {split} and {metric} are the eval split and the task's primary metric.
 SELECTION_RULE = "best {split} {metric}, ties to the earlier step"
@@ -632,7 +632,7 @@ def _train_held(cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir):
   if finished is not None:
     print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
     return finished
-  policy = keras.mixed_precision.global_policy()
+  caller_policy = keras.mixed_precision.global_policy()
   try:
     trainer = Trainer(cfg, run_dir, flags_text, export_attrs, tb_dir)
     previous = None
@@ -646,7 +646,7 @@ def _train_held(cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir):
         os.rename(previous, run_dir)
       raise
   finally:
-    keras.mixed_precision.set_global_policy(policy)  # Models built after this run keep the caller's policy.
+    keras.mixed_precision.set_global_policy(caller_policy)  # Models built after this run keep the caller's policy.
 
 
 def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None, tb_dir=None):

@@ -158,7 +158,7 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
   if args.margin <= 0 or args.studies < 10:
-    sys.exit("error: --margin must be > 0 and --studies >= 10")
+    parser.error("--margin must be > 0 and --studies >= 10")
   start = time.time()
   rng = np.random.default_rng(args.seed)
   n = args.studies

@@ -136,10 +136,13 @@ def bootstrap_diff(scores_a, scores_b, labels, n_boot=2000, seed=0, level=0.95):
   """
   s, y = _check_scores(np.stack([np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)]), labels)
   _check_level(level)
+  if int(n_boot) != n_boot or n_boot < 1:
+    raise UsageError(f"n_boot must be a positive integer, got {n_boot}")
   pos_idx, neg_idx = np.flatnonzero(y), np.flatnonzero(~y)
   m = pos_idx.size
   order = np.concatenate([pos_idx, neg_idx])
-  diff = float(np.diff(_rank_auc_rows(s[:, order], m)[::-1])[0])
+  auc_a, auc_b = _rank_auc_rows(s[:, order], m)
+  diff = float(auc_a - auc_b)
   rng = np.random.default_rng(seed)
   diffs = []
   chunk = max(1, 2_000_000 // y.size)  # Bounds memory to a few (chunk, N) float64 arrays.

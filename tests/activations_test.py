@@ -135,7 +135,8 @@ class ActivationsTest(tf.test.TestCase):
 
   def test_modes_datapoints_and_neurons_recorded(self):
     batches = _batches(num=2, batch=4)
-    pos = activations.compare_models(self.a, self.b, ["conv1", "conv4", "pool"], batches, max_positions=10)
+    pos = activations.compare_models(self.a, self.b, ["conv1", "conv4", "pool"], batches, max_positions=10,
+                                     min_datapoints_per_neuron=0)
     self.assertEqual(pos["conv1"]["mode"], "positions")
     self.assertEqual(pos["conv1"]["datapoints"], 8 * 10)
     self.assertEqual(pos["conv1"]["positions_per_image"], 10)
@@ -150,7 +151,8 @@ class ActivationsTest(tf.test.TestCase):
     self.assertEqual(avg["conv1"]["datapoints"], 8)
     self.assertIsNone(avg["conv1"]["positions_per_image"])
     for r in list(pos.values()) + list(avg.values()):
-      for key in ("svcca", "pwcca", "cka", "datapoints", "neurons", "mode", "few_datapoints"):
+      for key in ("svcca", "pwcca", "cka", "cca", "baseline", "datapoints", "neurons", "mode", "few_datapoints",
+                  "below_min", "datapoints_per_neuron", "svcca_dims", "fallback"):
         self.assertIn(key, r)
 
   def test_different_spatial_sizes_fall_back_to_avgpool(self):
@@ -164,11 +166,62 @@ class ActivationsTest(tf.test.TestCase):
     self.assertEqual(matrix["mode"], [["positions", "avgpool"], ["avgpool", "positions"]])
     self.assertEqual(np.shape(matrix["svcca"]), (2, 2))
 
-  def test_few_datapoints_warn_through_cca(self):
-    warnings.resetwarnings()
-    with self.assertWarns(cca.FewDatapointsWarning):
-      res = activations.compare_models(self.a, self.b, ["conv4"], _batches(num=1), max_positions=1)
-    self.assertTrue(res["conv4"]["few_datapoints"])
+  def test_few_datapoints_are_recorded_not_warned(self):
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")  # Any FewDatapointsWarning would fail here.
+      res = activations.compare_models(self.a, self.b, ["conv1", "conv4"], _batches(num=1), max_positions=1,
+                                       min_datapoints_per_neuron=0)
+    r = res["conv4"]  # 4 images x 1 position for 128 neurons.
+    self.assertEqual((r["datapoints"], r["positions_per_image"]), (4, 1))
+    self.assertAllClose(r["datapoints_per_neuron"], 4 / 128)
+    self.assertTrue(r["few_datapoints"])
+    self.assertFalse(r["below_min"])  # No minimum was asked for.
+    line = activations.few_datapoints_line([res, res], what="F2 comparisons")
+    self.assertIn("4 of 4 F2 comparisons", line)
+    self.assertIn("conv4 0.0", line)
+    self.assertIn("conv1 0.2", line)  # 4 datapoints for 16 neurons.
+    self.assertIsNone(activations.few_datapoints_line([r for r in res.values() if r["stage_a"] == "pool"]))
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")
+      with self.assertRaises(cca.FewDatapointsWarning):  # A direct call still warns.
+        rng = np.random.default_rng(0)
+        cca.svcca(rng.normal(size=(10, 2)), rng.normal(size=(10, 3)))  # 10 datapoints for 3 neurons.
+
+  def test_min_datapoints_per_neuron_raises_positions(self):
+    batches = _batches(num=2, batch=4)  # 8 images.
+    res = activations.compare_models(self.a, self.b, ["conv1", "conv2", "conv4", "pool"], batches, max_positions=10)
+    # conv1: 16 neurons need 160 datapoints, 20 positions per image; conv2: 32 neurons, 40 per image.
+    self.assertEqual((res["conv1"]["positions_per_image"], res["conv1"]["datapoints"]), (20, 160))
+    self.assertEqual((res["conv2"]["positions_per_image"], res["conv2"]["datapoints"]), (40, 320))
+    for s in ("conv1", "conv2"):
+      self.assertFalse(res[s]["below_min"])
+      self.assertAllClose(res[s]["datapoints_per_neuron"], 10.0)
+    # conv4: every position of a 2x2 grid is not enough for 128 neurons: computed anyway, and marked.
+    self.assertEqual((res["conv4"]["positions_per_image"], res["conv4"]["datapoints"]), (4, 32))
+    self.assertTrue(res["conv4"]["below_min"])
+    self.assertTrue(res["pool"]["below_min"])  # One datapoint per image.
+    self.assertIsNotNone(res["conv4"]["svcca"])
+    # A one-shot iterator is counted and still compared on every image; the cap is kept where it is enough.
+    it = activations.compare_models(self.a, self.b, ["conv1"], iter(batches), max_positions=30)
+    self.assertEqual((it["conv1"]["positions_per_image"], it["conv1"]["images"]), (30, 8))
+    with self.assertRaisesRegex(UsageError, "min_datapoints_per_neuron"):
+      activations.compare_models(self.a, self.b, ["conv1"], batches, min_datapoints_per_neuron=-1)
+
+  def test_permutation_baseline(self):
+    # Twin models at every position of conv1 (16 neurons, 12 x 256 datapoints): similarity 1, baseline near 0.
+    res = activations.compare_models(self.a, self.a_twin, ["conv1"], _batches(), max_positions=0)
+    r = res["conv1"]
+    self.assertEqual(set(r["baseline"]), {"svcca", "pwcca", "cca", "cka"})
+    for metric in ("svcca", "pwcca", "cca", "cka"):
+      self.assertAllClose(r[metric], 1.0, atol=1e-6)
+      self.assertLess(r["baseline"][metric], 0.5, msg=metric)
+    # The baseline shares the self-moments; only the cross-moment differs.
+    (r,) = activations.compare_pairs(self.a, self.b, [("conv2", "conv2")], _batches(), return_accumulators=True)
+    data, base = r["accumulator"].covariances, r["baseline_accumulator"].covariances
+    self.assertAllClose(data[0], base[0])
+    self.assertAllClose(data[1], base[1])
+    self.assertGreater(np.abs(data[2] - base[2]).max(), 1e-3 * np.abs(data[2]).max())
+    self.assertLess(r["baseline"]["cka"], r["cka"])
 
   def test_usage_errors(self):
     with self.assertRaisesRegex(UsageError, "does not exist"):

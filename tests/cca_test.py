@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg
+import scipy.stats
 import tensorflow as tf
 
 from transfusion_tf.analysis import cca as cca_lib
@@ -144,7 +145,7 @@ class CcaTest(tf.test.TestCase):
     self.assertNotAllClose(cca_lib.linear_cka(x @ skew, y), cca_lib.linear_cka(x, y))
 
   def test_cka_matches_gram_definition(self):
-    x, y = _correlated(40, 6, 4, 2, seed=4)
+    x, y = _correlated(60, 6, 4, 2, seed=4)
     n = x.shape[0]
     h = np.eye(n) - 1.0 / n
     k, l = x @ x.T, y @ y.T
@@ -324,9 +325,81 @@ class CcaTest(tf.test.TestCase):
     acc = cca_lib.CovarianceAccumulator().update(x, y)
     with self.assertWarns(cca_lib.FewDatapointsWarning):
       cca_lib.svcca(acc)
+    with self.assertWarns(cca_lib.FewDatapointsWarning):
+      cca_lib.cca(*_correlated(79, 8, 3, 2))  # Below 10 per neuron (issue 11: 5 per neuron is not enough).
+    with self.assertWarns(cca_lib.FewDatapointsWarning):
+      cca_lib.similarity_metrics(x, y)
     with warnings.catch_warnings():
       warnings.simplefilter("error")
-      cca_lib.cca(*_correlated(40, 8, 3, 2))  # 5 per neuron is enough.
+      cca_lib.cca(*_correlated(80, 8, 3, 2))  # 10 per neuron is enough.
+      self.assertFalse(cca_lib.similarity_metrics(*_correlated(80, 8, 3, 2))["few_datapoints"])
+
+  def test_similarity_metrics_equal_the_separate_functions(self):
+    x, y = _correlated(3000, 40, 25, 10, seed=11)
+    x = np.c_[x, np.full(3000, 2.5), x[:, :3] @ np.ones((3, 2))]  # A dead neuron and two dependent ones.
+    acc = cca_lib.CovarianceAccumulator()
+    for start in range(0, 3000, 700):
+      acc.update(x[start:start + 700], y[start:start + 700])
+    for a, b, kwargs in ((x, y, {}), (y, x, {}), (x, y, {"keep_variance": 0.9}), (x, y, {"keep_dims": (7, 30)}),
+                         (x, y, {"keep_variance": 1.0})):
+      r = cca_lib.similarity_metrics(a, b, **kwargs)
+      sv = cca_lib.svcca(a, b, **kwargs)
+      self.assertAllClose(r["cca"], cca_lib.cca(a, b).mean(), atol=1e-10)
+      self.assertAllClose(r["svcca"], sv.mean, atol=1e-10)
+      self.assertEqual(r["svcca_dims"], [sv.kept_x, sv.kept_y])
+      self.assertAllClose(r["pwcca"], cca_lib.pwcca(a, b).mean, atol=1e-10)
+      self.assertAllClose(r["cka"], cca_lib.linear_cka(a, b), atol=1e-10)
+      self.assertEqual((r["datapoints"], r["neurons"]), (3000, [a.shape[1], b.shape[1]]))
+      self.assertAllClose(r["datapoints_per_neuron"], 3000 / max(a.shape[1], b.shape[1]))
+      self.assertNotIn("baseline", r)
+    r = cca_lib.similarity_metrics(x, y)
+    from_moments = cca_lib.similarity_metrics_from_moments(acc)
+    self.assertEqual(cca_lib.similarity_metrics(acc), from_moments)
+    for metric in cca_lib.METRICS:
+      self.assertAllClose(from_moments[metric], r[metric], atol=1e-10)
+    self.assertEqual(from_moments["svcca_dims"], r["svcca_dims"])
+    # No variance on one side: zeros, as the separate functions give.
+    zero = cca_lib.similarity_metrics(np.ones((250, 3)), y[:250], baseline=True)
+    self.assertEqual([zero[m] for m in cca_lib.METRICS] + [zero["baseline"][m] for m in cca_lib.METRICS], [0.0] * 8)
+
+  def test_permutation_baseline(self):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4000, 20)) * rng.uniform(0.5, 3.0, 20) + 1.0
+    # Independent activations: every similarity is only its bias, so it sits near its baseline.
+    r = cca_lib.similarity_metrics(x, rng.standard_normal((4000, 15)), baseline=True, seed=1)
+    for metric in cca_lib.METRICS:
+      self.assertLess(abs(r[metric] - r["baseline"][metric]), 0.05, msg=metric)
+      self.assertLess(r[metric], 0.2, msg=metric)
+    # A rotation of x: similarity 1 (CKA is rotation-invariant too), baseline far below.
+    y = x @ scipy.stats.ortho_group.rvs(20, random_state=3)
+    r = cca_lib.similarity_metrics(x, y, baseline=True, seed=1)
+    for metric in cca_lib.METRICS:
+      self.assertAllClose(r[metric], 1.0, atol=1e-8, msg=metric)
+      self.assertLess(r["baseline"][metric], 0.2, msg=metric)
+    # The same seed gives the same baseline; the separate functions on the shuffled rows give it too.
+    self.assertEqual(cca_lib.similarity_metrics(x, y, baseline=True, seed=1)["baseline"], r["baseline"])
+    perm = np.random.default_rng(1).permutation(4000)
+    shuffled = cca_lib.similarity_metrics(x, y[perm])
+    for metric in cca_lib.METRICS:
+      self.assertAllClose(r["baseline"][metric], shuffled[metric], atol=1e-10)
+    # From moments: a baseline accumulator with y shuffled within each batch of 1000 datapoints.
+    acc, base, order = cca_lib.CovarianceAccumulator(), cca_lib.CovarianceAccumulator(), []
+    for start in range(0, 4000, 1000):
+      within = start + np.random.default_rng(start).permutation(1000)
+      acc.update(x[start:start + 1000], y[start:start + 1000])
+      base.update(x[start:start + 1000], y[within])
+      order.append(within)
+    streamed = cca_lib.similarity_metrics_from_moments(acc, baseline=base)
+    want = cca_lib.similarity_metrics(x, y[np.concatenate(order)])
+    for metric in cca_lib.METRICS:
+      self.assertAllClose(streamed["baseline"][metric], want[metric], atol=1e-10)
+      self.assertAllClose(streamed[metric], r[metric], atol=1e-10)
+    with self.assertRaises(TypeError):
+      cca_lib.similarity_metrics(acc, baseline=True)
+    with self.assertRaises(TypeError):
+      cca_lib.similarity_metrics_from_moments(x)
+    with self.assertRaisesRegex(ValueError, "same datapoints"):
+      cca_lib.similarity_metrics_from_moments(acc, baseline=cca_lib.CovarianceAccumulator().update(x[:10], y[:10]))
 
   def test_pwcca_equal_weights_give_mean(self):
     # Orthonormal x whose canonical directions are its own axes: every neuron loads on one variate with the same

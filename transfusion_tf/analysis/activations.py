@@ -4,11 +4,12 @@ A comparison runs two models on exactly the same image batches, in the same orde
 `keras.Model(model.input, [stage outputs])` returns every requested stage from a single forward pass per batch
 (DESIGN.md: the backbone is never nested as a layer). Activations become (datapoints, neurons) rows:
 
-  positions  conv stages: every sampled spatial position of every image is a datapoint. Per image, up to
-             `max_positions` positions are drawn without replacement from a seeded generator keyed by (seed, batch
-             index, grid size), so both models, and every stage of the same spatial size, use the SAME positions.
-             Datapoints = images x min(max_positions, H*W). Two stages of different spatial size cannot share
-             positions; such a pair falls back to avgpool and the result says so (`fallback`).
+  positions  conv stages: every sampled spatial position of every image is a datapoint. Per image, k positions
+             are drawn without replacement from a seeded generator keyed by (seed, batch index, grid size), so both
+             models, and every stage of the same spatial size, use the SAME positions. k is `max_positions`, raised
+             (up to H*W) until datapoints = images x k reach `min_datapoints_per_neuron` times the neurons of the
+             widest stage compared on that grid. Two stages of different spatial size cannot share positions;
+             such a pair falls back to avgpool and the result says so (`fallback`).
   avgpool    conv stages: the mean over space, one datapoint per image.
   vector     stages that are already vectors (`pool`): one datapoint per image, whatever the conv mode.
 
@@ -16,9 +17,19 @@ Nothing is held whole in memory. Inside a `tf.function` on the model's device th
 float64, shifted by a per-neuron constant (the neuron's mean over the first batch, which keeps the later centring
 from cancelling digits) and summed into variables: count, sum_x, x^T x per stage feature and x^T y per compared
 pair. Only these neurons x neurons matrices reach numpy, once at the end, where they go to
-`cca.CovarianceAccumulator.update_moments` and from there to SVCCA, PWCCA and linear CKA. PWCCA needs only the
-covariances in `cca.pwcca` (its weights are the canonical variates' loadings on the neurons, read off the
-covariance), so it too uses every datapoint; no sample of rows is kept for it.
+`cca.CovarianceAccumulator.update_moments` and from there to `cca.similarity_metrics_from_moments`: CCA, SVCCA, PWCCA
+and linear CKA from one eigendecomposition per side. PWCCA needs only the covariances (its weights are the canonical
+variates' loadings on the neurons, read off the covariance), so it too uses every datapoint.
+
+Permutation baseline: alongside x^T y, each pair also sums x^T y_perm, with y's rows of each batch in a fixed
+seeded random order (one permutation per batch and row stream). That breaks the pairing of datapoints but leaves
+every self-moment as it is, so the same metrics from it (`baseline`) are each metric's bias floor at this sample
+size, at the cost of one more cross product per batch and no more eigendecompositions. Within-batch shuffling
+matches a few rows with themselves (about one per batch), negligible when batches hold many datapoints.
+
+Few datapoints: the comparisons never warn (`cca.FewDatapointsWarning` is silenced here); each result carries
+`datapoints_per_neuron`, `few_datapoints` and `below_min` instead, and `few_datapoints_line` turns a set of results
+into the one log line an analysis prints.
 
 `stage_activations` keeps a bounded, seeded reservoir sample of rows instead (for notebooks and checks).
 """
@@ -36,7 +47,10 @@ from transfusion_tf.errors import UsageError
 CONV_MODES = ("positions", "avgpool")
 DEFAULT_MAX_POSITIONS = 64
 DEFAULT_SAMPLE_ROWS = 20_000
-DATAPOINTS_PER_NEURON = 5  # PAPER.md section 5: keep datapoints at 5x the neurons or more.
+# Comparisons sample positions until datapoints reach this many per neuron (issue 11: SVCCA reads 0.38 on independent
+# noise at 5 per neuron, 0.12 at 50), and `few_datapoints` marks results below cca's warning threshold.
+DEFAULT_MIN_DATAPOINTS_PER_NEURON = 10
+DATAPOINTS_PER_NEURON = cca_lib.MIN_DATAPOINTS_PER_NEURON
 
 
 def stage_submodel(model, stages):
@@ -224,7 +238,7 @@ class _Stream:
       self.sub = (stage_submodel(model_a, stages_a), stage_submodel(model_b, stages_b))
     self.features = planner.features
     self.pairs = pairs
-    self.max_positions = max_positions
+    self.max_positions = max_positions  # An int or None for every grid, or {(H, W): int or None}.
     self.seed = seed
     self.grids = sorted({f.grid for f in self.features if f.kind == "positions"})
     self.streams = sorted({f.stream for f in self.features})
@@ -239,6 +253,8 @@ class _Stream:
     self.v_xtx = [tf.Variable(tf.zeros([f.neurons, f.neurons], f64), trainable=False) for f in self.features]
     self.v_xty = [tf.Variable(tf.zeros([self.features[p.feature_a].neurons, self.features[p.feature_b].neurons],
                                        f64), trainable=False) for p in pairs]
+    # x^T y with y's rows shuffled within each batch: the permutation baseline's only moment of its own.
+    self.v_xty_perm = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.v_xty]
     self._step = tf.function(self._step_fn, reduce_retracing=True)
 
   def _rows(self, feature, act, positions):
@@ -250,7 +266,12 @@ class _Stream:
       rows = act
     return tf.cast(rows, tf.float64)
 
-  def _step_fn(self, images, positions, keep, first):
+  def positions_per_image(self, grid):
+    """Positions sampled per image on `grid` (H, W): None or 0 means all of them."""
+    k = self.max_positions.get(tuple(grid)) if isinstance(self.max_positions, dict) else self.max_positions
+    return min(int(k), grid[0] * grid[1]) if k else grid[0] * grid[1]
+
+  def _step_fn(self, images, positions, keep, perms, first):
     outs = []
     for sub in self.sub:  # One forward pass per model per batch, all stages at once.
       o = sub(images, training=False)
@@ -266,7 +287,10 @@ class _Stream:
       self.v_xtx[i].assign_add(tf.matmul(r, r, transpose_a=True))
       rows.append(r)
     for j, p in enumerate(self.pairs):
-      self.v_xty[j].assign_add(tf.matmul(rows[p.feature_a], rows[p.feature_b], transpose_a=True))
+      a, b = rows[p.feature_a], rows[p.feature_b]
+      self.v_xty[j].assign_add(tf.matmul(a, b, transpose_a=True))
+      self.v_xty_perm[j].assign_add(tf.matmul(a, tf.gather(b, perms[self.features[p.feature_a].stream]),
+                                              transpose_a=True))
     return kept
 
   def run(self, batches):
@@ -275,15 +299,19 @@ class _Stream:
       n = int(images.shape[0])
       if n == 0:
         continue
-      positions = {f"p{h}x{w}": tf.constant(sample_positions(n, h, w, self.max_positions, self.seed, self.batches))
+      positions = {f"p{h}x{w}": tf.constant(sample_positions(n, h, w, self.positions_per_image((h, w)), self.seed,
+                                                              self.batches))
                    for h, w in self.grids}
-      plans, keep = {}, {}
+      plans, keep, perms = {}, {}, {}
       for s in self.streams:
         m = n if s == "image" else len(positions[s])
         self.count[s] += m
         plans[s] = self.reservoirs[s].plan(m)
         keep[s] = tf.constant(plans[s][0])
-      kept = self._step(images, positions, keep, tf.constant(self.batches == 0))
+        if self.pairs:
+          rng = np.random.default_rng([int(self.seed), self.batches, sum(map(ord, s)), len(s), 7919])
+          perms[s] = tf.constant(rng.permutation(m))
+      kept = self._step(images, positions, keep, perms, tf.constant(self.batches == 0))
       for i, f in enumerate(self.features):
         _, slots = plans[f.stream]
         if not len(slots):
@@ -296,17 +324,19 @@ class _Stream:
     if not self.images:
       raise UsageError("no images to compare: the batch iterable was empty")
 
-  def accumulator(self, j):
+  def accumulator(self, j, baseline=False):
     """A CovarianceAccumulator holding pair j's totals (the only transfer of moments to numpy).
 
     Its covariances are those of the data; its means are relative to the per-neuron shift (see the module
-    docstring), which no similarity measure depends on.
+    docstring), which no similarity measure depends on. With `baseline`, the cross-moment is that of the rows of
+    y shuffled within each batch (the permutation baseline); the self-moments are the same.
     """
     p = self.pairs[j]
     fa = self.features[p.feature_a]
     acc = cca_lib.CovarianceAccumulator()
+    xty = (self.v_xty_perm if baseline else self.v_xty)[j].numpy()
     acc.update_moments(self.count[fa.stream], self.v_sum[p.feature_a].numpy(), self.v_sum[p.feature_b].numpy(),
-                       self.v_xtx[p.feature_a].numpy(), self.v_xtx[p.feature_b].numpy(), self.v_xty[j].numpy())
+                       self.v_xtx[p.feature_a].numpy(), self.v_xtx[p.feature_b].numpy(), xty)
     return acc
 
   def feature_sample(self, i):
@@ -326,27 +356,67 @@ def _nan_to_none(v):
   return None if not np.isfinite(v) else v
 
 
+def count_images(batches):
+  """Number of images in `batches` (a re-iterable, see `reiterable`), counted by one pass without any model."""
+  return sum(int(batch_images(b).shape[0]) for b in batches)
+
+
+def _positions_plan(planned, features, max_positions, min_datapoints_per_neuron, batches):
+  """Positions per image for each grid of positions-mode pairs, and the batches to iterate (re-iterable if counted).
+
+  Each grid gets max(max_positions, ceil(min_datapoints_per_neuron x widest neurons / images)) positions, at most
+  H*W; max_positions None or 0 means all of them. Counting the images needs a first pass over `batches`.
+  """
+  need = {}
+  for p in planned:
+    if p.mode == "positions":
+      fa, fb = features[p.feature_a], features[p.feature_b]
+      need[fa.grid] = max(need.get(fa.grid, 0), fa.neurons, fb.neurons)
+  plan = {grid: max_positions for grid in need}
+  short = {g: n for g, n in need.items() if max_positions and max_positions < g[0] * g[1]}
+  if not (min_datapoints_per_neuron and short):
+    return plan, batches
+  batches = reiterable(batches)
+  images = count_images(batches)
+  for grid, neurons in short.items():
+    want = -(-int(np.ceil(min_datapoints_per_neuron * neurons)) // max(images, 1))
+    plan[grid] = min(grid[0] * grid[1], max(int(max_positions), want))
+  return plan, batches
+
+
 def compare_pairs(model_a, model_b, pairs, batches, conv_mode="positions", max_positions=DEFAULT_MAX_POSITIONS,
-                  seed=0, keep_variance=0.99, keep_dims=None, return_accumulators=False):
+                  seed=0, keep_variance=0.99, keep_dims=None, return_accumulators=False,
+                  min_datapoints_per_neuron=DEFAULT_MIN_DATAPOINTS_PER_NEURON):
   """Compares stage `a` of model_a with stage `b` of model_b for every (a, b) in `pairs`, in one pass.
 
   model_a, model_b: built by `models.build_model`, with the same input shape (model_b may be model_a).
   pairs: [(stage_a, stage_b), ...]. batches: iterable of image batches (arrays or tensors (B, H, W, C), already
-  preprocessed for the models; or (images, labels, ...) tuples as `Data.eval` yields), iterated once. Both models
-  see every batch, in the same order, in the same step.
-  conv_mode: "positions" or "avgpool" (see the module docstring); max_positions: positions per image (None or 0:
-  all). seed: position sampling. keep_variance / keep_dims: SVCCA's truncation (see `cca.svcca`).
+  preprocessed for the models; or (images, labels, ...) tuples as `Data.eval` yields). Both models see every batch,
+  in the same order, in the same step. Iterated once, or twice when positions have to be counted for the minimum
+  below (a one-shot iterator is then held as a list).
+  conv_mode: "positions" or "avgpool" (see the module docstring). max_positions: positions per image (None or 0:
+  all). min_datapoints_per_neuron: in positions mode, more positions per image are sampled (up to all H*W) until
+  datapoints >= this many times the neurons of the wider side; this minimum wins over max_positions, unless it is
+  0. Where even every position of every image is not enough (and in avgpool and vector modes, one datapoint per
+  image), the pair is computed anyway and marked `below_min`. seed: position sampling and the baseline's
+  permutations. keep_variance / keep_dims: SVCCA's truncation (see `cca.svcca`).
 
+  Never warns with `cca.FewDatapointsWarning`: the results carry the counts instead (see `few_datapoints_line`).
   Returns a list, in the order of `pairs`, of dicts:
     stage_a, stage_b; mode ("positions" | "avgpool" | "vector"), requested_mode (conv_mode), fallback (why the
     requested mode was not used, or None); svcca (mean SVCCA correlation), svcca_dims ([kept a, kept b]), pwcca,
-    cka (linear CKA), all over every datapoint; datapoints, neurons ([a, b]), images, positions_per_image (positions
-    mode, else None), grid ([[H, W], [H, W]] of conv stages, else None), few_datapoints (fewer than 5 datapoints per
-    neuron of the larger side; `cca.svcca` also warns with FewDatapointsWarning).
+    cka (linear CKA), cca (mean canonical correlation), all over every datapoint; baseline ({svcca, pwcca, cca,
+    cka}: the same metrics with b's datapoints shuffled within each batch, the bias floor); datapoints, neurons
+    ([a, b]), datapoints_per_neuron (datapoints / max(neurons)), images, positions_per_image (positions mode, else
+    None), grid ([[H, W], [H, W]] of conv stages, else None), few_datapoints (fewer than
+    cca.MIN_DATAPOINTS_PER_NEURON = 10 per neuron), below_min (fewer than min_datapoints_per_neuron per neuron;
+    never when that is 0), min_datapoints_per_neuron.
   With return_accumulators, each dict also holds "accumulator", the pair's `cca.CovarianceAccumulator` (its
-  covariances are the data's; its means are shifted, see `_Stream.accumulator`).
+  covariances are the data's; its means are shifted, see `_Stream.accumulator`), and "baseline_accumulator".
   """
   check_conv_mode(conv_mode)
+  if not min_datapoints_per_neuron >= 0:
+    raise UsageError(f"min_datapoints_per_neuron must be 0 or more; got {min_datapoints_per_neuron}")
   in_a, in_b = tuple(model_a.input.shape[1:]), tuple(model_b.input.shape[1:])
   if in_a != in_b:
     raise UsageError(f"the two models take different inputs ({in_a} vs {in_b}); they must see the same images")
@@ -359,67 +429,102 @@ def compare_pairs(model_a, model_b, pairs, batches, conv_mode="positions", max_p
   shapes_b = dict(zip(stages_b, _stage_shapes(model_b, stages_b)))
   planner = _Planner()
   planned = [planner.pair(a, shapes_a[a], b, shapes_b[b], conv_mode) for a, b in pairs]
-  stream = _Stream(model_a, model_b, stages_a, stages_b, planner, planned, max_positions, seed, 0)
+  positions, batches = _positions_plan(planned, planner.features, max_positions, min_datapoints_per_neuron, batches)
+  stream = _Stream(model_a, model_b, stages_a, stages_b, planner, planned, positions, seed, 0)
   stream.run(batches)
-  return [_pair_result(stream, j, p, conv_mode, max_positions, keep_variance, keep_dims, return_accumulators)
-          for j, p in enumerate(planned)]
+  return [_pair_result(stream, j, p, conv_mode, keep_variance, keep_dims, return_accumulators,
+                       min_datapoints_per_neuron) for j, p in enumerate(planned)]
 
 
-def _pair_result(stream, j, p, conv_mode, max_positions, keep_variance, keep_dims, return_accumulators):
+def _pair_result(stream, j, p, conv_mode, keep_variance, keep_dims, return_accumulators, min_datapoints_per_neuron):
   fa, fb = stream.features[p.feature_a], stream.features[p.feature_b]
   datapoints = stream.count[fa.stream]
   neurons = [fa.neurons, fb.neurons]
-  acc = stream.accumulator(j)
-  sv = cca_lib.svcca(acc, keep_variance=keep_variance, keep_dims=keep_dims)  # Warns when datapoints are few.
+  acc, base = stream.accumulator(j), stream.accumulator(j, baseline=True)
   with warnings.catch_warnings():
-    warnings.simplefilter("ignore", cca_lib.FewDatapointsWarning)  # Once per pair is enough.
-    pw = cca_lib.pwcca(acc)
-    cka = cca_lib.linear_cka(acc)
+    warnings.simplefilter("ignore", cca_lib.FewDatapointsWarning)  # The result says it (few_datapoints, below_min).
+    m = cca_lib.similarity_metrics_from_moments(acc, baseline=base, keep_variance=keep_variance, keep_dims=keep_dims)
+  per_neuron = datapoints / max(neurons)
   out = {
       "stage_a": p.stage_a, "stage_b": p.stage_b, "mode": p.mode, "requested_mode": conv_mode,
       "fallback": p.fallback, "datapoints": int(datapoints), "neurons": neurons, "images": int(stream.images),
+      "datapoints_per_neuron": float(per_neuron),
       "few_datapoints": bool(datapoints < DATAPOINTS_PER_NEURON * max(neurons)),
+      "below_min": bool(datapoints < min_datapoints_per_neuron * max(neurons)),
+      "min_datapoints_per_neuron": min_datapoints_per_neuron,
       "grid": [list(fa.grid), list(fb.grid)] if fa.grid and fb.grid else None,
-      "positions_per_image": (min(int(max_positions or 10**12), fa.grid[0] * fa.grid[1])
-                              if p.mode == "positions" else None),
-      "svcca": _nan_to_none(sv.mean), "svcca_dims": [int(sv.kept_x), int(sv.kept_y)],
-      "pwcca": _nan_to_none(pw.mean), "cka": _nan_to_none(cka),
+      "positions_per_image": stream.positions_per_image(fa.grid) if p.mode == "positions" else None,
+      "svcca": _nan_to_none(m["svcca"]), "svcca_dims": m["svcca_dims"],
+      "pwcca": _nan_to_none(m["pwcca"]), "cka": _nan_to_none(m["cka"]), "cca": _nan_to_none(m["cca"]),
+      "baseline": {k: _nan_to_none(m["baseline"][k]) for k in cca_lib.METRICS},
   }
   if return_accumulators:
-    out["accumulator"] = acc
+    out["accumulator"], out["baseline_accumulator"] = acc, base
   return out
 
 
+def few_datapoints_line(results, what="comparisons"):
+  """One log line naming the stages whose comparisons are below the minimum datapoints per neuron, or None.
+
+  results: `compare_pairs` dicts (a list, or a {stage: dict} from `compare_models`; any iterable of either), e.g.
+  every per-stage result of one analysis. A stage pair is named once, with its lowest datapoints per neuron; a result
+  counts when it is `below_min` or `few_datapoints`. what: the noun the line counts, e.g. "F2 comparisons".
+  """
+  def items(r):
+    return [r] if isinstance(r, dict) and "stage_a" in r else list(r.values()) if isinstance(r, dict) else list(r)
+
+  flat = [leaf for r in items(results) for leaf in items(r)]
+  low = {}
+  for r in flat:
+    if r.get("below_min") or r.get("few_datapoints"):
+      name = r["stage_a"] if r["stage_a"] == r["stage_b"] else f"{r['stage_a']}/{r['stage_b']}"
+      low[name] = min(low.get(name, np.inf), r["datapoints_per_neuron"])
+  if not low:
+    return None
+  need = max([r.get("min_datapoints_per_neuron") or 0 for r in flat] + [DATAPOINTS_PER_NEURON])
+  count = sum(bool(r.get("below_min") or r.get("few_datapoints")) for r in flat)
+  stages = ", ".join(f"{name} {v:.1f}" for name, v in low.items())
+  return (f"{count} of {len(flat)} {what} have fewer than {need:g} datapoints per neuron (stage: datapoints per "
+          f"neuron, lowest: {stages}); CCA biases them towards 1, compare with their permutation baseline")
+
+
 def compare_models(model_a, model_b, stages, batches, conv_mode="positions", max_positions=DEFAULT_MAX_POSITIONS,
-                   seed=0, keep_variance=0.99, keep_dims=None):
+                   seed=0, keep_variance=0.99, keep_dims=None,
+                   min_datapoints_per_neuron=DEFAULT_MIN_DATAPOINTS_PER_NEURON):
   """Compares each stage of model_a with the same stage of model_b on the same images, in one pass.
 
   stages: stage names present in both models (None: all stages of model_a). See `compare_pairs` for the other
-  arguments. Returns {stage: result dict} in stage order; each result holds svcca, pwcca, cka, datapoints, neurons,
-  mode, requested_mode and fallback (see `compare_pairs`).
+  arguments (min_datapoints_per_neuron wins over max_positions unless it is 0). Returns {stage: result dict} in
+  stage order; each result holds svcca, pwcca, cka, cca, baseline, datapoints, datapoints_per_neuron, neurons,
+  mode, requested_mode, fallback, few_datapoints and below_min (see `compare_pairs`).
   """
   stages = list(stages) if stages else models.stage_names(model_a)
   results = compare_pairs(model_a, model_b, [(s, s) for s in stages], batches, conv_mode=conv_mode,
-                          max_positions=max_positions, seed=seed, keep_variance=keep_variance, keep_dims=keep_dims)
+                          max_positions=max_positions, seed=seed, keep_variance=keep_variance, keep_dims=keep_dims,
+                          min_datapoints_per_neuron=min_datapoints_per_neuron)
   return {s: r for s, r in zip(stages, results)}
 
 
 def similarity_matrix(model_a, model_b, stages_a, stages_b, batches, conv_mode="positions",
-                      max_positions=DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99, keep_dims=None):
+                      max_positions=DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99, keep_dims=None,
+                      min_datapoints_per_neuron=DEFAULT_MIN_DATAPOINTS_PER_NEURON):
   """Every stage of model_a against every stage of model_b, in one pass over `batches`.
 
   Pairs of equal spatial size share positions in positions mode; the others are average-pooled (each cell records
-  its mode and fallback). Returns {"stages_a", "stages_b", "svcca" / "pwcca" / "cka" / "mode": len(stages_a) x
-  len(stages_b) nested lists (None where undefined), "cells": the `compare_pairs` dicts, row-major}.
+  its mode and fallback). min_datapoints_per_neuron: as in `compare_pairs` (wins over max_positions unless 0).
+  Returns {"stages_a", "stages_b", "svcca" / "pwcca" / "cka" / "cca" / "mode" / "below_min": len(stages_a) x
+  len(stages_b) nested lists (None where undefined), "cells": the `compare_pairs` dicts, row-major (each with its
+  baseline)}.
   """
   stages_a = list(stages_a) if stages_a else models.stage_names(model_a)
   stages_b = list(stages_b) if stages_b else models.stage_names(model_b)
   pairs = [(a, b) for a in stages_a for b in stages_b]
   cells = compare_pairs(model_a, model_b, pairs, batches, conv_mode=conv_mode, max_positions=max_positions,
-                        seed=seed, keep_variance=keep_variance, keep_dims=keep_dims)
+                        seed=seed, keep_variance=keep_variance, keep_dims=keep_dims,
+                        min_datapoints_per_neuron=min_datapoints_per_neuron)
   nb = len(stages_b)
   grid = {k: [[cells[i * nb + j][k] for j in range(nb)] for i in range(len(stages_a))]
-          for k in ("svcca", "pwcca", "cka", "mode")}
+          for k in ("svcca", "pwcca", "cka", "cca", "mode", "below_min")}
   return dict(stages_a=stages_a, stages_b=stages_b, cells=cells, **grid)
 
 

@@ -58,6 +58,15 @@ class ReaderTest(tf.test.TestCase):
     self.assertTrue(all(os.path.isfile(p) for p in rec.paths))
     self.assertEqual(list(rec.extra["view"][:3]), ["Frontal", "Lateral", "Frontal"])
 
+  def test_csv_not_utf8_names_file_and_encoding(self):
+    path = os.path.join(self.root, "valid.csv")
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+    with open(path, "w", encoding="latin-1") as f:
+      f.write(text.replace("Female", "F\u00e9male"))
+    with self.assertRaisesRegex(UsageError, r"CheXpert CSV .*valid.csv is not UTF-8 text \(byte 0xe9 on line 2\)"):
+      chexpert.read_csv(self.root, "valid.csv")
+
   def test_root_found_from_parent_and_itself(self):
     self.assertEqual(chexpert.find_root(self.parent), self.root)
     self.assertEqual(chexpert.find_root(self.root), self.root)

@@ -63,6 +63,19 @@ class FolderTest(tf.test.TestCase):
     self.assertEqual(set(rec.formats), {"png"})
     self.assertEqual(list(rec.patient_ids), ids)
 
+  def test_csv_not_utf8_names_file_and_encoding(self):
+    make_aptos(self.root, n=4)
+    path = os.path.join(self.root, "train.csv")
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+    with open(path, "w", encoding="utf-8-sig") as f:  # A byte-order mark is fine.
+      f.write(text)
+    self.assertLen(retina.read_csv_folder(self.root), 4)
+    with open(path, "w", encoding="latin-1") as f:
+      f.write(text.replace("\n", ",r\u00e9sum\u00e9\n", 2))
+    with self.assertRaisesRegex(UsageError, r"labels CSV .*train.csv is not UTF-8 text \(byte 0xe9 on line 1\)"):
+      retina.read_csv_folder(self.root)
+
   def test_eyepacs_detected_with_patients(self):
     rows = make_eyepacs(self.root)
     rec = retina.read_csv_folder(self.root)

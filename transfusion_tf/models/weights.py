@@ -6,6 +6,7 @@ layer names, which Keras 3's native `.weights.h5` does not; Keras' legacy loader
 """
 import dataclasses
 import os
+import re
 
 import h5py
 import numpy as np
@@ -65,6 +66,8 @@ def resolve_weights_path(model_name, weights):
   path = os.path.expanduser(str(weights))
   if not os.path.exists(path):
     raise UsageError(f"--weights file not found: {path}")
+  if os.path.isdir(path):
+    raise UsageError(f"--weights={path} is a folder; pass the weights file in it (e.g. {path}/pretrained.weights.h5)")
   return path
 
 
@@ -73,7 +76,10 @@ def read_weight_file(path):
   try:
     f = h5py.File(path, "r")
   except OSError as e:
-    raise UsageError(f"--weights file {path} is not a readable HDF5 file ({e})") from None
+    # h5py's message carries a buffer address and a time stamp; keep only its reason.
+    m = re.search(r"error message = '([^']*)'", str(e)) or re.search(r"\(([^,()]*)", str(e))
+    reason = m.group(1).strip() if m else type(e).__name__
+    raise UsageError(f"--weights file {path} is not a readable HDF5 weights file ({reason})") from None
   with f:
     root = f["model_weights"] if "model_weights" in f else f
     if "layer_names" not in root.attrs:

@@ -1,0 +1,92 @@
+"""Tests for transfusion_tf/cli/__init__.py and cli/common.py: every command is quiet at start-up and turns a user
+mistake into exactly one `error:` line on stderr with exit status 2. Runs scripts/*.py as subprocesses."""
+import os
+import subprocess
+import sys
+
+from absl import flags
+import pytest
+
+from transfusion_tf.cli import STARTUP_NOISE, VERBOSE_ENV
+from transfusion_tf.cli import common
+from transfusion_tf.errors import UsageError
+from transfusion_tf.models import weights
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One bad value per console command, of a flag that command defines.
+BAD_VALUES = {"train": "--batch_size=abc", "evaluate": "--eval_batch_size=abc", "pretrain": "--train_steps=abc",
+              "compare": "--num_images=abc", "study": "--study_seeds=abc", "models": "--table_image_size=abc"}
+
+
+def run_script(name, *args, **extra_env):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  env.pop(VERBOSE_ENV, None)
+  env.update(extra_env)
+  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", f"{name}.py"), *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def nonempty(text):
+  return [line for line in text.splitlines() if line.strip()]
+
+
+def test_every_command_is_listed():
+  scripts = {f[:-3] for f in os.listdir(os.path.join(ROOT, "scripts")) if f.endswith(".py")}
+  assert scripts == set(BAD_VALUES)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_bad_flag_value_is_one_line_exit_2(name):
+  proc = run_script(name, BAD_VALUES[name])
+  lines = nonempty(proc.stderr)
+  assert proc.returncode == 2, proc.stderr
+  assert len(lines) == 1, lines
+  assert lines[0].startswith("error:") and BAD_VALUES[name].split("=")[0] in lines[0], lines
+
+
+def test_flagfile_mistakes_name_the_flagfile(tmp_path):
+  missing = tmp_path / "missing.cfg"
+  proc = run_script("train", f"--flagfile={missing}")
+  assert proc.returncode == 2
+  assert nonempty(proc.stderr) == [f"error: cannot open --flagfile={missing}: No such file or directory"]
+  cfg = tmp_path / "bad.cfg"
+  cfg.write_text("--model=cbr_tiny\n--no_such_flag=3\n")
+  proc = run_script("train", f"--flagfile={cfg}")
+  assert proc.returncode == 2
+  assert nonempty(proc.stderr) == [f"error: unknown flag --no_such_flag in flagfile {cfg}"]
+
+
+def test_verbose_startup_shows_the_notices_again():
+  quiet = nonempty(run_script("models", BAD_VALUES["models"]).stderr)
+  loud = nonempty(run_script("models", BAD_VALUES["models"], **{VERBOSE_ENV: "1"}).stderr)
+  extra = [line for line in loud if line not in quiet]
+  assert extra, loud  # tensorflow-cpu prints at least the oneDNN notice.
+  assert all(STARTUP_NOISE.search(line) for line in extra), extra
+  assert loud[-1] == quiet[-1]
+
+
+def test_flag_error_line_in_process(tmp_path):
+  """flag_error_line on absl's own errors, without a subprocess: nested flagfiles and values given twice."""
+  values = flags.FlagValues()
+  flags.DEFINE_integer("size", 1, "", flag_values=values)
+  inner = tmp_path / "inner.cfg"
+  inner.write_text("# a comment\n--size=abc\n")
+  outer = tmp_path / "outer.cfg"
+  outer.write_text(f"--flagfile={inner}\n")
+  for argv, expected in (([f"--flagfile={outer}"], f"(in flagfile {inner})"),
+                         (["--size=x", f"--flagfile={outer}"], "--size=x: "),
+                         ([f"--flagfile={tmp_path / 'none.cfg'}"], "cannot open --flagfile=")):
+    with pytest.raises(flags.Error) as info:
+      values(["prog"] + argv)
+    line = common.flag_error_line(info.value, ["prog"] + argv)
+    assert expected in line and "ERROR::" not in line and "\n" not in line, line
+
+
+def test_weights_folder_or_other_file_is_one_line_naming_it(tmp_path):
+  with pytest.raises(UsageError, match=rf"^--weights={tmp_path} is a folder; pass the weights file in it"):
+    weights.resolve_weights_path("cbr_tiny", str(tmp_path))
+  text = tmp_path / "notes.h5"
+  text.write_text("not HDF5")
+  with pytest.raises(UsageError) as info:
+    weights.read_weight_file(str(text))
+  assert str(info.value) == f"--weights file {text} is not a readable HDF5 weights file (file signature not found)"

@@ -15,6 +15,12 @@ import tempfile
 import numpy as np
 
 
+def _umask():
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="wb"):
   """Yields a file object whose contents replace `path` when the block exits without an exception.
@@ -31,6 +37,7 @@ def atomic_open(path, mode="wb"):
       yield f
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it the usual permissions.
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(OSError):

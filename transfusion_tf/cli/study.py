@@ -4,11 +4,13 @@
 Re-running the same command resumes; on a finished DIR it trains nothing. Shard a sweep over processes or
 machines with --shard=i/n --study_stage=train, then run once more without --shard for the analyses and report.
 """
+import sys
+
 from absl import flags
 
 from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import UsageError, exit_on_usage_error
-from transfusion_tf.experiments import plan, study
+from transfusion_tf.experiments import parallel, plan, study
 from transfusion_tf.training import flags as train_flags
 from transfusion_tf.training import policy
 
@@ -50,13 +52,18 @@ flags.DEFINE_integer("curve_area_steps", None, "Step up to which the area under 
 flags.DEFINE_list("study_width_multipliers", [], "Per-model width multipliers, e.g. resnet50=0.25 (others use "
                   "--width_multiplier).")
 flags.DEFINE_boolean("force", False, "Redo every run and analysis even when finished.")
-flags.DEFINE_string("shard", "0/1", "i/n: train only every n-th run starting at i (then run the report unsharded).")
+flags.DEFINE_string("shard", "0/1", "i/n: train only every n-th run starting at i (then run the report unsharded); "
+                    "auto: i and n from a cluster job array (Slurm, SGE, PBS; see the README).")
+flags.DEFINE_string("parallel_runs", "auto", "Concurrent training runs on this machine: auto (one per GPU; on CPU "
+                    "the cores for up to 2, else half the cores, with TensorFlow's threads split between them) or N.")
 flags.DEFINE_enum("study_stage", "all", ["all", "train", "report", "plan"], "all; train (the sweep only); "
                   "report (analyses and report over finished runs); plan (list the runs and stop).")
 FLAGS = flags.FLAGS
 
 
 def _shard(text):
+  if text == "auto":
+    return parallel.array_shard()
   try:
     i, n = (int(v) for v in text.split("/"))
   except ValueError:
@@ -92,14 +99,14 @@ def config_from_flags():
       analysis_max_positions=FLAGS.analysis_max_positions, analysis_min_datapoints=FLAGS.analysis_min_datapoints,
       equivalence_margin=FLAGS.equivalence_margin, similarity_margin=FLAGS.similarity_margin,
       converge_k=FLAGS.converge_k, curve_area_steps=FLAGS.curve_area_steps, force=FLAGS.force,
-      shard=_shard(FLAGS.shard),
+      shard=_shard(FLAGS.shard), parallel_runs=FLAGS.parallel_runs,
       width_multipliers=_widths(FLAGS.study_width_multipliers))
 
 
 @exit_on_usage_error
 def main(argv):
   del argv  # run_app refuses positional arguments.
-  study.run_study(config_from_flags(), FLAGS.study_stage)
+  study.run_study(config_from_flags(), FLAGS.study_stage, argv=sys.argv)
 
 
 def run():

@@ -57,6 +57,7 @@ class StudyConfig:
   curve_area_steps: int = None
   force: bool = False
   shard: tuple = (0, 1)
+  parallel_runs: str = "1"  # "auto" or N: concurrent training runs (experiments/parallel.py).
   width_multipliers: dict = dataclasses.field(default_factory=dict)
 
   def model_kwargs(self, model):

@@ -21,8 +21,8 @@ import numpy as np
 
 from transfusion_tf import files, models
 from transfusion_tf.errors import UsageError
-from transfusion_tf.experiments import catalog, common, plan, report
-from transfusion_tf.training import rundir, trainer
+from transfusion_tf.experiments import catalog, common, parallel, plan, report
+from transfusion_tf.training import locks, rundir, trainer
 
 ANALYSIS_VERSION = 2  # Bump when an analysis computes something else from the same runs.
 
@@ -121,40 +121,69 @@ def print_plan(cfg, runs, sources, shard_runs):
 
 
 def ensure_sources(cfg, sources):
-  """Runs (or resumes) synthetic-source pretraining where needed. Returns {model: weights for the runs}."""
-  out = {}
-  for model, src in sources.items():
-    if src != "pretrain":
-      out[model] = src
-      continue
-    path = plan.pretrained_path(cfg, model)
-    if not os.path.exists(path) or cfg.force:
+  """Runs (or resumes) synthetic-source pretraining where needed. A source another live process is pretraining
+  into the same folder is skipped first and waited for after the others (pretrained here if that process dies
+  without finishing it). Returns {model: weights for the runs}."""
+  out = {m: s for m, s in sources.items() if s != "pretrain"}
+  pending = [m for m, s in sources.items() if s == "pretrain"]
+  redo = set(pending) if cfg.force else set()
+  while pending:
+    held = []
+    for model in pending:
+      path, folder = plan.pretrained_path(cfg, model), plan.pretrain_dir(cfg, model)
+      if os.path.exists(path) and model not in redo:
+        continue
       print(f"== pretraining {model} on synthetic_source (standing in for ImageNet)", flush=True)
-      trainer.pretrain(plan.pretrain_config(cfg, model), plan.pretrain_dir(cfg, model), path, overwrite=cfg.force,
-                       tb_dir=os.path.join(cfg.out, "tb", "pretrain", model))
+      done = trainer.pretrain(plan.pretrain_config(cfg, model), folder, path, overwrite=model in redo,
+                              tb_dir=os.path.join(cfg.out, "tb", "pretrain", model))
       keras.backend.clear_session()
-    out[model] = path
+      if done is None:
+        held.append(model)
+      else:
+        redo.discard(model)
+    for model in held:
+      path, folder = plan.pretrained_path(cfg, model), plan.pretrain_dir(cfg, model)
+      print(f"  waiting for {model}'s source from {locks.describe(locks.holder(folder))}", flush=True)
+      locks.wait_for(lambda: os.path.exists(path), folder)  # pylint: disable=cell-var-from-loop
+    pending = [m for m in held if not os.path.exists(plan.pretrained_path(cfg, m))]
+  out.update({m: plan.pretrained_path(cfg, m) for m, s in sources.items() if s == "pretrain"})
   return out
 
 
 def run_sweep(cfg, runs, sources):
-  """Pretrains and trains every run of this shard of `runs` (resuming)."""
+  """Pretrains and trains every run of this shard of `runs` (resuming). A run another live process holds is
+  skipped, and waited for at the end (trained here if its holder dies without finishing it), so two processes on one
+  --out train each run once and both end with every run finished."""
   i, n = cfg.shard
   shard_runs = [r for k, r in enumerate(runs) if k % n == i]
   files.atomic_write_json(os.path.join(cfg.out, "plan.json"), plan.plan_record(cfg, runs, sources))
-  estimate = print_plan(cfg, runs, sources, shard_runs)
+  # A --parallel_runs child leaves the plan and the estimate to its parent.
+  estimate = 0.0 if os.environ.get(parallel.CHILD_ENV) else print_plan(cfg, runs, sources, shard_runs)
   t0 = time.time()
   weights = ensure_sources(cfg, {m: s for m, s in sources.items()
                                  if any(r.model == m and r.needs_source() for r in shard_runs)})
-  for k, r in enumerate(shard_runs, 1):
-    path = plan.run_dir(cfg, r)
-    if plan.is_done(path) and not cfg.force:
-      continue
-    print(f"== run {k}/{len(shard_runs)}: {r.name}  (elapsed {_fmt_seconds(time.time() - t0)}, "
-          f"estimate {_fmt_seconds(estimate)})", flush=True)
-    trainer.train(plan.run_config(cfg, r, weights.get(r.model)), path, overwrite=cfg.force,
-                  tb_dir=os.path.join(cfg.out, "tb", r.name.replace("/", "_")))
-    keras.backend.clear_session()
+  redo = set(shard_runs) if cfg.force else set()
+  pending = list(shard_runs)
+  while pending:
+    held = []
+    for r in pending:
+      path = plan.run_dir(cfg, r)
+      if plan.is_done(path) and r not in redo:
+        continue
+      k = shard_runs.index(r) + 1
+      print(f"== run {k}/{len(shard_runs)}: {r.name}  (elapsed {_fmt_seconds(time.time() - t0)}, "
+            f"estimate {_fmt_seconds(estimate)})", flush=True)
+      result = trainer.train(plan.run_config(cfg, r, weights.get(r.model)), path,
+                             overwrite=r in redo,
+                             tb_dir=os.path.join(cfg.out, "tb", r.name.replace("/", "_")))
+      keras.backend.clear_session()
+      if result is None:
+        held.append(r)
+      else:
+        redo.discard(r)
+    for r in held:  # Held by another live process: wait for it; if it dies first, the next pass trains it.
+      locks.wait_for(lambda: plan.is_done(plan.run_dir(cfg, r)), plan.run_dir(cfg, r))  # pylint: disable=cell-var-from-loop
+    pending = [r for r in held if not plan.is_done(plan.run_dir(cfg, r))]
 
 
 # -- analyses ------------------------------------------------------------------------------------------------------
@@ -225,11 +254,20 @@ def run_analyses(ctx, experiments):
   return manifests
 
 
-def run_study(cfg, stage="all"):
+def run_study(cfg, stage="all", argv=None):
   """Runs the study: stage "all" (sweep, analyses, report), "train" (sweep only, e.g. one shard), "report"
-  (analyses and report over whatever runs are finished) or "plan" (list the runs). Returns the report path or
-  None."""
+  (analyses and report over whatever runs are finished) or "plan" (list the runs). With `argv` (the command line)
+  and cfg.parallel_runs above 1 (or auto), the sweep runs in that many processes (experiments/parallel.py).
+  Returns the report path or None."""
   t0 = time.time()
+  n_procs, intra_op, gpus = 1, None, 0
+  if stage in ("all", "train") and argv and not os.environ.get(parallel.CHILD_ENV):
+    gpus = parallel.gpu_count()
+    n_procs, intra_op = parallel.resolve(cfg.parallel_runs, gpus, os.cpu_count() or 1)
+  # Thread pools and visible GPUs are set before TensorFlow's first op, here and in every child (whose
+  # environment says how).
+  parallel.configure(intra_op or (int(os.environ["TF_NUM_INTRAOP_THREADS"])
+                                  if os.environ.get(parallel.CHILD_ENV) else None), gpus if n_procs > 1 else 0)
   experiments = catalog.experiments()
   check_out(cfg.out)
   if stage == "report":
@@ -244,7 +282,21 @@ def run_study(cfg, stage="all"):
   check_inputs(cfg, runs, sources)
   os.makedirs(cfg.out, exist_ok=True)
   if stage in ("all", "train"):
-    run_sweep(cfg, runs, sources)
+    children = []
+    if n_procs > 1:
+      print(f"parallel runs: {n_procs} processes" + (f", {intra_op} intra-op thread(s) each" if intra_op else ""),
+            flush=True)
+      children = parallel.spawn(n_procs - 1, argv, intra_op, gpus)
+    try:
+      run_sweep(cfg, runs, sources)
+    except BaseException:
+      for c in children:
+        c.terminate()
+      raise
+    finally:
+      codes = parallel.wait(children)
+    if any(codes):
+      print(f"warning: parallel children exited with {codes}; this process finished their runs", flush=True)
   if stage == "train" or cfg.shard[1] > 1:
     return None
   missing = [r.name for r in runs if not plan.is_done(plan.run_dir(cfg, r))]
@@ -253,8 +305,15 @@ def run_study(cfg, stage="all"):
           + (" ..." if len(missing) > 5 else ""), flush=True)
   ctx = common.load_context(cfg, runs)
   print("== analyses", flush=True)
-  manifests = run_analyses(ctx, experiments)
-  print("== report", flush=True)
-  path = report.write_report(ctx, experiments, manifests, sources, wall_seconds=time.time() - t0)
+  analysis_dir = os.path.join(cfg.out, "analysis")
+  while True:
+    with locks.hold(analysis_dir) as lock:
+      if lock is not None:
+        manifests = run_analyses(ctx, experiments)
+        print("== report", flush=True)
+        path = report.write_report(ctx, experiments, manifests, sources, wall_seconds=time.time() - t0)
+        break
+    print(f"  analyses held by {locks.describe(locks.holder(analysis_dir))}: waiting", flush=True)
+    locks.wait_for(lambda: False, analysis_dir)
   print(f"report written to {path}", flush=True)
   return path

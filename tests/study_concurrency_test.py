@@ -1,0 +1,140 @@
+"""The study under re-runs, concurrency and kills, on a tiny study (CBR-Tiny at 16 px, a few steps): two processes on
+one --out train each run once; --parallel_runs=2 gives the runs, sections and numbers of one process; a killed
+parallel study stops its children and a re-run completes it; adding a seed recomputes the analyses; a re-run of a
+finished study writes the same report."""
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import tensorflow as tf
+
+from tests import quick_study
+from transfusion_tf.experiments import parallel
+from transfusion_tf.errors import UsageError
+from transfusion_tf.training import rundir
+
+ROOT = quick_study.ROOT
+TINY = ["--dataset=synthetic_retina", "--num_train=64", "--num_val=32", "--num_test=48", "--image_size=16",
+        "--batch_size=8", "--train_steps=6", "--eval_every=3", "--convergence_auc=0.6", "--study_models=cbr_tiny",
+        "--width_multiplier=0.125", "--study_inits=random", "--experiments=T1,F2,F3", "--source_weights=synthetic",
+        "--pretrain_steps=4", "--pretrain_num_train=64", "--analysis_images=16", "--analysis_max_positions=50"]
+
+
+def command(out, *extra):
+  return [sys.executable, os.path.join(ROOT, "scripts", "study.py"), *TINY, f"--out={out}", *extra]
+
+
+def run(out, *extra, timeout=900):
+  return subprocess.run(command(out, *extra), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def results(out):
+  plan = rundir.read_json(os.path.join(out, "plan.json"))
+  return {r["name"]: rundir.read_json(os.path.join(r["dir"], "result.json")) for r in plan["runs"]}
+
+
+def headings(report):
+  return [l for l in report.splitlines() if l.startswith("#")]
+
+
+def stable(report):
+  return [l for l in report.splitlines() if "Wall time" not in l]
+
+
+class ConcurrencyTest(tf.test.TestCase):
+
+  def test_two_processes_on_one_out_train_each_run_once(self):
+    out = self.create_tempdir().full_path
+    procs = [subprocess.Popen(command(out, "--study_seeds=2", "--parallel_runs=1"), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=900) for p in procs]
+    for p, (stdout, stderr) in zip(procs, logs):
+      self.assertEqual(p.returncode, 0, stderr[-3000:])
+    stdout = "".join(o for o, _ in logs)
+    res = results(out)
+    self.assertLen(res, 4)
+    self.assertTrue(all(v is not None for v in res.values()), res.keys())
+    trained = re.findall(r"^training cbr_tiny on synthetic_retina", stdout, re.M)
+    self.assertLen(trained, 4, stdout[-4000:])  # Each run trained exactly once over both processes.
+    for name in res:
+      events = glob.glob(os.path.join(out, "tb", name.replace("/", "_"), "**", "events.out.tfevents.*"),
+                         recursive=True)
+      self.assertLen(events, 1, name)  # One writer: the run was not trained twice.
+    self.assertEqual(stdout.count("== pretraining cbr_tiny"), 1, stdout[-4000:])
+
+  def test_parallel_runs_match_one_process_and_survive_a_kill(self):
+    serial, par, killed = (self.create_tempdir().full_path for _ in range(3))
+    one = run(serial, "--study_seeds=2", "--parallel_runs=1")
+    self.assertEqual(one.returncode, 0, one.stderr[-3000:])
+    two = run(par, "--study_seeds=2", "--parallel_runs=2")
+    self.assertEqual(two.returncode, 0, two.stderr[-3000:])
+    self.assertIn("parallel runs: 2 processes", two.stdout)
+    a, b = results(serial), results(par)
+    self.assertEqual(sorted(a), sorted(b))
+    for name in a:  # One intra-op thread per run in parallel, the default pool alone: see the README.
+      self.assertAllClose(a[name]["selected"]["test"]["auc_referable"], b[name]["selected"]["test"]["auc_referable"],
+                          atol=0.02, msg=name)
+    self.assertEqual(headings(open(os.path.join(serial, "report.md")).read()),
+                     headings(open(os.path.join(par, "report.md")).read()))
+    # Kill the parent mid-sweep: its child dies with it, and a re-run completes the study.
+    proc = subprocess.Popen(command(killed, "--study_seeds=2", "--parallel_runs=2"), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and not glob.glob(os.path.join(killed, "runs", "*", "*", "*", "checkpoints")):
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)
+    children = subprocess.run(["pgrep", "-f", f"--out={killed}"], capture_output=True, text=True).stdout.split()
+    self.assertEmpty(children, "a --parallel_runs child outlived its killed parent")
+    again = run(killed, "--study_seeds=2", "--parallel_runs=2")
+    self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+    self.assertTrue(all(v is not None for v in results(killed).values()))
+
+  def test_new_seed_recomputes_analyses_and_rerun_is_identical(self):
+    out = self.create_tempdir().full_path
+    first = run(out, "--study_seeds=1", "--parallel_runs=1")
+    self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+    self.assertIn("F3 computed", first.stdout)
+    second = run(out, "--study_seeds=2", "--parallel_runs=1")
+    self.assertEqual(second.returncode, 0, second.stderr[-3000:])
+    for exp in ("F2", "F3"):
+      self.assertIn(f"{exp} computed", second.stdout)  # The set of runs changed: recomputed, not reused.
+    report = open(os.path.join(out, "report.md")).read()
+    self.assertIn("cbr_tiny/random/seed1 (step 6)", report)  # The analyses' inputs list the new seed.
+    f3 = rundir.read_json(os.path.join(out, "analysis", "f3.analysis.json"))
+    self.assertLen(f3["data"]["runs"], 4)
+    third = run(out, "--study_seeds=2", "--parallel_runs=1")
+    self.assertEqual(third.returncode, 0, third.stderr[-3000:])
+    self.assertNotIn("computed", third.stdout)
+    self.assertNotIn("== run", third.stdout)
+    self.assertEqual(stable(report), stable(open(os.path.join(out, "report.md")).read()))
+
+
+class ShardTest(tf.test.TestCase):
+
+  def test_array_shard_from_the_environment(self):
+    self.assertEqual(parallel.array_shard({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4",
+                                           "SLURM_ARRAY_TASK_MIN": "0"}), (3, 4))
+    self.assertEqual(parallel.array_shard({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "2",
+                                           "SLURM_ARRAY_TASK_MIN": "1"}), (1, 2))
+    self.assertEqual(parallel.array_shard({"SGE_TASK_ID": "5", "SGE_TASK_FIRST": "1", "SGE_TASK_LAST": "8",
+                                           "SGE_TASK_STEPSIZE": "1"}), (4, 8))
+    with self.assertRaisesRegex(UsageError, "found no job array"):
+      parallel.array_shard({})
+    with self.assertRaisesRegex(UsageError, "outside"):
+      parallel.array_shard({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4"})
+
+  def test_resolve(self):
+    self.assertEqual(parallel.resolve("auto", 0, 2), (2, 1))
+    self.assertEqual(parallel.resolve("auto", 0, 16), (8, 2))
+    self.assertEqual(parallel.resolve("auto", 4, 16), (4, None))
+    self.assertEqual(parallel.resolve("1", 0, 16), (1, None))
+    self.assertEqual(parallel.resolve("3", 0, 12), (3, 4))
+    for bad in ("0", "-2", "two"):
+      with self.assertRaisesRegex(UsageError, "parallel_runs"):
+        parallel.resolve(bad, 0, 2)

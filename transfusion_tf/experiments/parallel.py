@@ -1,0 +1,108 @@
+"""Concurrent training runs on one machine (`--parallel_runs`) and shards from a cluster job array (`--shard=auto`).
+
+N concurrent runs are N processes on one output folder: the study process itself and N - 1 children running the
+same command with --study_stage=train. They share nothing but the folder; the run and source locks
+(training/locks.py) make each run and each pretraining happen once, so resume, the plan, the progress lines and
+the report work as with one process. The parent waits for its children, then runs the analyses and the report.
+
+  auto on GPUs: one run per GPU, each child seeing only its GPU (CUDA_VISIBLE_DEVICES).
+  auto on CPU: runs = cores for up to 2 cores, else cores // 2, and TensorFlow's thread pools sized to
+               cores // runs each (intra-op) with 1 inter-op thread, so the runs do not fight over the cores.
+A child dies with its parent (Linux: PR_SET_PDEATHSIG), so killing the study stops every child; a re-run then
+resumes every unfinished run from its checkpoint.
+"""
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+
+from transfusion_tf.errors import UsageError
+
+CHILD_ENV = "TRANSFUSION_TF_PARALLEL_CHILD"
+
+
+def resolve(text, gpus, cores):
+  """(number of concurrent runs, intra-op threads per run or None) for --parallel_runs=`text` ("auto" or N)."""
+  if text == "auto":
+    if gpus:
+      return gpus, None
+    n = cores if cores <= 2 else cores // 2
+  else:
+    try:
+      n = int(text)
+    except ValueError:
+      raise UsageError(f"--parallel_runs={text!r} must be 'auto' or a positive integer") from None
+    if n < 1:
+      raise UsageError(f"--parallel_runs={text!r} must be 'auto' or a positive integer")
+  if n == 1:
+    return 1, None
+  return n, (None if gpus else max(1, cores // n))
+
+
+def gpu_count():
+  """GPUs TensorFlow sees (listing them does not start the runtime)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return len(tf.config.list_physical_devices("GPU"))
+
+
+def configure(intra_op, gpus=0):
+  """For one of several concurrent runs: sizes TensorFlow's thread pools (intra_op threads, 1 inter-op) and, with
+  `gpus` > 0, keeps this process on the first GPU (the children get the others). Call before TensorFlow's first op."""
+  if intra_op is None and not gpus:
+    return
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  if intra_op is not None:
+    tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+  if gpus:
+    tf.config.set_visible_devices(tf.config.list_physical_devices("GPU")[:1], "GPU")
+
+
+def _die_with_parent():
+  try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+  except OSError:
+    pass  # Not Linux: children outlive a SIGKILLed parent, and their locks go stale when they finish.
+
+
+def spawn(count, argv, intra_op, gpus):
+  """Starts `count` child processes running this study's command with --study_stage=train. argv: the command
+  line as given (sys.argv); child k sees GPU k mod `gpus` when there are GPUs. Returns the Popen objects."""
+  children = []
+  for k in range(1, count + 1):
+    env = dict(os.environ, **{CHILD_ENV: str(k)})
+    if gpus:
+      env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
+    if intra_op is not None:
+      env.update(OMP_NUM_THREADS=str(intra_op), TF_NUM_INTRAOP_THREADS=str(intra_op), TF_NUM_INTEROP_THREADS="1")
+    cmd = [sys.executable, "-m", "transfusion_tf.cli.study"] + list(argv[1:]) + [
+        "--study_stage=train", "--parallel_runs=1", "--shard=0/1"]
+    children.append(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent if os.name == "posix" else None))
+  return children
+
+
+def wait(children):
+  """Waits for every child; returns the exit codes."""
+  return [c.wait() for c in children]
+
+
+def array_shard(environ=None):
+  """(i, n) from a cluster job array's environment (Slurm, SGE, PBS), or a UsageError naming what is missing."""
+  env = os.environ if environ is None else environ
+  if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+    first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+    i, n = int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
+  elif "SGE_TASK_ID" in env and env.get("SGE_TASK_LAST", "undefined") != "undefined":
+    first, step = int(env.get("SGE_TASK_FIRST", "1")), int(env.get("SGE_TASK_STEPSIZE", "1"))
+    i = (int(env["SGE_TASK_ID"]) - first) // step
+    n = (int(env["SGE_TASK_LAST"]) - first) // step + 1
+  elif "PBS_ARRAY_INDEX" in env and "TRANSFUSION_TF_ARRAY_COUNT" in env:
+    i, n = int(env["PBS_ARRAY_INDEX"]), int(env["TRANSFUSION_TF_ARRAY_COUNT"])
+  else:
+    raise UsageError("--shard=auto found no job array in the environment (Slurm SLURM_ARRAY_TASK_ID and "
+                     "SLURM_ARRAY_TASK_COUNT, SGE SGE_TASK_ID/FIRST/LAST, or PBS_ARRAY_INDEX with "
+                     "TRANSFUSION_TF_ARRAY_COUNT); pass --shard=i/n")
+  if not 0 <= i < n:
+    raise UsageError(f"--shard=auto: job-array index {i} is outside 0..{n - 1}")
+  return i, n

@@ -267,3 +267,7 @@ class StudyChecksTest(tf.test.TestCase):
     open(cfg.out, "w").close()
     with self.assertRaisesRegex(UsageError, "existing file"):
       study.run_study(cfg)
+
+  def test_missing_data_folder_is_refused_before_any_pretraining(self):
+    base = dataclasses.replace(_base("retina_csv"), data_kwargs={"data_dir": "/nonexistent/fundus"})
+    self._refused(self._cfg(base=base, source_weights="synthetic"), "/nonexistent/fundus")

@@ -90,7 +90,8 @@ for fig in ("f2", "f3", "f4", "f5"):
     print(fig.upper(), path)
     display(Image(filename=path))'''),
       new_code_cell('''f4 = json.load(open(os.path.join(OUT, "analysis", "f4.json")))
-print({m: fit.get("r2") for m, fit in f4["models"].items()})'''),
+for p in f4["panels"]:  # One fit per model, stage and pair kind (random-random, random-pretrained).
+    print(p["model"], p["stage"], p["pair_kind"], "R2", p["r2"], "95% CI", p["r2_ci"], "pairs", p["pairs"])'''),
   ]
 
 

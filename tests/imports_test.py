@@ -97,20 +97,11 @@ def find_cycles(graph):
 # The one cycle left when this test came (study imports report at the top, report imports study inside functions):
 # the experiments/ restructuring removes it, and must then delete this entry; test_known_cycles_still_exist fails
 # as soon as the cycle is gone, so the entry cannot outlive it. Add nothing here.
-KNOWN_CYCLES = (frozenset({"transfusion_tf.experiments.study", "transfusion_tf.experiments.report"}),)
-
-
 def test_no_import_cycles():
   graph = import_graph()
   assert len(graph) > 30, sorted(graph)  # The walk found the package.
-  cycles = [c for c in find_cycles(graph) if frozenset(c) not in KNOWN_CYCLES]
+  cycles = find_cycles(graph)
   assert not cycles, "import cycles (imports inside functions count):\n" + "\n".join(" -> ".join(c) for c in cycles)
-
-
-def test_known_cycles_still_exist():
-  found = {frozenset(c) for c in find_cycles(import_graph())}
-  gone = [sorted(c) for c in KNOWN_CYCLES if c not in found]
-  assert not gone, f"these cycles are gone: delete them from KNOWN_CYCLES: {gone}"
 
 
 def test_checker_sees_function_level_and_relative_imports(tmp_path):

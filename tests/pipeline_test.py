@@ -403,8 +403,8 @@ class TfdsAndFlagsTest(tf.test.TestCase):
     params |= {f.name for f in dataclasses.fields(pipeline.DataOptions)}
     self.assertEmpty(set(kwargs) - params)
     kwargs.pop("dataset")
-    data = pipeline.build_data("synthetic_retina", 16, 4, "cbr_tiny", **dict(kwargs, num_train=8, num_val=4,
-                                                                             num_test=4, cache_dir=self.create_tempdir().full_path))
+    small = dict(num_train=8, num_val=4, num_test=4, cache_dir=self.create_tempdir().full_path)
+    data = pipeline.build_data("synthetic_retina", 16, 4, "cbr_tiny", **dict(kwargs, **small))
     self.assertEqual(data.num_examples["train"], 8)  # Called the way the trainer and the study call it.
     self.assertEqual(kwargs["uncertainty_policy"], "per_pathology")
     self.assertEqual(kwargs["on_bad_image"], "fail")

@@ -56,7 +56,7 @@ class ShapeTest(tf.test.TestCase):
     self.assertEqual(synthetic.NUM_CLASSES["cxr"], 5)
     self.assertEqual(synthetic.NUM_CLASSES["source"], len(synthetic.SOURCE_CLASSES))
     self.assertEqual(synthetic.CXR_PATHOLOGIES,
-                     ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"])
+                     ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"))
     self.assertEqual(synthetic.NUM_CHANNELS, {"retina": 3, "cxr": 1, "source": 3})
 
   def test_other_resolutions(self):

@@ -1,1 +1,2 @@
-"""Data: synthetic tasks, real readers, task specs and the tf.data pipeline."""
+"""Data: synthetic tasks, real readers (retina, chexpert, imagenet), what they share (records, sources), task specs,
+the dataset registry and the tf.data pipeline."""

@@ -674,7 +674,9 @@ def _pretrain_held(cfg, run_dir, export, overwrite, flags_text, tb_dir):
   export = export or os.path.join(run_dir, "pretrained.weights.h5")
   # Weight decay shrank the BatchNorm-followed conv kernels (same function, inflated effective learning rate when
   # fine-tuned). One global factor brings their overall scale back to He-normal's and keeps the per-layer profile,
-  # which is what Mean-Var transfers (models.init.normalize_conv_scale; measured in the README).
+  # which is what Mean-Var transfers (models.init.normalize_conv_scale). Measured, ResNet50 x0.25 pretrained 1,000
+  # steps at 64 px, fine-tuned 150 steps on synthetic retina at 48 px: conv1 moved (relative L2) 0.82 unrescaled,
+  # 0.12 rescaled per layer, 0.13 with the global factor, 0.105 from random init.
   final = rundir.weights_path(run_dir, "final")
   attrs = dict(models.read_weight_file(final).attrs)
   model, _ = rundir.load_run_model(run_dir, "final")

@@ -67,6 +67,17 @@ class BuildTest(tf.test.TestCase):
       models.build_model("vgg", 2, (64, 64, 3))
     with self.assertRaisesRegex(UsageError, "below inceptionv3's minimum of 75"):
       models.build_model("inceptionv3", 2, (64, 64, 3))
+    with self.assertRaisesRegex(UsageError, "bn_momentum=1.0"):
+      models.build_model("cbr_tiny", 2, (32, 32, 3), bn_momentum=1.0)
+
+  def test_bn_momentum_reaches_every_batchnorm(self):
+    for name in ("cbr_tiny", "resnet50"):
+      model = models.build_model(name, 2, (32, 32, 3), width_multiplier=0.125, bn_momentum=0.9)
+      bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+      self.assertNotEmpty(bns)
+      self.assertEqual({l.momentum for l in bns}, {0.9}, name)
+    default = models.build_model("cbr_tiny", 2, (32, 32, 3))
+    self.assertEqual({l.momentum for l in default.layers if isinstance(l, keras.layers.BatchNormalization)}, {0.99})
 
 
 class StageTest(tf.test.TestCase):

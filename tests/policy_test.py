@@ -21,6 +21,7 @@ def test_pretrain_defaults_are_train_config_fields():
 def test_pretrain_image_size():
   assert policy.pretrain_image_size("cbr_small") == 32
   assert policy.pretrain_image_size("inceptionv3") == models.MIN_SIZE["inceptionv3"] > 32
+  assert policy.pretrain_image_size("resnet50") == 64  # Twice the CBRs': its stem strides 4 before block1.
   assert policy.pretrain_image_size("cbr_small", requested=48) == 48
 
 

@@ -73,7 +73,7 @@ def _check_same_arch(config_a, config_b, run_a, run_b):
                      "pair runs of one architecture")
 
 
-def _lite(result):
+def lite(result):
   """The JSON-worthy part of one `compare_pairs` result."""
   keys = ("svcca", "pwcca", "cka", "datapoints", "neurons", "mode", "fallback", "few_datapoints", "svcca_dims",
           "datapoints_per_neuron", "below_min", "baseline")
@@ -139,7 +139,7 @@ def f2_similarities(run_pairs, batches, which="final", metric="svcca", conv_mode
     stages = list(top_two_stages(model_a))
     res = activations.compare_models(model_a, model_b, stages, batches, conv_mode=conv_mode,
                                      max_positions=max_positions, seed=seed, keep_variance=keep_variance, **compare_kw)
-    per_stage = {s: _lite(r) for s, r in res.items()}
+    per_stage = {s: lite(r) for s, r in res.items()}
     records.append({"model": config_a["model"], "kind": str(kind), "run_a": str(run_a), "run_b": str(run_b),
                     "stages": stages, "per_stage": per_stage,
                     "similarity": _stats([per_stage[s][metric] for s in stages])["mean"]})
@@ -208,7 +208,7 @@ def f3_similarities(runs, batches, stages=None, metric="svcca", conv_mode="posit
     run_stages = list(stages) if stages else [s for s in models.stage_names(final) if s != "pool"]
     res = activations.compare_models(init, final, run_stages, batches, conv_mode=conv_mode,
                                      max_positions=max_positions, seed=seed, keep_variance=keep_variance, **compare_kw)
-    per_stage = {s: _lite(r) for s, r in res.items()}
+    per_stage = {s: lite(r) for s, r in res.items()}
     records.append({"run": str(run_dir), "model": config["model"], "kind": str(kind or init_kind(config)),
                     "stages": run_stages, "per_stage": per_stage,
                     "similarity": {s: per_stage[s][metric] for s in run_stages}})
@@ -300,7 +300,7 @@ def f4_points(run_pairs, batches, stage="conv1", metric="svcca", conv_mode="posi
       res = activations.compare_models(model_a, model_b, [stage], batches, conv_mode=conv_mode,
                                        max_positions=max_positions, seed=seed, keep_variance=keep_variance,
                                        **compare_kw)
-      sims[which] = _lite(res[stage])
+      sims[which] = lite(res[stage])
     points.append({"model": config_a["model"], "run_a": str(run_a), "run_b": str(run_b), "label": label,
                    "kinds": [init_kind(config_a), init_kind(config_b)],
                    "x": sims["step0"][metric], "y": sims["final"][metric], "init": sims["step0"],

@@ -90,7 +90,7 @@ class Context:
 
   @property
   def source_classes(self):
-    return tasks.get_task("source").num_outputs
+    return data_registry.task_spec("synthetic_source").num_outputs
 
   @property
   def primary(self):
@@ -226,8 +226,10 @@ def fmt_interval(iv, scale=100.0, digits=1, signed=False):
     s += f" ± {iv.std * scale:.{digits}f}"
   if iv.lo is not None:
     s += f" [{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]"
+  elif iv.std is None and iv.n == 1:
+    s += " (1 seed, no CI)"
   else:
-    s += f" ({iv.n} seed{'s' if iv.n > 1 else ''}, no CI)"
+    s += " (no CI: < 2 seeds per arm)"
   return s
 
 
@@ -294,7 +296,8 @@ def all_of(subject, parts, what):
   verdicts = [p.verdict for p in parts]
   word = ("holds" if all(v == "holds" for v in verdicts) else
           "does not hold" if "does not hold" in verdicts else "inconclusive")
-  return stats.Verdict(word, f"{subject}: {what}: " + "; ".join(p.text for p in parts), parts[0].rule)
+  texts = [p.text[len(subject) + 2:] if p.text.startswith(f"{subject}: ") else p.text for p in parts]
+  return stats.Verdict(word, f"{subject}: {what}: " + "; ".join(t.rstrip(".") for t in texts) + ".", parts[0].rule)
 
 
 def stage_records(data):
@@ -310,6 +313,9 @@ def stage_records(data):
 # -- intervals and readings that tolerate missing runs ---------------------------------------------------------------
 # A study read while runs are unfinished (a shard still running, a failed run) has empty groups: their intervals are
 # None, their cells "—", and their readings inconclusive with the reason, never a traceback.
+
+
+NO_DATA = ("no data: runs not finished or not planned, or every cell below the minimum datapoints per neuron.")
 
 
 def t_iv(values, test_vars=None):
@@ -332,11 +338,11 @@ def contrast_iv(groups, weights):
 
 def read_equivalence(iv, margin, what):
   if iv is None:
-    return stats.Verdict(stats.INCONCLUSIVE, f"{what}: missing runs (not finished or not planned).", "equivalence")
+    return stats.Verdict(stats.INCONCLUSIVE, f"{what}: {NO_DATA}", "equivalence")
   return stats.read_equivalence(iv, margin, what=what)
 
 
 def read_direction(iv, what, claimed="greater"):
   if iv is None:
-    return stats.Verdict(stats.INCONCLUSIVE, f"{what}: missing runs (not finished or not planned).", "direction")
+    return stats.Verdict(stats.INCONCLUSIVE, f"{what}: {NO_DATA}", "direction")
   return stats.read_direction(iv, claimed=claimed, what=what)

@@ -72,5 +72,5 @@ def convergence_rows(ctx, model, labels):
 def read_faster(ctx, model, faster, slower, what):
   """The directional reading of "`faster` converges faster than `slower`" on curve areas."""
   iv = common.area_difference(ctx, model, faster, slower)
-  return common.read_direction(iv, what=f"{model}: {what}: validation curve area "
-                              f"(×100, to step {ctx.cfg.area_steps}) {faster} − {slower}")
+  return common.read_direction(iv, what=f"{model}: {what}: validation curve area (to step {ctx.cfg.area_steps}) "
+                               f"{faster} − {slower}")

@@ -81,11 +81,13 @@ def readings(ctx):
     iv = common.diff_iv(rr, pr)
     if m in LARGE:
       out.append(common.read_direction(iv, what=(
-          f"{m}: SVCCA random-vs-random minus pretrained-vs-random over {len(rr)} + {len(pr)} pairs (the paper: "
+          f"{m}: SVCCA random-vs-random minus pretrained-vs-random over {len(rr)} + {len(pr)} usable pairs (the "
+          "paper: "
           "pretrained-vs-random lies below the baseline for large models)")))
     else:
       out.append(common.read_equivalence(iv, ctx.cfg.similarity_margin, what=(
-          f"{m}: SVCCA random-vs-random minus pretrained-vs-random over {len(rr)} + {len(pr)} pairs (the paper: "
+          f"{m}: SVCCA random-vs-random minus pretrained-vs-random over {len(rr)} + {len(pr)} usable pairs (the "
+          "paper: "
           "little difference for small models)")))
   return out
 

@@ -87,7 +87,8 @@ def readings(ctx):
         f"{m}: SVCCA to init of {stages[0]} minus the mean of the stages above, over {len(low)} runs (the paper: "
         "the lowest layers stay closest to init)")))
     pre, rnd = per_stage(ctx, m, "pretrained"), per_stage(ctx, m, "random")
-    parts = [common.read_direction(common.diff_iv(pre[s], rnd[s]), what=f"{s} pretrained − random") for s in stages[:2]]
+    parts = [common.read_direction(common.diff_iv(pre[s], rnd[s]), what=f"{s} pretrained − random")
+             for s in stages[:2]]
     out.append(common.all_of(m, parts, "the paper: the pretrained − random gap is positive in the bottom two stages"))
   return out
 

@@ -71,7 +71,7 @@ def analysis(ctx, finished):
         keras.backend.clear_session()
       for k in range(len(groups)):
         for s in stages:
-          init, trained = rep._lite(sims["step0", k][s]), rep._lite(sims["final", k][s])  # pylint: disable=protected-access
+          init, trained = rep.lite(sims["step0", k][s]), rep.lite(sims["final", k][s])
           points.append({"model": m, "stage": s, "pair_kind": kind, "pair": index, "subset": k, "run_a": a,
                          "run_b": b, "x": init["svcca"], "y": trained["svcca"], "init": init, "trained": trained})
   if not points:

@@ -17,9 +17,9 @@ import os
 import time
 
 import keras
-import numpy as np
 
 from transfusion_tf import files, models
+from transfusion_tf.analysis import compare
 from transfusion_tf.errors import UsageError
 from transfusion_tf.experiments import catalog, common, parallel, plan, report
 from transfusion_tf.training import locks, rundir, trainer
@@ -182,22 +182,37 @@ def run_sweep(cfg, runs, sources):
       else:
         redo.discard(r)
     for r in held:  # Held by another live process: wait for it; if it dies first, the next pass trains it.
-      locks.wait_for(lambda: plan.is_done(plan.run_dir(cfg, r)), plan.run_dir(cfg, r))  # pylint: disable=cell-var-from-loop
+      path = plan.run_dir(cfg, r)
+      locks.wait_for(lambda: plan.is_done(path), path)  # pylint: disable=cell-var-from-loop
     pending = [r for r in held if not plan.is_done(plan.run_dir(cfg, r))]
 
 
 # -- analyses ------------------------------------------------------------------------------------------------------
 
 
+def analysis_image_count(cfg, model):
+  """Images the SVCCA analyses of `model` read: --analysis_images, or more where a stage needs them to reach
+  --analysis_min_datapoints per neuron with every spatial position of every image (ResNet50's block4 at 48 px has
+  2 x 2 positions and, at quarter width, 512 channels: 1,280 images for 10 per neuron). The validation split
+  caps it; cells still short are marked by the analyses."""
+  size = cfg.base.image_size
+  m = models.build_model(model, 2, (size, size, 3), initialize_weights=False, **cfg.model_kwargs(model))
+  need = cfg.analysis_images
+  for stage in plan.model_stages(model):
+    shape = models.stage_output(m, stage).shape
+    positions = int(shape[1]) * int(shape[2]) if len(shape) == 4 else 1
+    need = max(need, math.ceil(cfg.analysis_min_datapoints * int(shape[-1]) / positions))
+  keras.backend.clear_session()
+  return need
+
+
 def analysis_batches(cfg, model):
-  """A list of preprocessed validation image batches for `model` (the same images for every model)."""
-  from transfusion_tf.data import pipeline  # pylint: disable=import-outside-toplevel
+  """The first `analysis_image_count` validation images, preprocessed for `model`, as a list of batches (the same
+  images, in the same order, for every model)."""
   base = cfg.base
-  bs = 32
-  data = pipeline.build_data(base.dataset, image_size=base.image_size, batch_size=bs, model_name=model,
-                             seed=0, channels=3, **base.data_kwargs)
-  n = math.ceil(cfg.analysis_images / bs)
-  return [np.asarray(images) for images, _, _ in data.eval("validation").take(n)]
+  config = {"dataset": base.dataset, "image_size": base.image_size, "model": model, "seed": 0, "channels": 3,
+            "data_kwargs": base.data_kwargs}
+  return list(compare.eval_batches(config, analysis_image_count(cfg, model), 32))
 
 
 def _fingerprint(path):

@@ -39,7 +39,8 @@ def section(ctx):
 
 
 def readings(ctx):
-  return [common.read_direction(gain_contrast(ctx, m), what=f"{m}: transfer gain with {ctx.cfg.small_data_subset} images minus the gain with "
+  return [common.read_direction(gain_contrast(ctx, m), what=f"{m}: transfer gain with {ctx.cfg.small_data_subset} "
+                               "images minus the gain with "
                                "all (the paper, ResNet50: +2.4 vs +0.3 points)")
           for m in ctx.cfg.models]
 

@@ -14,6 +14,8 @@ flags.DEFINE_string("weights", None,
 flags.DEFINE_list("cbr_widths", None, "CBR widths per layer, e.g. 32,64,128,256 (default: the paper's table).")
 flags.DEFINE_float("width_multiplier", 1.0, "Multiplies every CBR / ResNet50 width (a narrow ResNet for quick runs).")
 flags.DEFINE_boolean("cbr_bn_scale", True, "Give CBR BatchNorms a scale (gamma); false reproduces TF-Slim counts.")
+flags.DEFINE_float("bn_momentum", None, "Momentum of every BatchNorm's moving statistics (default: Keras' 0.99). Short "
+                   "runs evaluate with statistics that have not settled at 0.99; the quick and demo presets use 0.9.")
 flags.DEFINE_enum("gabor_frequency", "low", ["low", "high"], "Frequency set of the synthetic Gabor conv1 (--init=gabor).")
 flags.DEFINE_enum("meanvar_bn", "identity", ["identity", "resample", "copy"],
                   "BatchNorm under --init=meanvar: identity (the paper's 'BN Identity Init': gamma 1, beta 0, moving "
@@ -25,5 +27,8 @@ FLAGS = flags.FLAGS
 def model_kwargs_from_flags():
   """Returns build_model keyword arguments (other than name/outputs/shape/weights) from the parsed flags."""
   widths = tuple(int(w) for w in FLAGS.cbr_widths) if FLAGS.cbr_widths else None
-  return dict(cbr_widths=widths, width_multiplier=FLAGS.width_multiplier, cbr_bn_scale=FLAGS.cbr_bn_scale,
-              slim=FLAGS.init == "slim")
+  kwargs = dict(cbr_widths=widths, width_multiplier=FLAGS.width_multiplier, cbr_bn_scale=FLAGS.cbr_bn_scale,
+                slim=FLAGS.init == "slim")
+  if FLAGS.bn_momentum is not None:
+    kwargs["bn_momentum"] = FLAGS.bn_momentum
+  return kwargs

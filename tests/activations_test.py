@@ -181,6 +181,12 @@ class ActivationsTest(tf.test.TestCase):
     self.assertIn("conv4 0.0", line)
     self.assertIn("conv1 0.2", line)  # 4 datapoints for 16 neurons.
     self.assertIsNone(activations.few_datapoints_line([r for r in res.values() if r["stage_a"] == "pool"]))
+    # Results nested in a figure's data, keyed by stage and without stage names, are found too.
+    lite = {"pairs": [{"stages": ["conv4"], "per_stage": {"conv4": {k: r[k] for k in ("few_datapoints", "below_min",
+                                                                                      "datapoints_per_neuron")}}}]}
+    self.assertIn("1 of 1 F3 runs have fewer than 10 datapoints per neuron", activations.few_datapoints_line(
+        lite, what="F3 runs"))
+    self.assertIn("conv4 0.0", activations.few_datapoints_line(lite))
     with warnings.catch_warnings():
       warnings.simplefilter("error")
       with self.assertRaises(cca.FewDatapointsWarning):  # A direct call still warns.

@@ -463,28 +463,37 @@ def _pair_result(stream, j, p, conv_mode, keep_variance, keep_dims, return_accum
   return out
 
 
+def _named_results(results, key=None):
+  """[(stage name, result)] for every comparison result found in nested dicts and lists (other values ignored)."""
+  if isinstance(results, dict) and "datapoints_per_neuron" in results:
+    a, b = results.get("stage_a", key), results.get("stage_b", key)
+    return [(str(a) if a == b else f"{a}/{b}", results)]
+  if isinstance(results, dict):
+    return [named for k, v in results.items() for named in _named_results(v, k)]
+  if isinstance(results, (list, tuple)):
+    return [named for r in results for named in _named_results(r, key)]
+  return []
+
+
 def few_datapoints_line(results, what="comparisons"):
   """One log line naming the stages whose comparisons are below the minimum datapoints per neuron, or None.
 
-  results: `compare_pairs` dicts (a list, or a {stage: dict} from `compare_models`; any iterable of either), e.g.
-  every per-stage result of one analysis. A stage pair is named once, with its lowest datapoints per neuron; a result
+  results: `compare_pairs` dicts, found anywhere in nested lists and dicts: a list of them, `compare_models`'s
+  {stage: dict}, or a whole figure's data with "per_stage" dicts (a result needs `datapoints_per_neuron`; it is named
+  by its stage_a/stage_b, else by its key). A stage is named once, with its lowest datapoints per neuron; a result
   counts when it is `below_min` or `few_datapoints`. what: the noun the line counts, e.g. "F2 comparisons".
   """
-  def items(r):
-    return [r] if isinstance(r, dict) and "stage_a" in r else list(r.values()) if isinstance(r, dict) else list(r)
-
-  flat = [leaf for r in items(results) for leaf in items(r)]
+  named = _named_results(results)
   low = {}
-  for r in flat:
+  for name, r in named:
     if r.get("below_min") or r.get("few_datapoints"):
-      name = r["stage_a"] if r["stage_a"] == r["stage_b"] else f"{r['stage_a']}/{r['stage_b']}"
       low[name] = min(low.get(name, np.inf), r["datapoints_per_neuron"])
   if not low:
     return None
-  need = max([r.get("min_datapoints_per_neuron") or 0 for r in flat] + [DATAPOINTS_PER_NEURON])
-  count = sum(bool(r.get("below_min") or r.get("few_datapoints")) for r in flat)
+  need = max([r.get("min_datapoints_per_neuron") or 0 for _, r in named] + [DATAPOINTS_PER_NEURON])
+  count = sum(bool(r.get("below_min") or r.get("few_datapoints")) for _, r in named)
   stages = ", ".join(f"{name} {v:.1f}" for name, v in low.items())
-  return (f"{count} of {len(flat)} {what} have fewer than {need:g} datapoints per neuron (stage: datapoints per "
+  return (f"{count} of {len(named)} {what} have fewer than {need:g} datapoints per neuron (stage: datapoints per "
           f"neuron, lowest: {stages}); CCA biases them towards 1, compare with their permutation baseline")
 
 

@@ -40,7 +40,7 @@ import scipy.linalg.lapack
 
 from transfusion_tf.errors import UsageError
 
-__all__ = ["cca", "svcca", "pwcca", "linear_cka", "similarity_metrics", "similarity_metrics_from_moments",
+__all__ = ["cca", "svcca", "pwcca", "linear_cka", "similarity_metrics", "similarity_metrics_from_moments", "METRICS",
            "CovarianceAccumulator", "SvccaResult", "PwccaResult",
            "CcaInputError", "CcaUnsupportedInputError", "FewDatapointsWarning", "DEFAULT_EPSILON"]
 

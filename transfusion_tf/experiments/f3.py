@@ -44,6 +44,15 @@ def per_stage(ctx, model, kind):
   return out
 
 
+def baseline(ctx, model, stage):
+  """The mean permutation-baseline SVCCA of `stage` over the runs of `model` (the bias floor), as text."""
+  data = ctx.analyses.get("F3") or {}
+  vals = [((r["per_stage"].get(stage) or {}).get("baseline") or {}).get("svcca") for r in data.get("runs", [])
+          if r["model"] == model]
+  vals = [v for v in vals if v is not None]
+  return f"{sum(vals) / len(vals):.3f}" if vals else "—"
+
+
 def lowest_margin(ctx, model):
   """Per run: similarity of the lowest stage minus the mean of the stages above (usable cells only)."""
   data = ctx.analyses.get("F3") or {}
@@ -63,17 +72,19 @@ def section(ctx):
   data = ctx.analyses.get("F3")
   if not data:
     return ["Needs finished random or pretrained runs."]
-  header = ["model", "stage", "pretrained", "random", "pretrained − random"]
+  header = ["model", "stage", "pretrained", "random", "pretrained − random", "permutation baseline"]
   rows = []
   for m in ctx.cfg.models:
     pre, rnd = per_stage(ctx, m, "pretrained"), per_stage(ctx, m, "random")
     for s in plan.model_stages(m):
       rows.append([m, s, common.fmt_interval(common.t_iv(pre[s]), scale=1, digits=3),
                    common.fmt_interval(common.t_iv(rnd[s]), scale=1, digits=3),
-                   common.fmt_interval(common.diff_iv(pre[s], rnd[s]), scale=1, digits=3, signed=True)])
+                   common.fmt_interval(common.diff_iv(pre[s], rnd[s]), scale=1, digits=3, signed=True),
+                   baseline(ctx, m, s)])
   return [common.figure_link(ctx, "F3", data["png"]), "",
-          "SVCCA(init, trained) per stage, mean ± std over runs [95% CI]. CBR stages are read after each block's "
-          "max-pooling.", "", common.table(header, rows)]
+          "SVCCA(init, trained) per stage, mean ± std over runs [95% CI]; the permutation baseline is the same "
+          "similarity with one side's datapoints shuffled. CBR stages are read after each block's max-pooling.", "",
+          common.table(header, rows)]
 
 
 def readings(ctx):

@@ -142,11 +142,23 @@ def figure(ctx, data):
   return data
 
 
+def _baseline_text(points, model, stage):
+  """Mean permutation-baseline SVCCA at init and after training over the points of (model, stage)."""
+  out = []
+  for key in ("init", "trained"):
+    vals = [((p[key].get("baseline") or {}).get("svcca")) for p in points if p["model"] == model
+            and p["stage"] == stage]
+    vals = [v for v in vals if v is not None]
+    out.append(f"{sum(vals) / len(vals):.3f}" if vals else "—")
+  return " / ".join(out)
+
+
 def section(ctx):
   data = ctx.analyses.get("F4")
   if not data:
     return ["Needs finished runs of two random seeds, or of a random and a pretrained run, of ResNet50 or a CBR."]
-  header = ["model", "stage", "pairs", "R² (random-random)", "R² (random-pretrained)"]
+  header = ["model", "stage", "pairs", "R² (random-random)", "R² (random-pretrained)",
+            "permutation baseline (init / trained)"]
   rows = []
   by = {(p["model"], p["stage"], p["pair_kind"]): p for p in data["panels"]}
   for (m, s) in dict.fromkeys((p["model"], p["stage"]) for p in data["panels"]):
@@ -156,10 +168,11 @@ def section(ctx):
       cells.append("—" if not p or p["r2"] is None else f"{p['r2']:.2f}" + (
           f" [{p['r2_ci'][0]:.2f}, {p['r2_ci'][1]:.2f}]" if p["r2_ci"] else " (no CI: < 3 pairs)"))
     pairs = " + ".join(str((by.get((m, s, k)) or {}).get("pairs", 0)) for k in KINDS)
-    rows.append([m, s, pairs] + cells)
+    rows.append([m, s, pairs] + cells + [_baseline_text(data["points"], m, s)])
   return [common.figure_link(ctx, "F4", data["png"]), "",
           f"A point is a pair of runs on one of {data['subsets']} disjoint image subsets [unsure: the paper does not "
-          "define it]; R² with a 95% bootstrap CI over pairs.", "", common.table(header, rows)]
+          "define it]; R² with a 95% bootstrap CI over pairs. CBR stages are read after each block's max-pooling.",
+          "", common.table(header, rows)]
 
 
 def readings(ctx):

@@ -186,6 +186,14 @@ class TrainCommandTest(tf.test.TestCase):
         with self.assertRaisesRegex(UsageError, "cannot be created"):
           trainer.train(tiny_cfg(), os.path.join(parent, "run"))
     self.assertEqual(os.listdir(parent), [])
+    # A writable run directory in a folder that is not: the lock file beside it could not be made.
+    run_dir = os.path.join(tmp, "rw", "run")
+    os.makedirs(run_dir)
+    real = os.access
+    with mock.patch.object(os, "access", lambda p, m: False if p == os.path.dirname(run_dir) else real(p, m)):
+      with self.assertRaisesRegex(UsageError, "not writable, and the run's lock file goes there"):
+        trainer.train(tiny_cfg(), run_dir)
+    self.assertEqual(os.listdir(run_dir), [])
 
   def test_two_processes_train_one_run_dir_once(self):
     run_dir = os.path.join(self.create_tempdir().full_path, "run")

@@ -251,6 +251,29 @@ class TrainerTest(tf.test.TestCase):
     self.assertAllClose(rescored["metrics"], sel["test"], atol=1e-6)
     self.assertTrue(rescored["weights"].endswith("best.weights.h5"))
 
+  def test_resume_rebuilds_the_best_export(self):
+    run_dir = self.create_tempdir().full_path
+    trainer.train(tiny_cfg(), run_dir)
+    curve_path, best_path = os.path.join(run_dir, "curve.json"), rundir.weights_path(run_dir, "best")
+
+    def resume_with_best_at(step):
+      curve = rundir.read_json(curve_path)
+      for p in curve:
+        p["auc_referable"] = 0.9 if p["step"] == step else 0.5
+      rundir.atomic_write_json(curve_path, curve)
+      for path in (best_path, os.path.join(run_dir, "result.json")):
+        os.remove(path)
+      return trainer.train(tiny_cfg(), run_dir)["selected"]
+
+    # Killed between the last checkpoint and its best export: the restored model is that step's, exported again.
+    sel = resume_with_best_at(6)
+    self.assertEqual((sel["step"], sel["from_step"]), (6, 0))
+    # The best step's weights are gone and cannot be rebuilt: selection restarts at the resumed step, and says so.
+    sel = resume_with_best_at(3)
+    self.assertEqual((sel["step"], sel["from_step"]), (6, 6))
+    with h5py.File(best_path, "r") as f:
+      self.assertEqual(int(f.attrs["step"]), 6)
+
   def test_selection_rule_ties_and_nan(self):
     curve = [{"step": 0, "m": float("nan")}, {"step": 10, "m": 0.7}, {"step": 20, "m": 0.9},
              {"step": 30, "m": 0.9}, {"step": 40, "m": 0.8}]

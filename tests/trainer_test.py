@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -315,6 +316,14 @@ class TrainerTest(tf.test.TestCase):
         trainer.train(tiny_cfg(learning_rate=0.1), run_dir, overwrite=True)
     self.assertEqual(snapshot(run_dir), before)
     self.assertEqual(sorted(os.listdir(tmp)), ["labels.csv", "run"])
+    # An earlier --overwrite killed before its first checkpoint left DIR (no checkpoint) and DIR.previous: the
+    # next one keeps the finished run aside, not the fragment.
+    shutil.copytree(run_dir, run_dir + ".previous")
+    shutil.rmtree(os.path.join(run_dir, "checkpoints"))
+    with mock.patch.object(trainer.Trainer, "_run", side_effect=RuntimeError("boom")):
+      with self.assertRaisesRegex(RuntimeError, "boom"):
+        trainer.train(tiny_cfg(learning_rate=0.1), run_dir, overwrite=True)
+    self.assertEqual(snapshot(run_dir), before)
     result = trainer.train(tiny_cfg(learning_rate=0.1), run_dir, overwrite=True)
     self.assertEqual(result["flags"]["learning_rate"], 0.1)
     self.assertEqual(sorted(os.listdir(tmp)), ["labels.csv", "run"])  # .previous deleted after the checkpoint.

@@ -602,12 +602,20 @@ def _run_lock(run_dir):
 
 
 def _move_aside(run_dir):
-  """Renames `run_dir` to `run_dir`.previous (replacing an older one); returns the new path."""
+  """Renames `run_dir` to `run_dir`.previous (replacing an older one); returns the new path.
+
+  Except when `run_dir` has no checkpoint and a .previous exists: then `run_dir` is an earlier --overwrite killed
+  before its first checkpoint, and the run worth keeping is the one already aside, so `run_dir` is deleted.
+  """
   previous = os.path.abspath(run_dir).rstrip(os.sep) + ".previous"
-  if os.path.isdir(previous) and not os.path.islink(previous):
-    shutil.rmtree(previous)
-  elif os.path.lexists(previous):
-    os.remove(previous)
+  if os.path.lexists(previous):
+    if not tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")):
+      shutil.rmtree(run_dir)
+      return previous
+    if os.path.isdir(previous) and not os.path.islink(previous):
+      shutil.rmtree(previous)
+    else:
+      os.remove(previous)
   os.rename(run_dir, previous)
   return previous
 

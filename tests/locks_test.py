@@ -65,6 +65,19 @@ class LocksTest(tf.test.TestCase):
       self.assertIsNotNone(held)
     self.assertFalse(os.path.exists(path))
 
+  def test_a_forked_child_does_not_inherit_the_lock(self):
+    with locks.hold(self.dir) as lock:
+      self.assertIsNotNone(lock)
+      read, write = os.pipe()
+      pid = os.fork()
+      if pid == 0:  # Child: the parent holds the lock, so this process must find it busy.
+        os.write(write, b"busy" if locks.try_acquire(self.dir) is None else b"acquired")
+        os._exit(0)  # pylint: disable=protected-access
+      os.close(write)
+      self.assertEqual(os.read(read, 16), b"busy")
+      os.waitpid(pid, 0)
+      self.assertEqual(locks.holder(self.dir)["pid"], os.getpid())
+
   def test_another_live_process_keeps_it(self):
     proc = child(self.dir, 30)
     try:

@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,6 +188,14 @@ class TrainCommandTest(tf.test.TestCase):
         with self.assertRaisesRegex(UsageError, "cannot be created"):
           trainer.train(tiny_cfg(), os.path.join(parent, "run"))
     self.assertEqual(os.listdir(parent), [])
+    # A writable run directory in a folder that is not: the lock file beside it could not be made.
+    run_dir = os.path.join(tmp, "rw", "run")
+    os.makedirs(run_dir)
+    real = os.access
+    with mock.patch.object(os, "access", lambda p, m: False if p == os.path.dirname(run_dir) else real(p, m)):
+      with self.assertRaisesRegex(UsageError, "not writable, and the run's lock file goes there"):
+        trainer.train(tiny_cfg(), run_dir)
+    self.assertEqual(os.listdir(run_dir), [])
 
   def test_two_processes_train_one_run_dir_once(self):
     run_dir = os.path.join(self.create_tempdir().full_path, "run")
@@ -244,6 +253,29 @@ class TrainerTest(tf.test.TestCase):
     self.assertAllClose(rescored["metrics"], sel["test"], atol=1e-6)
     self.assertTrue(rescored["weights"].endswith("best.weights.h5"))
 
+  def test_resume_rebuilds_the_best_export(self):
+    run_dir = self.create_tempdir().full_path
+    trainer.train(tiny_cfg(), run_dir)
+    curve_path, best_path = os.path.join(run_dir, "curve.json"), rundir.weights_path(run_dir, "best")
+
+    def resume_with_best_at(step):
+      curve = rundir.read_json(curve_path)
+      for p in curve:
+        p["auc_referable"] = 0.9 if p["step"] == step else 0.5
+      rundir.atomic_write_json(curve_path, curve)
+      for path in (best_path, os.path.join(run_dir, "result.json")):
+        os.remove(path)
+      return trainer.train(tiny_cfg(), run_dir)["selected"]
+
+    # Killed between the last checkpoint and its best export: the restored model is that step's, exported again.
+    sel = resume_with_best_at(6)
+    self.assertEqual((sel["step"], sel["from_step"]), (6, 0))
+    # The best step's weights are gone and cannot be rebuilt: selection restarts at the resumed step, and says so.
+    sel = resume_with_best_at(3)
+    self.assertEqual((sel["step"], sel["from_step"]), (6, 6))
+    with h5py.File(best_path, "r") as f:
+      self.assertEqual(int(f.attrs["step"]), 6)
+
   def test_selection_rule_ties_and_nan(self):
     curve = [{"step": 0, "m": float("nan")}, {"step": 10, "m": 0.7}, {"step": 20, "m": 0.9},
              {"step": 30, "m": 0.9}, {"step": 40, "m": 0.8}]
@@ -285,6 +317,14 @@ class TrainerTest(tf.test.TestCase):
         trainer.train(tiny_cfg(learning_rate=0.1), run_dir, overwrite=True)
     self.assertEqual(snapshot(run_dir), before)
     self.assertEqual(sorted(os.listdir(tmp)), ["labels.csv", "run"])
+    # An earlier --overwrite killed before its first checkpoint left DIR (no checkpoint) and DIR.previous: the
+    # next one keeps the finished run aside, not the fragment.
+    shutil.copytree(run_dir, run_dir + ".previous")
+    shutil.rmtree(os.path.join(run_dir, "checkpoints"))
+    with mock.patch.object(trainer.Trainer, "_run", side_effect=RuntimeError("boom")):
+      with self.assertRaisesRegex(RuntimeError, "boom"):
+        trainer.train(tiny_cfg(learning_rate=0.1), run_dir, overwrite=True)
+    self.assertEqual(snapshot(run_dir), before)
     result = trainer.train(tiny_cfg(learning_rate=0.1), run_dir, overwrite=True)
     self.assertEqual(result["flags"]["learning_rate"], 0.1)
     self.assertEqual(sorted(os.listdir(tmp)), ["labels.csv", "run"])  # .previous deleted after the checkpoint.

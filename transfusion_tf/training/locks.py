@@ -211,6 +211,8 @@ def try_acquire(directory, stale_after=None):
   """
   path = lock_path(directory)
   with _registry_lock:
+    if path in _registry and _registry[path][0].info["pid"] != os.getpid():
+      del _registry[path]  # Inherited through fork(): the parent holds it, not this process.
     if path in _registry:
       _registry[path][1] += 1
       owner = _registry[path][0]
@@ -269,7 +271,8 @@ def wait_for(predicate, lock_dir, timeout=None, poll_seconds=2.0, stale_after=No
       trainer.pretrain(...)  # Takes the lock itself; returns None if yet another process got there first.
   """
   deadline = None if timeout is None else time.time() + float(timeout)
-  mine = lock_path(lock_dir) in _registry
+  entry = _registry.get(lock_path(lock_dir))
+  mine = entry is not None and entry[0].info["pid"] == os.getpid()
   while True:
     if predicate():
       return True

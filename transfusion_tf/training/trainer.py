@@ -555,6 +555,14 @@ def check_paths(run_dir, tb_dir=None):
     rundir.check_writable_dir(tb_dir, "--tb_dir")
 
 
+def _check_lock_parent(run_dir):
+  """The lock file (and an --overwrite's DIR.previous) sit beside the run directory: its parent must be writable."""
+  parent = os.path.dirname(os.path.abspath(run_dir))
+  if os.path.isdir(parent) and not os.access(parent, os.W_OK | os.X_OK):
+    raise UsageError(f"--run_dir={run_dir}: its folder {parent} is not writable, and the run's lock file goes there; "
+                     "choose another --run_dir or fix its permissions")
+
+
 def _make_parents(run_dir):
   """Creates the missing ancestors of `run_dir`; returns those created, outermost first."""
   missing, parent = [], os.path.dirname(os.path.abspath(run_dir))
@@ -589,12 +597,20 @@ def _run_lock(run_dir):
 
 
 def _move_aside(run_dir):
-  """Renames `run_dir` to `run_dir`.previous (replacing an older one); returns the new path."""
+  """Renames `run_dir` to `run_dir`.previous (replacing an older one); returns the new path.
+
+  Except when `run_dir` has no checkpoint and a .previous exists: then `run_dir` is an earlier --overwrite killed
+  before its first checkpoint, and the run worth keeping is the one already aside, so `run_dir` is deleted.
+  """
   previous = os.path.abspath(run_dir).rstrip(os.sep) + ".previous"
-  if os.path.isdir(previous) and not os.path.islink(previous):
-    shutil.rmtree(previous)
-  elif os.path.lexists(previous):
-    os.remove(previous)
+  if os.path.lexists(previous):
+    if not tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")):
+      shutil.rmtree(run_dir)
+      return previous
+    if os.path.isdir(previous) and not os.path.islink(previous):
+      shutil.rmtree(previous)
+    else:
+      os.remove(previous)
   os.rename(run_dir, previous)
   return previous
 
@@ -616,6 +632,7 @@ def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_
   if finished is not None:
     print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
     return finished
+  _check_lock_parent(run_dir)
   created = _make_parents(run_dir) + ([] if os.path.exists(run_dir) else [os.path.abspath(run_dir)])
   try:
     with _run_lock(run_dir) as held:
@@ -658,6 +675,7 @@ def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None, tb_dir
   check_paths(run_dir, tb_dir)
   if export:
     rundir.check_writable_dir(os.path.dirname(os.path.abspath(os.path.expanduser(export))), "--export")
+  _check_lock_parent(run_dir)
   created = _make_parents(run_dir) + ([] if os.path.exists(run_dir) else [os.path.abspath(run_dir)])
   try:
     with _run_lock(run_dir) as held:  # Held over training and export; train() re-enters it.

@@ -1224,6 +1224,96 @@ def load_or_generate(task, split, num_examples, image_size, seed, cache_dir=None
   return images, labels, meta
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Global-statistics baseline: what a classifier reads without looking at any local structure.
+# --------------------------------------------------------------------------------------------------------------------
+
+GLOBAL_PERCENTILES = (1, 5, 25, 50, 75, 95, 99, 99.9)
+GLOBAL_HIST_BINS = 16
+
+
+def global_statistics_features(images):
+  """Per-channel global intensity statistics of uint8 images: the features of the global-statistics baseline.
+
+  Args:
+    images: (N, S, S, C) uint8 (any S, any C).
+
+  Returns:
+    (N, C * (GLOBAL_HIST_BINS + len(GLOBAL_PERCENTILES) + 2)) float64: per channel a GLOBAL_HIST_BINS-bin histogram
+    over 0..255 (fraction of pixels per bin), the GLOBAL_PERCENTILES percentiles, the mean and the std (all in
+    intensity units / 255). Spatial layout is discarded entirely.
+  """
+  images = np.asarray(images)
+  n, c = images.shape[0], images.shape[-1]
+  flat = images.reshape(n, -1, c)
+  feats = []
+  for ch in range(c):
+    v = flat[:, :, ch]
+    bins = (v.astype(np.int64) * GLOBAL_HIST_BINS) // 256 + GLOBAL_HIST_BINS * np.arange(n)[:, None]
+    hist = np.bincount(bins.ravel(), minlength=n * GLOBAL_HIST_BINS).reshape(n, GLOBAL_HIST_BINS) / v.shape[1]
+    vf = v.astype(np.float64) / 255.0
+    feats += [hist, np.percentile(vf, GLOBAL_PERCENTILES, axis=1).T, vf.mean(1, keepdims=True),
+              vf.std(1, keepdims=True)]
+  return np.concatenate(feats, axis=1)
+
+
+def _fit_logistic(x, y, l2):
+  """L2-regularised logistic regression (intercept not penalised) by L-BFGS; returns (F + 1,) weights."""
+  from scipy import optimize  # pylint: disable=g-import-not-at-top
+  from scipy.special import expit, log_expit  # pylint: disable=g-import-not-at-top
+  z = np.c_[x, np.ones(len(x))]
+  sign = 2.0 * y - 1.0
+  n = len(x)
+
+  def f(w):
+    m = sign * (z @ w)
+    loss = -log_expit(m).sum() / n + 0.5 * l2 * (w[:-1] @ w[:-1])
+    g = -(z.T @ (sign * expit(-m))) / n
+    g[:-1] += l2 * w[:-1]
+    return loss, g
+
+  return optimize.minimize(f, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
+
+
+def _rank_auc(labels, scores):
+  from scipy.stats import rankdata  # pylint: disable=g-import-not-at-top
+  labels = np.asarray(labels).astype(bool)
+  npos, nneg = labels.sum(), (~labels).sum()
+  if npos == 0 or nneg == 0:
+    return float("nan")
+  return float((rankdata(scores)[labels].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def global_baseline_auc(train_features, train_labels, test_features, test_labels, l2_grid=(1e-3, 1e-2, 1e-1, 1.0)):
+  """AUC of an L2-regularised logistic regression on global statistics, fit on one split and scored on another.
+
+  Features are standardised with the training split's moments. The L2 strength is chosen from `l2_grid` by 3-fold
+  cross-validated AUC on the training split (contiguous folds), then refit on the whole training split.
+
+  Args:
+    train_features, test_features: (N, F) float, e.g. from global_statistics_features.
+    train_labels, test_labels: (N,) binary (bool or 0/1).
+
+  Returns:
+    (test AUC, chosen l2) as floats.
+  """
+  xtr, xte = np.asarray(train_features, np.float64), np.asarray(test_features, np.float64)
+  ytr, yte = np.asarray(train_labels).astype(np.float64), np.asarray(test_labels).astype(bool)
+  mu, sd = xtr.mean(0), xtr.std(0) + 1e-9
+  xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+  folds = np.array_split(np.arange(len(xtr)), 3)
+  best = (-1.0, l2_grid[0])
+  for l2 in l2_grid:
+    scores = []
+    for k in range(3):
+      tr = np.concatenate([folds[j] for j in range(3) if j != k])
+      w = _fit_logistic(xtr[tr], ytr[tr], l2)
+      scores.append(_rank_auc(ytr[folds[k]], np.c_[xtr[folds[k]], np.ones(len(folds[k]))] @ w))
+    best = max(best, (float(np.nanmean(scores)), l2))
+  w = _fit_logistic(xtr, ytr, best[1])
+  return _rank_auc(yte, np.c_[xte, np.ones(len(xte))] @ w), float(best[1])
+
+
 def referable(grades):
   """Referable DR (grade >= 2) as int8."""
   return (np.asarray(grades) >= 2).astype(np.int8)

@@ -105,11 +105,12 @@ SOURCE_CLASSES = [
 NUM_CLASSES = {"retina": 5, "cxr": len(CXR_PATHOLOGIES), "source": len(SOURCE_CLASSES)}
 NUM_CHANNELS = {"retina": 3, "cxr": 1, "source": 3}
 RETINA_GRADE_PROBS = (0.45, 0.15, 0.20, 0.10, 0.10)
-# retina: calibrated on the shared 2-core CPU machine with a random-init CBR-Small (Adam 1e-3 with cosine decay, batch
-# 32, left-right flips), referable AUC on held-out validation images after 100, 200, ... steps:
-#   64 px, 4,000 training / 1,000 validation images: 0.84 0.86 0.90 0.91 0.93 0.93 0.94 0.94 (800 steps);
-#   128 px, 3,000 / 800 images: 0.78 0.85 0.88 (300 steps, still rising).
-# So a random-init model needs most of its budget to approach its final AUC. Reproduce with
+# retina (generator v3, difficulty 0.35): calibrated on the shared 2-core CPU machine with a random-init CBR-Small at
+# the demo's settings (width x0.5, Adam 2e-3 with cosine decay, batch 32, left-right flips, 48 px, 3,000 training /
+# 1,000 validation images), referable AUC after 75, 150, ... 600 steps: .61 .64 .72 .75 .74 .76 .78 .78 (difficulty
+# 0.5: .59 .65 .70 .71 .74 .76 .75 .76). The global-statistics baseline reads .57-.59 at 32-128 px. Generator v2
+# (no lesion mimics) gave 0.84 after 100 steps at 64 px, mostly from the lesions' global colour: its baseline read .90
+# at 48 px. So a random-init model needs most of its budget to approach its final AUC. Reproduce with
 # benchmarks/synthetic_benchmark.py --learnability. cxr, the same model at 64 px, 4,000 / 1,000 images, uncertain
 # labels masked (--task cxr): mean AUC .75 .79 .87 .89 .90 .91 every 100 steps to 600; per finding at 600 Atelectasis
 # .86, Cardiomegaly .94, Consolidation .82, Edema .98, Effusion .93. (Generator version 1 gave Cardiomegaly 1.00: the

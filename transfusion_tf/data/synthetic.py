@@ -51,6 +51,8 @@ cxr (labels: (5,) int8 in {-1, 0, 1} for [Atelectasis, Cardiomegaly, Consolidati
                      costophrenic angle;
     Consolidation    one or two fluffy local opacities, sometimes with dark air bronchograms;
     Edema            bilateral perihilar (bat-wing) haze plus short horizontal Kerley B lines at the lateral bases;
+                     90 % of films without edema carry two hazes of the same strength and size placed laterally,
+                     so the lungs' brightness alone no longer reads it (generator v3);
     Atelectasis      a thin plate-like linear opacity, sometimes a wedge by the heart, with volume loss (raised
                      hemidiaphragm on that side).
   Findings co-occur through latent conditions: heart failure (more likely with cardiomegaly) gives edema and
@@ -614,6 +616,7 @@ def _render_retina(rng, size, d, grade, patient, eye):
 _CXR_MIMIC = np.array([0.14, 0.0, 0.105, 0.06, 0.05])  # P(-1 with a faint mimic | absent).
 _CXR_UNSURE = np.array([0.6, 0.0, 0.6, 0.5, 0.35])  # P(-1 | present and subtle).
 _C_VEIN, _C_KERLEY, _C_BRONCH, _C_ECG, _C_NLAYERS = range(5)
+_CXR_HAZE = 0.9  # P(an edema-sized haze elsewhere | no edema): generator v3.
 
 
 def _cxr_patient(rng):
@@ -777,6 +780,16 @@ def _render_cxr(rng, size, d, patient, present, severity, ctr):
     for k in range(nk):
       t = np.arange(0, klen[k] * half, step)
       canvas.add(_C_KERLEY, _to_px(kx[k], s) - ksd[k] * t, np.full(t.shape, _to_px(ky[k], s)), 1.2 * e * step / cw)
+  else:
+    # Haze at most films without edema (overlying soft tissue, scatter, poor inspiration): the mass and strength of an
+    # edema's bat-wing haze, but one-sided, apical or basal, so the lungs' mean brightness no longer reads edema;
+    # only the perihilar, bilateral shape (and the Kerley lines) do.
+    if rng.random() < _CXR_HAZE:
+      e = contrast * (0.3 + 0.7 * rng.random())
+      for _ in range(2):
+        hx = cx + rng.choice([-1, 1]) * W * rng.uniform(0.45, 0.8)
+        hy = rng.uniform(top + 0.15, dia - 0.05)
+        img += 0.20 * e * lung * np.exp(-(((x - hx) / 0.22) ** 2 + ((y - hy) / 0.28) ** 2))
   if active(4):  # Effusion: fluid with a meniscus rising laterally.
     e = st(4)
     for sg in eff_sides:

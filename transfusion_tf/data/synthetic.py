@@ -550,8 +550,8 @@ def _render_retina(rng, size, d, grade, patient, eye):
     share = rng.dirichlet(np.full(k, 4.0)) * area
     qx, qy = pts(k, **where)
     for j in range(len(qx)):
-      patches.append((layer, _to_px(qx[j], s), _to_px(qy[j], s), np.sqrt(share[j] / np.pi), contrast * rng.uniform(*amp),
-                      rng.uniform(1.0, 1.8), rng.uniform(0, np.pi)))
+      patches.append((layer, _to_px(qx[j], s), _to_px(qy[j], s), np.sqrt(share[j] / np.pi),
+                      contrast * rng.uniform(*amp), rng.uniform(1.0, 1.8), rng.uniform(0, np.pi)))
 
   # Distractors at every grade.
   n_pig = rng.poisson(1.0 + 3.0 * d)

@@ -4,7 +4,7 @@
   python benchmarks/source_benchmark.py --model cbr_small --width_multiplier 0.5 --size 32 --steps 2000
 
 Pretrains the model with the package's own `trainer.pretrain` (the recipe of `transfusion-pretrain` and the study:
-AdamW, decoupled weight decay on BatchNorm-followed conv kernels, cosine decay; trainer.PRETRAIN_DEFAULTS unless
+AdamW, decoupled weight decay on BatchNorm-followed conv kernels, cosine decay; training.policy.pretrain_defaults() unless
 overridden) on synthetic_source, then prints the validation curve (top-1, top-5 per eval, wall seconds), the final
 top-1 and top-5 against the target (top-1 at least --target_factor times chance, 10x by default: 31% for the 32
 source classes), and the mean orientation selectivity of the exported conv1 filters against a He-normal random
@@ -23,13 +23,9 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 
 def _default_size(model):
-  """The per-model pretraining size of the training policy, where it exists, else the pretraining default."""
-  try:
-    from transfusion_tf.training import policy  # pylint: disable=g-import-not-at-top
-    return policy.pretrain_image_size(model)
-  except (ImportError, AttributeError):
-    from transfusion_tf.training import trainer  # pylint: disable=g-import-not-at-top
-    return trainer.PRETRAIN_DEFAULTS["image_size"]
+  """The per-model pretraining size of the training policy."""
+  from transfusion_tf.training import policy  # pylint: disable=g-import-not-at-top
+  return policy.pretrain_image_size(model)
 
 
 def run(args):
@@ -40,10 +36,10 @@ def run(args):
   from transfusion_tf import models  # pylint: disable=g-import-not-at-top
   from transfusion_tf.analysis import representation  # pylint: disable=g-import-not-at-top
   from transfusion_tf.data import synthetic  # pylint: disable=g-import-not-at-top
-  from transfusion_tf.training import rundir, trainer  # pylint: disable=g-import-not-at-top
+  from transfusion_tf.training import policy, rundir, trainer  # pylint: disable=g-import-not-at-top
   size = args.size or _default_size(args.model)
   cfg = trainer.TrainConfig(**dict(
-      trainer.PRETRAIN_DEFAULTS, model=args.model, dataset="synthetic_source", image_size=size,
+      policy.pretrain_defaults(), model=args.model, dataset="synthetic_source", image_size=size,
       train_steps=args.steps, eval_every=args.eval_every or max(1, args.steps // 8), batch_size=args.batch_size,
       seed=args.seed, model_kwargs={"width_multiplier": args.width_multiplier},
       data_kwargs={"num_train": args.n_train, "num_val": args.n_val, "num_test": 64}))
@@ -86,8 +82,8 @@ def main():
   p.add_argument("--steps", type=int, default=2000)
   p.add_argument("--eval_every", type=int, default=None, help="default: steps / 8")
   p.add_argument("--batch_size", type=int, default=32)
-  p.add_argument("--learning_rate", type=float, default=None, help="default: trainer.PRETRAIN_DEFAULTS")
-  p.add_argument("--weight_decay", type=float, default=None, help="default: trainer.PRETRAIN_DEFAULTS")
+  p.add_argument("--learning_rate", type=float, default=None, help="default: policy.pretrain_defaults()")
+  p.add_argument("--weight_decay", type=float, default=None, help="default: policy.pretrain_defaults()")
   p.add_argument("--warmup_steps", type=int, default=None)
   p.add_argument("--n_train", type=int, default=3000, help="training images (the demo pretrains on 3000)")
   p.add_argument("--n_val", type=int, default=500)

@@ -25,8 +25,9 @@ def main(argv):
   if not FLAGS.run_dir:
     raise UsageError("--run_dir is required")
   path = trainer.pretrain(train_flags.config_from_flags(), FLAGS.run_dir, FLAGS.export, FLAGS.overwrite,
-                  train_flags.flags_text())
-  print(f"pretrained weights written to {path} (use --init=pretrained --weights={path})", flush=True)
+                          train_flags.flags_text())
+  if path is not None:  # None: another process holds --run_dir (the trainer said so).
+    print(f"pretrained weights written to {path} (use --init=pretrained --weights={path})", flush=True)
 
 
 def run():

@@ -4,6 +4,7 @@ from absl import flags
 from transfusion_tf.cli.common import run_app
 from transfusion_tf.errors import UsageError, exit_on_usage_error
 from transfusion_tf.training import flags as train_flags
+from transfusion_tf.training import strategy as strategy_lib
 from transfusion_tf.training import trainer
 
 FLAGS = flags.FLAGS
@@ -16,8 +17,9 @@ def main(argv):
     raise UsageError("--run_dir is required")
   cfg = train_flags.config_from_flags()
   result = trainer.train(cfg, FLAGS.run_dir, overwrite=FLAGS.overwrite, flags_text=train_flags.flags_text())
-  if result is None:  # A non-chief worker: the chief writes the results.
-    print("worker done", flush=True)
+  if result is None:  # A non-chief worker (the chief writes the results), or another process holds --run_dir.
+    if not strategy_lib.is_chief():
+      print("worker done", flush=True)
     return
   primary = result["primary_metric"]
   print(f"done: final {primary} {result['final'][primary]:.4f}, best {result['best'][primary]:.4f} "

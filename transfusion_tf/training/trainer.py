@@ -37,14 +37,11 @@ from transfusion_tf.errors import UsageError
 from transfusion_tf.models import init as init_lib
 from transfusion_tf.models import weights as weights_lib
 from transfusion_tf.training import metrics as metrics_lib
-from transfusion_tf.training import locks, policy
+from transfusion_tf.training import locks
 from transfusion_tf.training import rundir, strategy as strategy_lib, summaries
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
-# Moved to training/policy.py; this alias stays until benchmarks/synthetic_benchmark.py and source_benchmark.py read
-# policy.pretrain_defaults() (then delete it).
-PRETRAIN_DEFAULTS = policy.pretrain_defaults()
 # How a run's checkpoint is selected; {split} and {metric} are the eval split and the task's primary metric.
 SELECTION_RULE = "best {split} {metric}, ties to the earlier step"
 # Config keys that do not change what is trained: a resumed run may differ in these.

@@ -17,7 +17,6 @@ import numpy as np
 from transfusion_tf import files
 from transfusion_tf.errors import UsageError
 from transfusion_tf.data import registry as data_registry
-from transfusion_tf.data import tasks
 from transfusion_tf.experiments import plan, stats
 from transfusion_tf.training import rundir
 

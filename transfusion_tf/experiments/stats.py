@@ -28,7 +28,7 @@ in any arm the seed variance cannot be estimated and lo/hi are None: the reading
 import dataclasses
 import itertools
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from scipy import integrate as sp_integrate

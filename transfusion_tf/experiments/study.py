@@ -120,10 +120,11 @@ def print_plan(cfg, runs, sources, shard_runs):
   return estimate
 
 
-def ensure_sources(cfg, sources):
+def ensure_sources(cfg, sources, wait=True):
   """Runs (or resumes) synthetic-source pretraining where needed. A source another live process is pretraining
-  into the same folder is skipped first and waited for after the others (pretrained here if that process dies
-  without finishing it). Returns {model: weights for the runs}."""
+  into the same folder is skipped first and, with `wait`, waited for after the others (pretrained here if that
+  process dies without finishing it). Returns {model: weights for the runs} (without `wait`, a source another
+  process holds may not exist yet)."""
   out = {m: s for m, s in sources.items() if s != "pretrain"}
   pending = [m for m, s in sources.items() if s == "pretrain"]
   redo = set(pending) if cfg.force else set()
@@ -141,6 +142,8 @@ def ensure_sources(cfg, sources):
         held.append(model)
       else:
         redo.discard(model)
+    if not wait:
+      break
     for model in held:
       path, folder = plan.pretrained_path(cfg, model), plan.pretrain_dir(cfg, model)
       print(f"  waiting for {model}'s source from {locks.describe(locks.holder(folder))}", flush=True)
@@ -160,8 +163,9 @@ def run_sweep(cfg, runs, sources):
   # A --parallel_runs child leaves the plan and the estimate to its parent.
   estimate = 0.0 if os.environ.get(parallel.CHILD_ENV) else print_plan(cfg, runs, sources, shard_runs)
   t0 = time.time()
-  weights = ensure_sources(cfg, {m: s for m, s in sources.items()
-                                 if any(r.model == m and r.needs_source() for r in shard_runs)})
+  needed = {m: s for m, s in sources.items() if any(r.model == m and r.needs_source() for r in shard_runs)}
+  # Sources another process is pretraining are not waited for here: their runs come after the others.
+  weights = ensure_sources(cfg, needed, wait=False)
   redo = set(shard_runs) if cfg.force else set()
   pending = list(shard_runs)
   while pending:
@@ -169,6 +173,9 @@ def run_sweep(cfg, runs, sources):
     for r in pending:
       path = plan.run_dir(cfg, r)
       if plan.is_done(path) and r not in redo:
+        continue
+      if r.needs_source() and needed.get(r.model) == "pretrain" and not os.path.exists(weights[r.model]):
+        held.append(r)
         continue
       k = shard_runs.index(r) + 1
       print(f"== run {k}/{len(shard_runs)}: {r.name}  (elapsed {_fmt_seconds(time.time() - t0)}, "
@@ -181,6 +188,8 @@ def run_sweep(cfg, runs, sources):
         held.append(r)
       else:
         redo.discard(r)
+    waiting = {r.model for r in held if r.needs_source() and not os.path.exists(weights.get(r.model) or "")}
+    ensure_sources(cfg, {m: needed[m] for m in waiting})  # Waits for them, or pretrains them if their holder died.
     for r in held:  # Held by another live process: wait for it; if it dies first, the next pass trains it.
       path = plan.run_dir(cfg, r)
       locks.wait_for(lambda: plan.is_done(path), path)  # pylint: disable=cell-var-from-loop

@@ -53,13 +53,18 @@ class CompareTest(tf.test.TestCase):
 
   def test_compare_runs(self):
     out = compare_lib.compare_runs(self.run_a, self.run_b, stages=["conv1", "conv2", "pool"], num_images=10,
-                                   batch_size=4, max_positions=6)
+                                   batch_size=4, max_positions=6, min_datapoints_per_neuron=0)
     self.assertEqual(out["num_images"], 10)
     self.assertEqual(out["stages"], ["conv1", "conv2", "pool"])
     self.assertEqual(out["matrix"]["stages_a"], ["conv1", "conv2", "pool"])
     self.assertEqual(np.shape(out["matrix"]["svcca"]), (3, 3))
     self.assertEqual(out["per_stage"]["conv1"]["datapoints"], 60)
     self.assertEqual(out["per_stage"]["pool"]["mode"], "vector")
+    # By default the minimum of 10 datapoints per neuron wins over max_positions: 8 positions x 10 images.
+    dense = compare_lib.compare_runs(self.run_a, self.run_b, stages=["conv1"], num_images=10, batch_size=4,
+                                     max_positions=6, stage_matrix=False)
+    conv1 = dense["per_stage"]["conv1"]
+    self.assertGreaterEqual(conv1["datapoints"], 10 * max(conv1["neurons"]))
     for r in out["per_stage"].values():
       for key in ("svcca", "pwcca", "cka"):
         self.assertBetween(r[key], 0.0, 1.0 + 1e-9)

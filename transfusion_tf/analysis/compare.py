@@ -62,12 +62,14 @@ def eval_batches(config, num_images, batch_size, split="validation"):
 
 def compare_runs(run_a, run_b, which_a="final", which_b="final", stages=None, conv_mode="positions",
                  max_positions=activations.DEFAULT_MAX_POSITIONS, num_images=500, batch_size=32,
-                 split="validation", seed=0, keep_variance=0.99, stage_matrix=True):
+                 split="validation", seed=0, keep_variance=0.99, stage_matrix=True,
+                 min_datapoints_per_neuron=activations.DEFAULT_MIN_DATAPOINTS_PER_NEURON):
   """Compares two runs; returns the JSON-ready dict `transfusion-compare` writes.
 
   Keys: run_a, run_b, which_a, which_b, model, stages, conv_mode, max_positions, num_images (images actually
   read), split, dataset, per_stage {stage: result} (see `activations.compare_pairs`), and with stage_matrix,
-  matrix {"stages_a", "stages_b", "svcca", "pwcca", "cka", "mode", "cells"}.
+  matrix {"stages_a", "stages_b", "svcca", "pwcca", "cka", "mode", "cells"}. min_datapoints_per_neuron raises the
+  positions per image above max_positions where a stage needs them (0: max_positions rules).
   """
   activations.check_conv_mode(conv_mode)
   config_a, _ = _check_runs(run_a, run_b)
@@ -79,7 +81,8 @@ def compare_runs(run_a, run_b, which_a="final", which_b="final", stages=None, co
     if s not in all_stages:
       raise UsageError(f"--stages: {s!r} is not a stage of {config_a['model']}; stages are {', '.join(all_stages)}")
   batches = eval_batches(config_a, num_images, batch_size, split)
-  common = dict(conv_mode=conv_mode, max_positions=max_positions, seed=seed, keep_variance=keep_variance)
+  common = dict(conv_mode=conv_mode, max_positions=max_positions, seed=seed, keep_variance=keep_variance,
+                min_datapoints_per_neuron=min_datapoints_per_neuron)
   out = {"run_a": run_a, "run_b": run_b, "which_a": which_a, "which_b": which_b, "model": config_a["model"],
          "stages": stages, "conv_mode": conv_mode, "max_positions": max_positions, "split": split,
          "dataset": config_a["dataset"], "label_a": f"{os.path.basename(os.path.normpath(run_a))} ({which_a})",

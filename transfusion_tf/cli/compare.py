@@ -30,6 +30,9 @@ flags.DEFINE_enum("conv_mode", "positions", list(activations.CONV_MODES),
                   "(avgpool).")
 flags.DEFINE_integer("max_positions", activations.DEFAULT_MAX_POSITIONS,
                      "positions mode: spatial positions sampled per image (0: all).")
+flags.DEFINE_float("min_datapoints_per_neuron", activations.DEFAULT_MIN_DATAPOINTS_PER_NEURON,
+                   "Raise positions per image above --max_positions until each stage has this many datapoints per "
+                   "neuron (0: --max_positions rules).")
 flags.DEFINE_integer("num_images", 500, "Images to run through both models (the first of the split).")
 flags.DEFINE_integer("compare_batch_size", 32, "Batch size for the forward passes.")
 flags.DEFINE_string("compare_split", "validation", "Split of run_a's dataset to read images from.")
@@ -50,7 +53,8 @@ def main(argv):
     warnings.simplefilter("ignore", cca.FewDatapointsWarning)
     result = compare_runs(FLAGS.run_a, FLAGS.run_b, FLAGS.which_a, FLAGS.which_b, FLAGS.stages, FLAGS.conv_mode,
                           FLAGS.max_positions, FLAGS.num_images, FLAGS.compare_batch_size, FLAGS.compare_split,
-                          FLAGS.compare_seed, FLAGS.svcca_keep_variance, FLAGS.stage_matrix)
+                          FLAGS.compare_seed, FLAGS.svcca_keep_variance, FLAGS.stage_matrix,
+                          min_datapoints_per_neuron=FLAGS.min_datapoints_per_neuron)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.compare_out)), exist_ok=True)
   png = os.path.splitext(FLAGS.compare_out)[0] + ".png"
   result["png"] = png

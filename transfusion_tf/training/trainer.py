@@ -629,13 +629,19 @@ def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_
   if finished is not None:
     print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
     return finished
+  return _locked(run_dir, _train_held, cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir)
+
+
+def _locked(run_dir, work, *args):
+  """Runs work(*args) holding the lock of `run_dir`; None when another live process holds it. A UsageError
+  removes the empty folders this call created."""
   _check_lock_parent(run_dir)
   created = _make_parents(run_dir) + ([] if os.path.exists(run_dir) else [os.path.abspath(run_dir)])
   try:
     with _run_lock(run_dir) as held:
       if not held:
         return None
-      return _train_held(cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir)
+      return work(*args)
   except UsageError:
     _remove_if_empty(created)
     raise
@@ -672,16 +678,8 @@ def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None, tb_dir
   check_paths(run_dir, tb_dir)
   if export:
     rundir.check_writable_dir(os.path.dirname(os.path.abspath(os.path.expanduser(export))), "--export")
-  _check_lock_parent(run_dir)
-  created = _make_parents(run_dir) + ([] if os.path.exists(run_dir) else [os.path.abspath(run_dir)])
-  try:
-    with _run_lock(run_dir) as held:  # Held over training and export; train() re-enters it.
-      if not held:
-        return None
-      return _pretrain_held(cfg, run_dir, export, overwrite, flags_text, tb_dir)
-  except UsageError:
-    _remove_if_empty(created)
-    raise
+  # The lock is held over training and export; train() re-enters it.
+  return _locked(run_dir, _pretrain_held, cfg, run_dir, export, overwrite, flags_text, tb_dir)
 
 
 def _pretrain_held(cfg, run_dir, export, overwrite, flags_text, tb_dir):

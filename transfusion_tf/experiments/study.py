@@ -178,8 +178,8 @@ def run_sweep(cfg, runs, sources):
         held.append(r)
         continue
       k = shard_runs.index(r) + 1
-      print(f"== run {k}/{len(shard_runs)}: {r.name}  (elapsed {_fmt_seconds(time.time() - t0)}, "
-            f"estimate {_fmt_seconds(estimate)})", flush=True)
+      print(f"== run {k}/{len(shard_runs)}: {r.name}  (elapsed {_fmt_seconds(time.time() - t0)}"
+            + (f", estimate {_fmt_seconds(estimate)})" if estimate else ")"), flush=True)
       result = trainer.train(plan.run_config(cfg, r, weights.get(r.model)), path,
                              overwrite=r in redo,
                              tb_dir=os.path.join(cfg.out, "tb", r.name.replace("/", "_")))

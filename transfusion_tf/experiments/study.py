@@ -90,8 +90,9 @@ def _fmt_seconds(s):
   return time.strftime("%H:%M:%S", time.gmtime(max(0, s)))
 
 
-def print_plan(cfg, runs, sources, shard_runs):
-  """Prints N runs, which are done, and an estimated time from measured steps; returns the estimate in s."""
+def print_plan(cfg, runs, sources, shard_runs, procs=1):
+  """Prints N runs, which are done, and an estimated time from measured steps (shared by `procs` concurrent
+  processes); returns the estimate in s."""
   done = [r for r in runs if plan.is_done(plan.run_dir(cfg, r))]
   to_pretrain = [m for m, s in sources.items() if s == "pretrain" and not os.path.exists(plan.pretrained_path(cfg, m))]
   print(f"study plan: {len(runs)} training runs ({len(done)} done), {len(to_pretrain)} source pretraining runs "
@@ -115,7 +116,9 @@ def print_plan(cfg, runs, sources, shard_runs):
     estimate += sec * scale * cfg.pretrain_steps + 3 * trace
   if per_model:
     steps = ", ".join(f"{m} {s * 1000:.0f} ms/step" for m, (s, _) in per_model.items())
-    print(f"  measured: {steps}; estimated training time for this shard {_fmt_seconds(estimate)} (analyses come "
+    estimate /= procs
+    print(f"  measured: {steps}; estimated training time for this shard {_fmt_seconds(estimate)}"
+          + (f" over {procs} processes" if procs > 1 else "") + " (analyses come "
           "after)", flush=True)
   return estimate
 
@@ -153,7 +156,7 @@ def ensure_sources(cfg, sources, wait=True):
   return out
 
 
-def run_sweep(cfg, runs, sources):
+def run_sweep(cfg, runs, sources, procs=1):
   """Pretrains and trains every run of this shard of `runs` (resuming). A run another live process holds is
   skipped, and waited for at the end (trained here if its holder dies without finishing it), so two processes on one
   --out train each run once and both end with every run finished."""
@@ -161,7 +164,7 @@ def run_sweep(cfg, runs, sources):
   shard_runs = [r for k, r in enumerate(runs) if k % n == i]
   files.atomic_write_json(os.path.join(cfg.out, "plan.json"), plan.plan_record(cfg, runs, sources))
   # A --parallel_runs child leaves the plan and the estimate to its parent.
-  estimate = 0.0 if os.environ.get(parallel.CHILD_ENV) else print_plan(cfg, runs, sources, shard_runs)
+  estimate = 0.0 if os.environ.get(parallel.CHILD_ENV) else print_plan(cfg, runs, sources, shard_runs, procs)
   t0 = time.time()
   needed = {m: s for m, s in sources.items() if any(r.model == m and r.needs_source() for r in shard_runs)}
   # Sources another process is pretraining are not waited for here: their runs come after the others.
@@ -312,7 +315,7 @@ def run_study(cfg, stage="all", argv=None):
             flush=True)
       children = parallel.spawn(n_procs - 1, argv, intra_op, gpus)
     try:
-      run_sweep(cfg, runs, sources)
+      run_sweep(cfg, runs, sources, n_procs)
     except BaseException:
       for c in children:
         c.terminate()

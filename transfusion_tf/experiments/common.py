@@ -226,7 +226,7 @@ def fmt_interval(iv, scale=100.0, digits=1, signed=False):
   if iv.lo is not None:
     s += f" [{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]"
   elif iv.std is None and iv.n == 1:
-    s += " (1 seed, no CI)"
+    s += " (n=1, no CI)"
   else:
     s += " (no CI: < 2 seeds per arm)"
   return s

@@ -427,12 +427,12 @@ def read_equivalence(interval: Interval, margin: float, what: str = "") -> Verdi
     return Verdict(INCONCLUSIVE, f"{_prefix(what)}difference {_fmt(interval.mean)}, no interval ({why}).",
                    "equivalence")
   if -margin < interval.lo and interval.hi < margin:
-    verdict, why = HOLDS, f"inside +-{_fmt(margin)}"
+    verdict, why = HOLDS, f"lies inside +-{_fmt(margin)}"
   elif interval.lo >= margin or interval.hi <= -margin:
-    verdict, why = DOES_NOT_HOLD, f"entirely outside +-{_fmt(margin)}"
+    verdict, why = DOES_NOT_HOLD, f"lies entirely outside +-{_fmt(margin)}"
   else:
     verdict, why = INCONCLUSIVE, f"crosses +-{_fmt(margin)}"
-  return Verdict(verdict, f"{_prefix(what)}{_ci_text(interval)}: the CI lies {why}.", "equivalence")
+  return Verdict(verdict, f"{_prefix(what)}{_ci_text(interval)}: the CI {why}.", "equivalence")
 
 
 def read_direction(interval: Interval, claimed: str = "greater", what: str = "") -> Verdict:

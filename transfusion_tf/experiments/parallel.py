@@ -76,8 +76,9 @@ def spawn(count, argv, intra_op, gpus):
       env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
     if intra_op is not None:
       env.update(OMP_NUM_THREADS=str(intra_op), TF_NUM_INTRAOP_THREADS=str(intra_op), TF_NUM_INTEROP_THREADS="1")
+    # The child keeps the parent's flags, its --shard included: it shares the parent's part of the sweep.
     cmd = [sys.executable, "-m", "transfusion_tf.cli.study"] + list(argv[1:]) + [
-        "--study_stage=train", "--parallel_runs=1", "--shard=0/1"]
+        "--study_stage=train", "--parallel_runs=1"]
     children.append(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent if os.name == "posix" else None))
   return children
 

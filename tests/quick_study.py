@@ -17,11 +17,14 @@ def study_command(out):
 
 
 def run_quick_study():
-  """Returns {"out", "killed_after" (finished runs when killed), "resume" (CompletedProcess), "again"}."""
+  """Returns {"out", "killed_after" (finished runs when killed), "killed_log" (its output), "survivors" (pids of
+  its processes alive after the kill), "resume" (CompletedProcess), "again"}."""
   if "out" in _CACHE:
     return _CACHE
   out = tempfile.mkdtemp(prefix="transfusion_quick_")
-  proc = subprocess.Popen(study_command(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  killed_log = os.path.join(tempfile.mkdtemp(prefix="transfusion_quick_log_"), "killed.log")
+  log = open(killed_log, "w")
+  proc = subprocess.Popen(study_command(out), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
   deadline = time.time() + 900
   finished = []
   while time.time() < deadline and proc.poll() is None:
@@ -32,7 +35,16 @@ def run_quick_study():
   if proc.poll() is None:
     proc.send_signal(signal.SIGKILL)
   proc.wait()
+  log.close()
+  # The default --parallel_runs=auto trains in 2 processes on 2 cores: its children must die with the parent.
+  survivors = []
+  for _ in range(10):
+    time.sleep(0.5)
+    survivors = subprocess.run(["pgrep", "-f", f"--out={out}"], capture_output=True, text=True).stdout.split()
+    if not survivors:
+      break
   resume = subprocess.run(study_command(out), cwd=ROOT, capture_output=True, text=True, timeout=1500)
   again = subprocess.run(study_command(out), cwd=ROOT, capture_output=True, text=True, timeout=600)
-  _CACHE.update(out=out, killed_after=len(finished), resume=resume, again=again)
+  _CACHE.update(out=out, killed_after=len(finished), killed_log=open(killed_log).read(), survivors=survivors,
+                resume=resume, again=again)
   return _CACHE

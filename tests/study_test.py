@@ -15,6 +15,9 @@ class QuickStudyTest(tf.test.TestCase):
     out = res["out"]
     self.assertEqual(res["resume"].returncode, 0, res["resume"].stderr[-3000:])
     self.assertGreaterEqual(res["killed_after"], 2, "the study was not killed mid-sweep")
+    if (os.cpu_count() or 1) >= 2:  # --parallel_runs=auto ran a child, which died with its killed parent.
+      self.assertRegex(res["killed_log"], r"parallel runs: \d+ processes")
+    self.assertEmpty(res["survivors"], "a --parallel_runs child outlived its killed parent")
     plan = rundir.read_json(os.path.join(out, "plan.json"))
     for run in plan["runs"]:
       self.assertTrue(os.path.exists(os.path.join(run["dir"], "result.json")), run["name"])

@@ -1,5 +1,7 @@
 """Tests for the trainer and the train/evaluate/pretrain commands: contract, resume after SIGKILL, bad input."""
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -12,9 +14,12 @@ from unittest import mock
 import h5py
 import numpy as np
 import tensorflow as tf
+from absl.testing import flagsaver
 
 from transfusion_tf import models
+from transfusion_tf.cli import common
 from transfusion_tf.cli import evaluate as evaluate_cli
+from transfusion_tf.cli import train as train_cli
 from transfusion_tf.errors import UsageError
 from transfusion_tf.training import locks, metrics, rundir, trainer
 from transfusion_tf.training import policy
@@ -27,6 +32,20 @@ def run_script(name, *args, timeout=300):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", f"{name}.py"), *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def run_in_process(main, *args):
+  """Runs a command's `main` in this process as its script would (flags parsed, then main): (exit status, stderr).
+
+  Saves a TensorFlow import per case; the real processes' stderr and exit status are tested in cli_test.py."""
+  err = io.StringIO()
+  with flagsaver.flagsaver(), contextlib.redirect_stderr(err):
+    try:
+      common.checked_main(main)(common.parse_flags([main.__module__, *args]))
+      code = 0
+    except SystemExit as e:
+      code = e.code
+  return code, err.getvalue()
 
 
 def error_lines(stderr):
@@ -147,10 +166,10 @@ class TrainCommandTest(tf.test.TestCase):
         (["--eval_split=test"], "--eval_split='test'"),
     ]
     for extra, needle in cases:
-      proc = run_script("train", f"--run_dir={run_dir}", "--train_steps=2", *extra)
-      self.assertEqual(proc.returncode, 2, (extra, proc.stderr[-2000:]))
-      errors = error_lines(proc.stderr)
-      self.assertLen(errors, 1, proc.stderr)
+      code, stderr = run_in_process(train_cli.main, f"--run_dir={run_dir}", "--train_steps=2", *extra)
+      self.assertEqual(code, 2, (extra, stderr[-2000:]))
+      errors = error_lines(stderr)
+      self.assertLen(errors, 1, stderr)
       self.assertIn(needle, errors[0])
     self.assertFalse(os.path.exists(os.path.join(run_dir, "config.json")))
 
@@ -159,15 +178,16 @@ class TrainCommandTest(tf.test.TestCase):
     afile = os.path.join(tmp, "afile")
     open(afile, "w").close()
     for run_dir, needle in ((afile, "is an existing file"), (os.path.join(afile, "run"), "which is a file")):
-      proc = run_script("train", f"--run_dir={run_dir}", "--train_steps=2")
-      self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-      errors = error_lines(proc.stderr)
-      self.assertLen(errors, 1, proc.stderr)
+      code, stderr = run_in_process(train_cli.main, f"--run_dir={run_dir}", "--train_steps=2")
+      self.assertEqual(code, 2, stderr[-2000:])
+      errors = error_lines(stderr)
+      self.assertLen(errors, 1, stderr)
       self.assertIn(needle, errors[0])
     # A mistake found only once the data is built: the folders made for the run are gone again.
-    proc = run_script("train", f"--run_dir={tmp}/new/deeper/run", "--train_steps=2", "--num_val=0")
-    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-    self.assertIn("--num_val", error_lines(proc.stderr)[0])
+    code, stderr = run_in_process(train_cli.main, f"--run_dir={tmp}/new/deeper/run", "--train_steps=2",
+                                  "--num_val=0")
+    self.assertEqual(code, 2, stderr[-2000:])
+    self.assertIn("--num_val", error_lines(stderr)[0])
     self.assertEqual(sorted(os.listdir(tmp)), ["afile"])
 
   def test_unwritable_run_dir(self):
@@ -177,10 +197,10 @@ class TrainCommandTest(tf.test.TestCase):
     if try_read_only_bind(parent):
       self.addCleanup(subprocess.run, ["umount", parent], check=False)
       for run_dir, needle in ((parent, "is not writable"), (os.path.join(parent, "run"), "cannot be created")):
-        proc = run_script("train", f"--run_dir={run_dir}", "--train_steps=2")
-        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-        errors = error_lines(proc.stderr)
-        self.assertLen(errors, 1, proc.stderr)
+        code, stderr = run_in_process(train_cli.main, f"--run_dir={run_dir}", "--train_steps=2")
+        self.assertEqual(code, 2, stderr[-2000:])
+        errors = error_lines(stderr)
+        self.assertLen(errors, 1, stderr)
         self.assertIn(needle, errors[0])
     else:  # No mount privilege: simulate what the kernel would say.
       real = os.access

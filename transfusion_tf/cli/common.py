@@ -62,11 +62,9 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
-def run_app(main):
-  """Runs an absl `main(argv)` with one-line flag errors and TensorFlow's INFO logs kept out of the progress.
-
-  Every command takes flags only, so a stray positional argument is a user mistake too.
-  """
+def checked_main(main):
+  """`main(argv)` wrapped as every command runs it after its flags are parsed: a stray positional argument is a user
+  mistake (every command takes flags only; one line, exit 2), and TensorFlow's INFO logs stay out of the progress."""
   def wrapped(argv):
     if len(argv) > 1:
       print(f"error: unexpected arguments: {' '.join(argv[1:])} (every option is a --flag)", file=sys.stderr,
@@ -74,4 +72,14 @@ def run_app(main):
       sys.exit(2)
     absl_logging.set_verbosity(absl_logging.WARNING)
     return main(argv)
-  app.run(wrapped, flags_parser=_parse_flags)
+  return wrapped
+
+
+def parse_flags(argv):
+  """Parses `argv` into absl's FLAGS; a flag error is one `error:` line on stderr and exit 2. Returns the rest."""
+  return _parse_flags(argv)
+
+
+def run_app(main):
+  """Runs an absl `main(argv)` with one-line flag errors and TensorFlow's INFO logs kept out of the progress."""
+  app.run(checked_main(main), flags_parser=_parse_flags)

@@ -122,7 +122,8 @@ def figure(ctx, data):
       ax = fig.add_subplot(rows, len(cols), i * len(cols) + j + 1)
       xs = np.array([np.nan if p["x"] is None else p["x"] for p in mine], float)
       ys = np.array([np.nan if p["y"] is None else p["y"] for p in mine], float)
-      ax.scatter(xs, ys, s=14, c=[p["pair"] for p in mine] or None, cmap="tab10", edgecolor="black", linewidth=0.3)
+      if mine:  # An empty panel (no pair of that kind, e.g. one seed) gets its note below, not an empty scatter.
+        ax.scatter(xs, ys, s=14, c=[p["pair"] for p in mine], cmap="tab10", edgecolor="black", linewidth=0.3)
       if fit["r2"] is not None:
         grid = np.linspace(np.nanmin(xs), np.nanmax(xs), 20)
         ci = "" if fit["r2_ci"] is None else f" [{fit['r2_ci'][0]:.2f}, {fit['r2_ci'][1]:.2f}]"

@@ -291,6 +291,13 @@ def run_study(cfg, stage="all", argv=None):
   if stage in ("all", "train") and argv and not os.environ.get(parallel.CHILD_ENV):
     gpus = parallel.gpu_count()
     n_procs, intra_op = parallel.resolve(cfg.parallel_runs, gpus, os.cpu_count() or 1)
+    # No more processes than unfinished runs: on a finished sweep each child would import TensorFlow for nothing
+    # (7 s a re-run here), and a last run alone gets every thread.
+    i, n = cfg.shard
+    todo = [r for k, r in enumerate(plan.plan_runs(cfg, catalog.experiments())) if k % n == i
+            and (cfg.force or not plan.is_done(plan.run_dir(cfg, r)))]
+    if len(todo) < n_procs:
+      n_procs, intra_op = parallel.resolve(str(max(1, len(todo))), gpus, os.cpu_count() or 1)
   # Thread pools and visible GPUs are set before TensorFlow's first op, here and in every child (whose
   # environment says how).
   parallel.configure(intra_op or (int(os.environ["TF_NUM_INTRAOP_THREADS"])

@@ -213,6 +213,21 @@ class ActivationsTest(tf.test.TestCase):
     with self.assertRaisesRegex(UsageError, "min_datapoints_per_neuron"):
       activations.compare_models(self.a, self.b, ["conv1"], batches, min_datapoints_per_neuron=-1)
 
+  def test_groups_share_one_step_and_equal_separate_comparisons(self):
+    groups = [_batches(num=2, seed=1), _batches(num=3, seed=2), _batches(num=1, batch=3, seed=3)]
+    stages = ["conv1", "conv2", "conv4"]
+    together = activations.compare_models_on_groups(self.a, self.b, stages, groups, max_positions=10)
+    self.assertLen(together, 3)
+    for group, got in zip(groups, together):  # Moments zeroed between groups: each as if compared alone.
+      alone = activations.compare_models(self.a, self.b, stages, group, max_positions=10)
+      for s in stages:
+        for key in ("datapoints", "images", "positions_per_image", "below_min"):
+          self.assertEqual(got[s][key], alone[s][key], (s, key))
+        for key in ("svcca", "pwcca", "cka", "cca"):
+          self.assertAllClose(got[s][key], alone[s][key], atol=1e-9, msg=(s, key))
+          self.assertAllClose(got[s]["baseline"][key], alone[s]["baseline"][key], atol=1e-9, msg=(s, key))
+    self.assertNotAllClose(together[0]["conv2"]["svcca"], together[1]["conv2"]["svcca"])
+
   def test_permutation_baseline(self):
     # Twin models at every position of conv1 (16 neurons, 12 x 256 datapoints): similarity 1, baseline near 0.
     res = activations.compare_models(self.a, self.a_twin, ["conv1"], _batches(), max_positions=0)

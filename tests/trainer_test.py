@@ -93,7 +93,8 @@ class TrainCommandTest(tf.test.TestCase):
   def test_contract_command_and_rerun(self):
     run_dir = os.path.join(self.create_tempdir().full_path, "run")
     args = ["--model=cbr_tiny", "--dataset=synthetic_retina", "--image_size=64", "--init=random",
-            "--train_steps=40", "--eval_every=20", "--batch_size=16", "--seed=0", f"--run_dir={run_dir}"]
+            "--train_steps=40", "--eval_every=20", "--batch_size=16", "--seed=0", "--num_train=512", "--num_val=256",
+            "--num_test=200", f"--run_dir={run_dir}"]
     proc = run_script("train", *args)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     result = rundir.read_json(os.path.join(run_dir, "result.json"))
@@ -117,7 +118,7 @@ class TrainCommandTest(tf.test.TestCase):
     ev = run_script("evaluate", f"--run_dir={run_dir}", "--split=test")
     self.assertEqual(ev.returncode, 0, ev.stderr[-3000:])
     scored = rundir.read_json(os.path.join(run_dir, "eval_test_final.json"))
-    self.assertEqual(scored["num_examples"], 1000)
+    self.assertEqual(scored["num_examples"], 200)
     self.assertBetween(scored["metrics"]["auc_referable"], 0.0, 1.0)
 
   def test_resume_after_sigkill(self):

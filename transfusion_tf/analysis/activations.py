@@ -276,6 +276,17 @@ class _Stream:
     self.v_xty_perm = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.v_xty]
     self._step = tf.function(self._step_fn, reduce_retracing=True)
 
+  def reset(self, max_positions):
+    """Zeroes every moment, count and sample, as if freshly built with `max_positions`; keeps the traced step."""
+    self.max_positions = max_positions
+    self.reservoirs = {s: _Reservoir(r.capacity, self.seed, s) for s, r in self.reservoirs.items()}
+    self.samples = [None] * len(self.features)
+    self.count = {s: 0 for s in self.streams}
+    self.images = 0
+    self.batches = 0
+    for v in self.v_shift + self.v_sum + self.v_xtx + self.v_xty + self.v_xty_perm:
+      v.assign(tf.zeros_like(v))
+
   def _rows(self, feature, act, positions):
     if feature.kind == "positions":
       rows = tf.gather(tf.reshape(act, [-1, feature.neurons]), positions[f"p{feature.grid[0]}x{feature.grid[1]}"])
@@ -433,6 +444,21 @@ def compare_pairs(model_a, model_b, pairs, batches, conv_mode="positions", max_p
   With return_accumulators, each dict also holds "accumulator", the pair's `cca.CovarianceAccumulator` (its
   covariances are the data's; its means are shifted, see `_Stream.accumulator`), and "baseline_accumulator".
   """
+  return compare_pairs_on_groups(model_a, model_b, pairs, [batches], conv_mode=conv_mode, max_positions=max_positions,
+                                 seed=seed, keep_variance=keep_variance, keep_dims=keep_dims,
+                                 return_accumulators=return_accumulators,
+                                 min_datapoints_per_neuron=min_datapoints_per_neuron)[0]
+
+
+def compare_pairs_on_groups(model_a, model_b, pairs, groups, conv_mode="positions",
+                            max_positions=DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99, keep_dims=None,
+                            return_accumulators=False, min_datapoints_per_neuron=DEFAULT_MIN_DATAPOINTS_PER_NEURON):
+  """`compare_pairs` on each group of batches separately: a list, one `compare_pairs` result per group, each equal
+  to what `compare_pairs(..., batches=group)` returns.
+
+  One set of submodels and one traced step serve every group (the moments are zeroed between groups), so k groups
+  cost one trace instead of k: F4's subsets of images.
+  """
   check_conv_mode(conv_mode)
   if not min_datapoints_per_neuron >= 0:
     raise UsageError(f"min_datapoints_per_neuron must be 0 or more; got {min_datapoints_per_neuron}")
@@ -448,11 +474,18 @@ def compare_pairs(model_a, model_b, pairs, batches, conv_mode="positions", max_p
   shapes_b = dict(zip(stages_b, _stage_shapes(model_b, stages_b)))
   planner = _Planner()
   planned = [planner.pair(a, shapes_a[a], b, shapes_b[b], conv_mode) for a, b in pairs]
-  positions, batches = _positions_plan(planned, planner.features, max_positions, min_datapoints_per_neuron, batches)
-  stream = _Stream(model_a, model_b, stages_a, stages_b, planner, planned, positions, seed, 0)
-  stream.run(batches)
-  return [_pair_result(stream, j, p, conv_mode, keep_variance, keep_dims, return_accumulators,
-                       min_datapoints_per_neuron) for j, p in enumerate(planned)]
+  stream, out = None, []
+  for batches in groups:
+    positions, batches = _positions_plan(planned, planner.features, max_positions, min_datapoints_per_neuron,
+                                         batches)
+    if stream is None:
+      stream = _Stream(model_a, model_b, stages_a, stages_b, planner, planned, positions, seed, 0)
+    else:
+      stream.reset(positions)
+    stream.run(batches)
+    out.append([_pair_result(stream, j, p, conv_mode, keep_variance, keep_dims, return_accumulators,
+                             min_datapoints_per_neuron) for j, p in enumerate(planned)])
+  return out
 
 
 def _pair_result(stream, j, p, conv_mode, keep_variance, keep_dims, return_accumulators, min_datapoints_per_neuron):
@@ -526,11 +559,21 @@ def compare_models(model_a, model_b, stages, batches, conv_mode="positions", max
   stage order; each result holds svcca, pwcca, cka, cca, baseline, datapoints, datapoints_per_neuron, neurons,
   mode, requested_mode, fallback, few_datapoints and below_min (see `compare_pairs`).
   """
+  return compare_models_on_groups(model_a, model_b, stages, [batches], conv_mode=conv_mode,
+                                  max_positions=max_positions, seed=seed, keep_variance=keep_variance,
+                                  keep_dims=keep_dims, min_datapoints_per_neuron=min_datapoints_per_neuron)[0]
+
+
+def compare_models_on_groups(model_a, model_b, stages, groups, conv_mode="positions",
+                             max_positions=DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99, keep_dims=None,
+                             min_datapoints_per_neuron=DEFAULT_MIN_DATAPOINTS_PER_NEURON):
+  """`compare_models` on each group of batches separately, with one traced step for all groups (see
+  `compare_pairs_on_groups`). Returns a list, one {stage: result dict} per group."""
   stages = list(stages) if stages else models.stage_names(model_a)
-  results = compare_pairs(model_a, model_b, [(s, s) for s in stages], batches, conv_mode=conv_mode,
-                          max_positions=max_positions, seed=seed, keep_variance=keep_variance, keep_dims=keep_dims,
-                          min_datapoints_per_neuron=min_datapoints_per_neuron)
-  return {s: r for s, r in zip(stages, results)}
+  per_group = compare_pairs_on_groups(model_a, model_b, [(s, s) for s in stages], groups, conv_mode=conv_mode,
+                                      max_positions=max_positions, seed=seed, keep_variance=keep_variance,
+                                      keep_dims=keep_dims, min_datapoints_per_neuron=min_datapoints_per_neuron)
+  return [{s: r for s, r in zip(stages, results)} for results in per_group]
 
 
 def similarity_matrix(model_a, model_b, stages_a, stages_b, batches, conv_mode="positions",

@@ -66,8 +66,8 @@ def analysis(ctx, finished):
       for which in ("step0", "final"):
         model_a, _ = rundir.load_run_model(a, which)
         model_b, _ = rundir.load_run_model(b, which)
-        for k, g in enumerate(groups):
-          sims[which, k] = activations.compare_models(model_a, model_b, stages, g, **kw)
+        for k, sim in enumerate(activations.compare_models_on_groups(model_a, model_b, stages, groups, **kw)):
+          sims[which, k] = sim
         keras.backend.clear_session()
       for k in range(len(groups)):
         for s in stages:

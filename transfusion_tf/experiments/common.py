@@ -71,7 +71,9 @@ class Context:
   runs: list
   results: dict  # Run -> RunResult, finished runs only.
   analyses: dict = dataclasses.field(default_factory=dict)
-  batches: object = None  # callable(model) -> list of preprocessed analysis image batches (the study sets it).
+  # callable(model, stages=None) -> list of preprocessed image batches (B, S, S, 3), the leading images the given
+  # stages need (all stages by default); the study sets it.
+  batches: object = None
 
   @property
   def out(self):

@@ -59,8 +59,8 @@ def analysis(ctx, finished):
              + [(r, p, "random-pretrained") for r in rnd for p in pre])
     if not pairs:
       continue
-    groups = _subsets(list(ctx.batches(m)), SUBSETS)
     stages = stages_of(m)
+    groups = _subsets(list(ctx.batches(m, stages)), SUBSETS)
     for index, (a, b, kind) in enumerate(pairs):
       sims = {}
       for which in ("step0", "final"):

@@ -202,15 +202,15 @@ def run_sweep(cfg, runs, sources, procs=1):
 # -- analyses ------------------------------------------------------------------------------------------------------
 
 
-def analysis_image_count(cfg, model):
-  """Images the SVCCA analyses of `model` read: --analysis_images, or more where a stage needs them to reach
-  --analysis_min_datapoints per neuron with every spatial position of every image (ResNet50's block4 at 48 px has
-  2 x 2 positions and, at quarter width, 512 channels: 1,280 images for 10 per neuron). The validation split
-  caps it; cells still short are marked by the analyses."""
+def analysis_image_count(cfg, model, stages=None):
+  """Images the SVCCA analyses of `model` read: --analysis_images, or more where one of `stages` (default: all the
+  model's stages) needs them to reach --analysis_min_datapoints per neuron with every spatial position of every
+  image (ResNet50's block4 at 48 px has 2 x 2 positions and, at quarter width, 512 channels: 1,280 images for 10 per
+  neuron). The validation split caps it; cells still short are marked by the analyses."""
   size = cfg.base.image_size
   m = models.build_model(model, 2, (size, size, 3), initialize_weights=False, **cfg.model_kwargs(model))
   need = cfg.analysis_images
-  for stage in plan.model_stages(model):
+  for stage in stages or plan.model_stages(model):
     shape = models.stage_output(m, stage).shape
     positions = int(shape[1]) * int(shape[2]) if len(shape) == 4 else 1
     need = max(need, math.ceil(cfg.analysis_min_datapoints * int(shape[-1]) / positions))
@@ -248,10 +248,20 @@ def run_analyses(ctx, experiments):
   ctx.analyses; returns {id: manifest}."""
   cache = {}
 
-  def batches_for(model):
+  def batches_for(model, stages=None):
+    """The analysis batches of `model`; with `stages`, only as many leading images as those stages need (F4
+    compares two low stages, which need far fewer images than ResNet50's block4)."""
     if model not in cache:
       cache[model] = analysis_batches(ctx.cfg, model)
-    return cache[model]
+    if not stages:
+      return cache[model]
+    want, out = analysis_image_count(ctx.cfg, model, stages), []
+    for b in cache[model]:
+      if want <= 0:
+        break
+      out.append(b[:want])
+      want -= len(out[-1])
+    return out
 
   ctx.batches = batches_for
   manifests = {}

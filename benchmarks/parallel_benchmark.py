@@ -7,10 +7,14 @@ Both arms train the same runs of the flagfile (--study_stage=train) from the sam
 fresh output folders. The sources are copied from --pretrained_from (a finished study's OUT, e.g. the demo's
 runs/demo) into both; without it the N = 1 arm pretrains them and the other arm gets a copy. Each arm's time is
 measured from its first "== run" line (the sweep starts, the pretraining is over) to its exit; the whole command's
-time is printed too. The arms run one after the other, N = 1 first, so both see the same machine. The last line reads
+time is printed too. The arms run one after the other, N = 1 first, so both see the same machine. It then prints how
+far the two arms' test metrics differ (one process uses TensorFlow's default thread pools, each concurrent one a
+share of the cores, and the summation order follows the threads). The last line reads
 `training runs: N=1 X.X min, N=auto Y.Y min (Z.ZZx; goal <= 0.7)`.
 """
 import argparse
+import glob
+import json
 import os
 import shutil
 import subprocess
@@ -62,6 +66,18 @@ def main():
     arms[label] = runs
     procs = next((l.strip() for l in log.splitlines() if l.startswith("parallel runs:")), "1 process")
     print(f"{label}: training runs {runs / 60:.1f} min, whole command {total / 60:.1f} min ({procs})", flush=True)
+  # How far the two thread settings move the numbers (each setting is deterministic on its own).
+  outs = [os.path.join(work, label.replace("=", "_")) for label in arms]
+  diffs = []
+  for path in sorted(glob.glob(os.path.join(outs[0], "runs", "*", "*", "*", "result.json"))):
+    rel = os.path.relpath(path, outs[0])
+    a, b = (json.load(open(os.path.join(o, rel))) for o in outs)
+    metric = a["primary_metric"]
+    diffs.append((abs(a["selected"]["test"][metric] - b["selected"]["test"][metric]), rel.split(os.sep)[1:4]))
+  if diffs:
+    worst = max(diffs)
+    print(f"test {metric} N=1 vs N={args.parallel}: {sum(d == 0 for d, _ in diffs)} of {len(diffs)} runs identical, "
+          f"largest difference {worst[0]:.4f} ({'/'.join(worst[1])}), mean {sum(d for d, _ in diffs) / len(diffs):.4f}")
   if not args.work:
     shutil.rmtree(work, ignore_errors=True)
   (one, t1), (other, t2) = arms.items()

@@ -301,13 +301,6 @@ def run_study(cfg, stage="all", argv=None):
   if stage in ("all", "train") and argv and not os.environ.get(parallel.CHILD_ENV):
     gpus = parallel.gpu_count()
     n_procs, intra_op = parallel.resolve(cfg.parallel_runs, gpus, os.cpu_count() or 1)
-    # No more processes than unfinished runs: on a finished sweep each child would import TensorFlow for nothing
-    # (7 s a re-run here), and a last run alone gets every thread.
-    i, n = cfg.shard
-    todo = [r for k, r in enumerate(plan.plan_runs(cfg, catalog.experiments())) if k % n == i
-            and (cfg.force or not plan.is_done(plan.run_dir(cfg, r)))]
-    if len(todo) < n_procs:
-      n_procs, intra_op = parallel.resolve(str(max(1, len(todo))), gpus, os.cpu_count() or 1)
   # Thread pools and visible GPUs are set before TensorFlow's first op, here and in every child (whose
   # environment says how).
   parallel.configure(intra_op or (int(os.environ["TF_NUM_INTRAOP_THREADS"])
@@ -327,6 +320,12 @@ def run_study(cfg, stage="all", argv=None):
   os.makedirs(cfg.out, exist_ok=True)
   if stage in ("all", "train"):
     children = []
+    # No more processes than unfinished runs: on a finished sweep each child would import TensorFlow for nothing
+    # (7 s a re-run here). The threads were sized before planning (planning builds models, which fixes TensorFlow's
+    # pools), so a last run alone keeps its share.
+    i, n = cfg.shard
+    todo = [r for k, r in enumerate(runs) if k % n == i and (cfg.force or not plan.is_done(plan.run_dir(cfg, r)))]
+    n_procs = min(n_procs, max(1, len(todo)))
     if n_procs > 1:
       print(f"parallel runs: {n_procs} processes" + (f", {intra_op} intra-op thread(s) each" if intra_op else ""),
             flush=True)

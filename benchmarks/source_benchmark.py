@@ -48,6 +48,8 @@ def run(args):
   out = args.out or os.path.join("/tmp", f"transfusion_source_{args.model}_{size}px")
   run_dir = os.path.join(out, "run")
   chance = 1.0 / synthetic.NUM_CLASSES["source"]
+  if args.target_factor is None:
+    args.target_factor = policy.SOURCE_TARGET_FACTOR
   target = args.target_factor * chance
   print(f"pretraining {cfg.model} (width x{args.width_multiplier}) on synthetic_source at {size} px: "
         f"{cfg.train_steps} steps, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.learning_rate} "
@@ -87,7 +89,8 @@ def main():
   p.add_argument("--n_train", type=int, default=3000, help="training images (the demo pretrains on 3000)")
   p.add_argument("--n_val", type=int, default=500)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--target_factor", type=float, default=10.0, help="target top-1 as a multiple of chance")
+  p.add_argument("--target_factor", type=float, default=None,
+                 help="target top-1 as a multiple of chance (default: policy.SOURCE_TARGET_FACTOR, 10)")
   p.add_argument("--out", default=None, help="output folder (default under /tmp)")
   sys.exit(run(p.parse_args()))
 

@@ -213,6 +213,19 @@ class ReadingsTest(tf.test.TestCase):
 
 class ReportTest(tf.test.TestCase):
 
+  def test_source_line_flags_a_source_below_the_target(self):
+    _, _, ctx = make_study(self)
+    for model, top1 in (("resnet50", 0.178), ("cbr_small", 0.466)):  # 10x chance of 32 classes: 31.25%.
+      os.makedirs(plan.pretrain_dir(ctx.cfg, model))
+      files.atomic_write_json(os.path.join(plan.pretrain_dir(ctx.cfg, model), "result.json"),
+                              {"final": {"accuracy": top1, "top5_accuracy": 0.6}})
+    line = report._source_line(ctx, {"resnet50": "pretrain", "cbr_small": "pretrain"})  # pylint: disable=protected-access
+    resnet, cbr = line.split("; cbr_small: ")
+    self.assertIn("source top-1 17.8%", resnet)
+    self.assertIn("below 10x chance: a weak stand-in", resnet)
+    self.assertIn("source top-1 46.6%", cbr)
+    self.assertNotIn("weak stand-in", cbr)
+
   def test_report_sections_rules_and_rerun(self):
     cfg, runs, ctx = make_study(self)
     manifests = {"F2": {"runs": [{"name": runs[0].name, "step": 100, "result": "x"}]}}

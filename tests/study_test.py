@@ -27,6 +27,7 @@ class QuickStudyTest(tf.test.TestCase):
     self.assertIn("standing in for ImageNet", res["resume"].stdout)
     report = open(os.path.join(out, "report.md")).read()
     self.assertIn("synthetic source task standing in for ImageNet", report)
+    self.assertIn("below 10x chance: a weak stand-in", report)  # 40 pretraining steps teach the source nothing.
     self.assertIn("## T1", report)
     self.assertIn("## Reading the results against the paper", report)
     for fig in ("f2", "f3", "f4", "f5", "mv_cbr_tiny", "wt_resnet50"):

@@ -10,6 +10,7 @@ import os
 
 from transfusion_tf import files
 from transfusion_tf.experiments import common, plan, stats
+from transfusion_tf.training import policy
 
 
 def _source_line(ctx, sources):
@@ -26,8 +27,12 @@ def _source_line(ctx, sources):
       res = rundir.read_json(os.path.join(plan.pretrain_dir(cfg, m), "result.json"))
       if res:
         final = res["final"]
-        text += (f"; source top-1 {final.get('accuracy', float('nan')) * 100:.1f}%, top-5 "
-                 f"{final.get('top5_accuracy', float('nan')) * 100:.1f}%, chance {100 / ctx.source_classes:.1f}%")
+        top1, chance = final.get("accuracy", float("nan")), 1 / ctx.source_classes
+        text += (f"; source top-1 {top1 * 100:.1f}%, top-5 "
+                 f"{final.get('top5_accuracy', float('nan')) * 100:.1f}%, chance {100 * chance:.1f}%")
+        if not top1 >= policy.SOURCE_TARGET_FACTOR * chance:
+          text += (f", **below {policy.SOURCE_TARGET_FACTOR:g}x chance: a weak stand-in**, read this model's "
+                   "transfer results with that in mind")
         try:
           model, _ = rundir.load_run_model(plan.pretrain_dir(cfg, m), "final")
           sel = rep.orientation_selectivity(rep.conv1_filters(model)).mean()

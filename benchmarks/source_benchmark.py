@@ -27,6 +27,18 @@ def _default_size(model):
   return policy.pretrain_image_size(model)
 
 
+def _model_kwargs(args):
+  """The model kwargs of the study's pretraining: the width, the policy's per-model kwargs (ResNet50 starts its
+  residual blocks as shortcuts unless --standard_init), and --bn_momentum when given."""
+  from transfusion_tf.training import policy  # pylint: disable=g-import-not-at-top
+  kw = {"width_multiplier": args.width_multiplier}
+  if not args.standard_init:
+    kw.update(policy.pretrain_model_kwargs(args.model))
+  if args.bn_momentum is not None:
+    kw["bn_momentum"] = args.bn_momentum
+  return kw
+
+
 def run(args):
   """Pretrains args.model on synthetic_source; prints the curve, accuracy vs the target and conv1 selectivity.
 
@@ -40,7 +52,7 @@ def run(args):
   cfg = trainer.TrainConfig(**dict(
       policy.pretrain_defaults(), model=args.model, dataset="synthetic_source", image_size=size,
       train_steps=args.steps, eval_every=args.eval_every or max(1, args.steps // 8), batch_size=args.batch_size,
-      seed=args.seed, model_kwargs={"width_multiplier": args.width_multiplier},
+      seed=args.seed, model_kwargs=_model_kwargs(args),
       data_kwargs={"num_train": args.n_train, "num_val": args.n_val, "num_test": 64}))
   for name in ("learning_rate", "weight_decay", "warmup_steps"):
     if getattr(args, name) is not None:
@@ -51,7 +63,7 @@ def run(args):
   if args.target_factor is None:
     args.target_factor = policy.SOURCE_TARGET_FACTOR
   target = args.target_factor * chance
-  print(f"pretraining {cfg.model} (width x{args.width_multiplier}) on synthetic_source at {size} px: "
+  print(f"pretraining {cfg.model} ({cfg.model_kwargs}) on synthetic_source at {size} px: "
         f"{cfg.train_steps} steps, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.learning_rate} "
         f"({cfg.lr_schedule}, warm-up {cfg.warmup_steps}) weight decay {cfg.weight_decay}, {args.n_train} training "
         f"images; cpu_count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -86,6 +98,11 @@ def main():
   p.add_argument("--learning_rate", type=float, default=None, help="default: policy.pretrain_defaults()")
   p.add_argument("--weight_decay", type=float, default=None, help="default: policy.pretrain_defaults()")
   p.add_argument("--warmup_steps", type=int, default=None)
+  p.add_argument("--bn_momentum", type=float, default=None,
+                 help="BatchNorm momentum (default Keras' 0.99; the demo's flagfile sets 0.9)")
+  p.add_argument("--standard_init", action="store_true",
+                 help="train from the study's standard random init (no policy model kwargs such as ResNet50's "
+                      "zero_init_residual)")
   p.add_argument("--n_train", type=int, default=3000, help="training images (the demo pretrains on 3000)")
   p.add_argument("--n_val", type=int, default=500)
   p.add_argument("--seed", type=int, default=0)

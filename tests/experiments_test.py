@@ -281,6 +281,23 @@ class StudyChecksTest(tf.test.TestCase):
     with self.assertRaisesRegex(UsageError, "existing file"):
       study.run_study(cfg)
 
+  def test_a_source_pretrained_with_other_settings_is_refused(self):
+    cfg = self._cfg(source_weights="synthetic", inits=("random", "pretrained"), experiments=("T1",))
+    folder = plan.pretrain_dir(cfg, "cbr_tiny")
+    os.makedirs(folder)
+    old = dataclasses.replace(plan.pretrain_config(cfg, "cbr_tiny"), train_steps=cfg.pretrain_steps + 1)
+    files.atomic_write_json(os.path.join(folder, "config.json"), {"train": old.to_dict()})
+    open(plan.pretrained_path(cfg, "cbr_tiny"), "w").close()
+    before = sorted(os.listdir(cfg.out))
+    with self.assertRaisesRegex(UsageError, r"holds cbr_tiny's synthetic source pretrained with other settings "
+                                r"\(train_steps differ\); pass --force"):
+      study.run_study(cfg)
+    self.assertEqual(sorted(os.listdir(cfg.out)), before)  # Nothing written, nothing removed.
+    # The same settings pass the check (and --force would redo the source).
+    files.atomic_write_json(os.path.join(folder, "config.json"),
+                            {"train": plan.pretrain_config(cfg, "cbr_tiny").to_dict()})
+    study.check_inputs(cfg, plan.plan_runs(cfg, catalog.experiments()), {"cbr_tiny": "pretrain"})
+
   def test_missing_data_folder_is_refused_before_any_pretraining(self):
     base = dataclasses.replace(_base("retina_csv"), data_kwargs={"data_dir": "/nonexistent/fundus"})
     self._refused(self._cfg(base=base, source_weights="synthetic"), "/nonexistent/fundus")

@@ -79,6 +79,31 @@ class BuildTest(tf.test.TestCase):
     default = models.build_model("cbr_tiny", 2, (32, 32, 3))
     self.assertEqual({l.momentum for l in default.layers if isinstance(l, keras.layers.BatchNormalization)}, {0.99})
 
+  def test_zero_init_residual_starts_blocks_as_shortcuts(self):
+    kw = dict(width_multiplier=0.125, seed=3)
+    zero = models.build_model("resnet50", 2, (32, 32, 3), zero_init_residual=True, **kw)
+    plain = models.build_model("resnet50", 2, (32, 32, 3), **kw)
+    last = [l.name for l in zero.layers if l.name.endswith("_3_bn")]
+    self.assertLen(last, 16)  # One per bottleneck: 3 + 4 + 6 + 3.
+    for layer in zero.layers:
+      gamma = layer.get_weights()[0] if layer.name.endswith("_bn") else None
+      if gamma is not None:
+        self.assertEqual(float(np.abs(gamma).max()) == 0.0, layer.name in last, layer.name)
+    # Everything else is the standard seeded init, and re-initialising keeps the zeros.
+    for a, b in zip(zero.layers, plain.layers):
+      if a.weights and a.name not in last:
+        for wa, wb in zip(a.get_weights(), b.get_weights()):
+          self.assertAllEqual(wa, wb)
+    models.initialize(zero, "random", seed=5)
+    self.assertEqual(float(np.abs(zero.get_layer(last[0]).gamma.numpy()).max()), 0.0)
+    # A block that starts as its shortcut passes its input through: block2's output equals its shortcut branch.
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    sub = keras.Model(zero.input, [zero.get_layer("conv2_block2_add").output, zero.get_layer("conv2_block1_out").output])
+    added, before = sub(x, training=False)
+    self.assertAllClose(added, before, atol=1e-5)
+    with self.assertRaisesRegex(UsageError, "zero_init_residual applies to resnet50"):
+      models.build_model("cbr_tiny", 2, (32, 32, 3), zero_init_residual=True)
+
 
 class StageTest(tf.test.TestCase):
 

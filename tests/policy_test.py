@@ -25,6 +25,30 @@ def test_pretrain_image_size():
   assert policy.pretrain_image_size("cbr_small", requested=48) == 48
 
 
+def test_pretrain_model_kwargs_reach_the_study_and_the_command():
+  """ResNet50's source starts its residual blocks as shortcuts (study pretraining and transfusion-pretrain); the
+  study's own runs and the other models keep the standard init."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
+  from transfusion_tf.cli import pretrain as pretrain_cli  # pylint: disable=g-import-not-at-top
+  from transfusion_tf.experiments import plan  # pylint: disable=g-import-not-at-top
+  assert policy.pretrain_model_kwargs("resnet50") == {"zero_init_residual": True}
+  assert policy.pretrain_model_kwargs("cbr_small") == {}
+  policy.pretrain_model_kwargs("resnet50")["zero_init_residual"] = False
+  assert policy.pretrain_model_kwargs("resnet50")["zero_init_residual"]  # A fresh dict each call.
+  cfg = plan.StudyConfig(out="/nonexistent", models=("cbr_small", "resnet50"),
+                         base=trainer.TrainConfig(model_kwargs={"width_multiplier": 0.5}))
+  assert plan.pretrain_config(cfg, "resnet50").model_kwargs["zero_init_residual"] is True
+  assert "zero_init_residual" not in plan.pretrain_config(cfg, "cbr_small").model_kwargs
+  assert "zero_init_residual" not in cfg.model_kwargs("resnet50")  # The study's runs: standard init.
+  for args, want in ((["--model=resnet50"], True), (["--model=resnet50", "--nozero_init_residual"], None),
+                     (["--model=cbr_small"], None)):
+    with flagsaver.flagsaver():
+      flags.FLAGS(["transfusion-pretrain", *args])
+      got = pretrain_cli.config_from_flags().model_kwargs.get("zero_init_residual")
+    assert got == want, (args, got)
+
+
 def test_eval_every_and_data_sizes():
   assert policy.pretrain_eval_every(3000) == 1500
   assert policy.pretrain_eval_every(1) == 1

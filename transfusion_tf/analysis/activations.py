@@ -46,7 +46,6 @@ from transfusion_tf.analysis import cca as cca_lib
 from transfusion_tf.errors import UsageError
 
 
-
 class _OwnStepTraces(logging.Filter):
   """Drops TensorFlow's "frequent retracing" warning about `_Stream._step_fn`.
 

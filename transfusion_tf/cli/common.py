@@ -53,7 +53,8 @@ def flag_error_line(error, argv):
   return f"{msg} (in flagfile {path})"
 
 
-def _parse_flags(argv):
+def parse_flags(argv):
+  """Parses `argv` into absl's FLAGS; a flag error is one `error:` line on stderr and exit 2. Returns the rest."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -75,11 +76,6 @@ def checked_main(main):
   return wrapped
 
 
-def parse_flags(argv):
-  """Parses `argv` into absl's FLAGS; a flag error is one `error:` line on stderr and exit 2. Returns the rest."""
-  return _parse_flags(argv)
-
-
 def run_app(main):
   """Runs an absl `main(argv)` with one-line flag errors and TensorFlow's INFO logs kept out of the progress."""
-  app.run(checked_main(main), flags_parser=_parse_flags)
+  app.run(checked_main(main), flags_parser=parse_flags)

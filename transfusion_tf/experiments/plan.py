@@ -263,7 +263,14 @@ def pretrain_config(cfg, model):
       image_size=policy.pretrain_image_size(model, cfg.pretrain_image_size), train_steps=cfg.pretrain_steps,
       eval_every=policy.pretrain_eval_every(cfg.pretrain_steps), learning_rate=cfg.pretrain_learning_rate,
       weight_decay=cfg.pretrain_weight_decay, convergence_auc=None, optimizer=defaults["optimizer"],
-      lr_schedule=defaults["lr_schedule"], model_kwargs=cfg.model_kwargs(model), data_kwargs=data_kwargs)
+      lr_schedule=defaults["lr_schedule"],
+      model_kwargs=dict(cfg.model_kwargs(model), **policy.pretrain_model_kwargs(model)), data_kwargs=data_kwargs)
+
+
+def shard_runs(cfg, runs):
+  """The runs of this process's shard: every n-th run from the i-th, for cfg.shard = (i, n)."""
+  i, n = cfg.shard
+  return [r for k, r in enumerate(runs) if k % n == i]
 
 
 def plan_record(cfg, runs, sources):

@@ -48,7 +48,14 @@ def check_inputs(cfg, runs, sources):
     trainer.validate(dataclasses.replace(rc, weights=rc.weights and "imagenet"))
   for m, s in sources.items():
     if s == "pretrain":
-      trainer.validate(plan.pretrain_config(cfg, m))
+      pcfg = plan.pretrain_config(cfg, m)
+      trainer.validate(pcfg)
+      # A finished source is reused without being retrained; one pretrained with other settings (another
+      # --pretrain_steps, an older recipe) would silently stand behind every run that transfers from it.
+      diff = [] if cfg.force else trainer.config_differences(plan.pretrain_dir(cfg, m), pcfg)
+      if diff:
+        raise UsageError(f"--out={cfg.out} holds {m}'s synthetic source pretrained with other settings "
+                         f"({', '.join(diff)} differ); pass --force to redo the study, or choose another --out")
   from transfusion_tf.data import pipeline  # pylint: disable=import-outside-toplevel
   # Building the data reads and checks the folders, CSVs and images (and generates the synthetic cache once).
   pipeline.build_data(cfg.base.dataset, image_size=cfg.base.image_size, batch_size=cfg.base.batch_size,
@@ -160,8 +167,7 @@ def run_sweep(cfg, runs, sources, procs=1):
   """Pretrains and trains every run of this shard of `runs` (resuming). A run another live process holds is
   skipped, and waited for at the end (trained here if its holder dies without finishing it), so two processes on one
   --out train each run once and both end with every run finished."""
-  i, n = cfg.shard
-  shard_runs = [r for k, r in enumerate(runs) if k % n == i]
+  shard_runs = plan.shard_runs(cfg, runs)
   files.atomic_write_json(os.path.join(cfg.out, "plan.json"), plan.plan_record(cfg, runs, sources))
   # A --parallel_runs child leaves the plan and the estimate to its parent.
   estimate = 0.0 if os.environ.get(parallel.CHILD_ENV) else print_plan(cfg, runs, sources, shard_runs, procs)
@@ -246,7 +252,7 @@ def analysis_manifest(ctx, used):
 def run_analyses(ctx, experiments):
   """Computes (or reuses, while their inputs are unchanged) the analyses of the selected experiments into
   ctx.analyses; returns {id: manifest}."""
-  cache = {}
+  cache, counts = {}, {}
 
   def batches_for(model, stages=None):
     """The analysis batches of `model`; with `stages`, only as many leading images as those stages need (F4
@@ -255,7 +261,10 @@ def run_analyses(ctx, experiments):
       cache[model] = analysis_batches(ctx.cfg, model)
     if not stages:
       return cache[model]
-    want, out = analysis_image_count(ctx.cfg, model, stages), []
+    key = (model, tuple(stages))
+    if key not in counts:  # Counting builds the model; F4 asks once per panel.
+      counts[key] = analysis_image_count(ctx.cfg, model, stages)
+    want, out = counts[key], []
     for b in cache[model]:
       if want <= 0:
         break
@@ -323,8 +332,7 @@ def run_study(cfg, stage="all", argv=None):
     # No more processes than unfinished runs: on a finished sweep each child would import TensorFlow for nothing
     # (7 s a re-run here). The threads were sized before planning (planning builds models, which fixes TensorFlow's
     # pools), so a last run alone keeps its share.
-    i, n = cfg.shard
-    todo = [r for k, r in enumerate(runs) if k % n == i and (cfg.force or not plan.is_done(plan.run_dir(cfg, r)))]
+    todo = [r for r in plan.shard_runs(cfg, runs) if cfg.force or not plan.is_done(plan.run_dir(cfg, r))]
     n_procs = min(n_procs, max(1, len(todo)))
     if n_procs > 1:
       print(f"parallel runs: {n_procs} processes" + (f", {intra_op} intra-op thread(s) each" if intra_op else ""),

@@ -16,6 +16,9 @@ flags.DEFINE_float("width_multiplier", 1.0, "Multiplies every CBR / ResNet50 wid
 flags.DEFINE_boolean("cbr_bn_scale", True, "Give CBR BatchNorms a scale (gamma); false reproduces TF-Slim counts.")
 flags.DEFINE_float("bn_momentum", None, "Momentum of every BatchNorm's moving statistics (default: Keras' 0.99). Short "
                    "runs evaluate with statistics that have not settled at 0.99; the quick and demo presets use 0.9.")
+flags.DEFINE_boolean("zero_init_residual", None, "ResNet50: start every residual block's last BatchNorm gamma at 0, so "
+                     "each block starts as its shortcut (default: on in transfusion-pretrain, whose source a standard "
+                     "init leaves near chance, off elsewhere).")
 flags.DEFINE_enum("gabor_frequency", "low", ["low", "high"], "Frequency set of the synthetic Gabor conv1 (--init=gabor).")
 flags.DEFINE_enum("meanvar_bn", "identity", ["identity", "resample", "copy"],
                   "BatchNorm under --init=meanvar: identity (the paper's 'BN Identity Init': gamma 1, beta 0, moving "
@@ -31,4 +34,6 @@ def model_kwargs_from_flags():
                 slim=FLAGS.init == "slim")
   if FLAGS.bn_momentum is not None:
     kwargs["bn_momentum"] = FLAGS.bn_momentum
+  if FLAGS.zero_init_residual:
+    kwargs["zero_init_residual"] = True
   return kwargs

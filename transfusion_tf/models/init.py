@@ -4,6 +4,7 @@ Schemes: `random`, `pretrained`, `meanvar`, `transfuse:<stage>`, `slim`, `gabor`
 source gets the project's random init: He-normal (fan-in) kernels, zero biases, BatchNorm gamma 1 / beta 0 /
 moving mean 0 / moving variance 1. All draws are seeded, so the same (model, scheme, seed) gives the same weights.
 """
+import keras
 import numpy as np
 
 from transfusion_tf.errors import UsageError
@@ -37,12 +38,19 @@ def _is_kernel(var_name):
   return var_name in ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
-def _standard_value(var, rng):
+def _zero_gamma(layer):
+  """Whether `layer` is a BatchNorm built to start with gamma 0 (resnet.build_resnet50's zero_init_residual)."""
+  return isinstance(getattr(layer, "gamma_initializer", None), keras.initializers.Zeros)
+
+
+def _standard_value(var, rng, zero_gamma=False):
   name = var.name.split("/")[-1]
   shape = tuple(var.shape)
   if _is_kernel(name):
     fan_in = int(np.prod(shape[:-1]))
     return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+  if name == "gamma" and zero_gamma:
+    return np.zeros(shape)
   if name in ("gamma", "moving_variance"):
     return np.ones(shape)
   return np.zeros(shape)  # bias, beta, moving_mean
@@ -53,13 +61,15 @@ def _layer_rng(seed, index):
 
 
 def random_init(model, seed=0, only=None):
-  """Re-initialises every layer of `model` (or only the layer names in `only`) with the standard random init."""
+  """Re-initialises every layer of `model` (or only the layer names in `only`) with the standard random init; a
+  BatchNorm built with gamma_initializer "zeros" (ResNet50's zero_init_residual) gets gamma 0."""
   for i, layer in enumerate(model.layers):
     if not layer.weights or (only is not None and layer.name not in only):
       continue
     rng = _layer_rng(seed, i)
+    zero_gamma = _zero_gamma(layer)
     for var in layer.weights:
-      var.assign(_standard_value(var, rng).astype(var.dtype))
+      var.assign(_standard_value(var, rng, zero_gamma).astype(var.dtype))
 
 
 def copy_weights(model, arrays_by_layer):

@@ -12,7 +12,7 @@ SLIM_MULTIPLIERS = (1.0, 1.0, 0.5, 0.5)
 _BN_EPS = 1.001e-5
 
 
-def _bottleneck(x, filters, stride, conv_shortcut, name):
+def _bottleneck(x, filters, stride, conv_shortcut, name, zero_gamma=False):
   if conv_shortcut:
     shortcut = keras.layers.Conv2D(4 * filters, 1, strides=stride, name=name + "_0_conv")(x)
     shortcut = keras.layers.BatchNormalization(epsilon=_BN_EPS, name=name + "_0_bn")(shortcut)
@@ -25,17 +25,20 @@ def _bottleneck(x, filters, stride, conv_shortcut, name):
   x = keras.layers.BatchNormalization(epsilon=_BN_EPS, name=name + "_2_bn")(x)
   x = keras.layers.Activation("relu", name=name + "_2_relu")(x)
   x = keras.layers.Conv2D(4 * filters, 1, name=name + "_3_conv")(x)
-  x = keras.layers.BatchNormalization(epsilon=_BN_EPS, name=name + "_3_bn")(x)
+  x = keras.layers.BatchNormalization(epsilon=_BN_EPS, gamma_initializer="zeros" if zero_gamma else "ones",
+                                      name=name + "_3_bn")(x)
   x = keras.layers.Add(name=name + "_add")([shortcut, x])
   return keras.layers.Activation("relu", name=name + "_out")(x)
 
 
 def build_resnet50(num_outputs, input_shape, stage_multipliers=(1.0, 1.0, 1.0, 1.0), width_multiplier=1.0,
-                   include_head=True):
+                   include_head=True, zero_init_residual=False):
   """Builds ResNet50 v1 with per-stage width multipliers (block1..block4) and a global `width_multiplier`.
 
   input_shape: (H, W, C), H and W >= 32. Output: (batch, num_outputs) float32 logits from a Dense `head` on
-  global average pooling (`avg_pool`). conv1 is scaled by `width_multiplier` only.
+  global average pooling (`avg_pool`). conv1 is scaled by `width_multiplier` only. zero_init_residual: the last
+  BatchNorm of every bottleneck (`*_3_bn`) starts with gamma 0, so each block starts as its shortcut (Goyal et al.
+  2017, "Accurate, Large Minibatch SGD"); `init.random_init` keeps these zeros. Weight files load the same either way.
   """
   inputs = keras.Input(shape=tuple(input_shape), name="image")
   x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
@@ -47,9 +50,9 @@ def build_resnet50(num_outputs, input_shape, stage_multipliers=(1.0, 1.0, 1.0, 1
   for (_, prefix, filters, blocks), mult in zip(STACKS, stage_multipliers):
     width = max(1, int(round(filters * mult * width_multiplier)))
     stride = 1 if prefix == "conv2" else 2
-    x = _bottleneck(x, width, stride, True, f"{prefix}_block1")
+    x = _bottleneck(x, width, stride, True, f"{prefix}_block1", zero_init_residual)
     for b in range(2, blocks + 1):
-      x = _bottleneck(x, width, 1, False, f"{prefix}_block{b}")
+      x = _bottleneck(x, width, 1, False, f"{prefix}_block{b}", zero_init_residual)
   x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
   if include_head:
     x = keras.layers.Dense(num_outputs, dtype="float32", name="head")(x)

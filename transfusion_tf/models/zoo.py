@@ -24,7 +24,7 @@ def check_model_name(name):
 
 def build_model(name, num_outputs, input_shape, weights=None, seed=0, cbr_widths=None, width_multiplier=1.0,
                 cbr_bn_scale=True, slim=False, stage_multipliers=None, include_head=True, initialize_weights=True,
-                bn_momentum=None):
+                bn_momentum=None, zero_init_residual=False):
   """Builds model `name` with a Dense head of `num_outputs` logits, initialised and ready to train.
 
   input_shape: (H, W, C); H and W must be at least MIN_SIZE[name]. weights: None (random init, seeded by `seed`),
@@ -36,7 +36,8 @@ def build_model(name, num_outputs, input_shape, weights=None, seed=0, cbr_widths
   themselves right after, e.g. with `initialize` or from a file, or only count parameters). bn_momentum: the
   momentum of every BatchNorm's moving statistics (None: Keras' 0.99). In a run of a few hundred steps 0.99 leaves
   a fifth of the initial statistics after 150 steps, so evaluations measure how far the statistics have settled
-  rather than what the network learnt; the short presets use 0.9.
+  rather than what the network learnt; the short presets use 0.9. zero_init_residual (ResNet50 only): every
+  bottleneck's last BatchNorm starts with gamma 0 (training.policy turns it on for source pretraining).
   """
   check_model_name(name)
   input_shape = tuple(int(d) for d in input_shape)
@@ -44,13 +45,16 @@ def build_model(name, num_outputs, input_shape, weights=None, seed=0, cbr_widths
     raise UsageError(f"input_shape must be (height, width, channels), got {input_shape}")
   if min(input_shape[:2]) < MIN_SIZE[name]:
     raise UsageError(f"--image_size={min(input_shape[:2])} is below {name}'s minimum of {MIN_SIZE[name]} px")
+  if zero_init_residual and name != "resnet50":
+    raise UsageError(f"--zero_init_residual applies to resnet50's residual blocks, not to --model={name}")
   if name.startswith("cbr_"):
     model = cbr.build_cbr(name, num_outputs, input_shape, widths=cbr_widths, width_multiplier=width_multiplier,
                           bn_scale=cbr_bn_scale, include_head=include_head)
   elif name == "resnet50":
     mults = resnet.SLIM_MULTIPLIERS if slim else (stage_multipliers or (1.0, 1.0, 1.0, 1.0))
     model = resnet.build_resnet50(num_outputs, input_shape, stage_multipliers=mults,
-                                  width_multiplier=width_multiplier, include_head=include_head)
+                                  width_multiplier=width_multiplier, include_head=include_head,
+                                  zero_init_residual=zero_init_residual)
   else:
     base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=input_shape,
                                           pooling="avg")

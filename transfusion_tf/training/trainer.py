@@ -111,16 +111,24 @@ def _semantic(train_cfg):
   return {k: v for k, v in train_cfg.items() if k not in _NON_SEMANTIC}
 
 
+def config_differences(run_dir, cfg):
+  """The TrainConfig keys whose values in `run_dir`'s config.json differ from `cfg` (sorted; [] when the run
+  directory holds no run or the same run; keys that do not change what is trained are ignored)."""
+  existing = rundir.read_json(os.path.join(run_dir, "config.json"))
+  if existing is None:
+    return []
+  old, new = _semantic(existing.get("train", {})), _semantic(cfg.to_dict())
+  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def existing_result(run_dir, cfg, overwrite):
   """Checks `run_dir` against `cfg` without changing anything. Returns the finished result when the same run is
   already complete (and not `overwrite`), else None.
 
   A run directory holding a different configuration is refused (UsageError) unless `overwrite`.
   """
-  existing = rundir.read_json(os.path.join(run_dir, "config.json"))
-  if existing is not None and _semantic(existing.get("train", {})) != _semantic(cfg.to_dict()) and not overwrite:
-    old, new = _semantic(existing.get("train", {})), _semantic(cfg.to_dict())
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  diff = config_differences(run_dir, cfg)
+  if diff and not overwrite:
     raise UsageError(f"--run_dir={run_dir} holds a run with a different configuration ({', '.join(diff)} "
                      "differ); pass --overwrite to replace it or choose another --run_dir")
   if overwrite:

@@ -256,6 +256,23 @@ class ReportTest(tf.test.TestCase):
     self.assertIn("cbr_small/pretrained/seed0", text)
 
 
+class AnalysisImagesTest(tf.test.TestCase):
+
+  def test_image_count_reaches_the_minimum_where_the_split_can(self):
+    # The demo's ResNet50: quarter width at 48 px. block3 has 3 x 3 positions and 256 channels (285 images for 10
+    # datapoints per neuron), block4 2 x 2 and 512 (1,280 images).
+    def count(num_val, stages=None):
+      base = trainer.TrainConfig(dataset="synthetic_retina", image_size=48,
+                                 data_kwargs={} if num_val is None else {"num_val": num_val})
+      cfg = plan.StudyConfig(out="/x", base=base, models=("resnet50",), width_multipliers={"resnet50": 0.25},
+                             analysis_images=256, analysis_min_datapoints=10)
+      return study.analysis_image_count(cfg, "resnet50", stages)
+    self.assertEqual(count(2000), 1280)
+    self.assertEqual(count(1000), 285)  # block4 cannot reach 10 per neuron: it does not raise the count.
+    self.assertEqual(count(None), 1280)  # Split size unknown (real data): the split caps what is read.
+    self.assertEqual(count(1000, ["conv1", "block1"]), 256)
+
+
 class StudyChecksTest(tf.test.TestCase):
   """Bad study input is one UsageError before anything is written."""
 

@@ -18,12 +18,39 @@ BAD_VALUES = {"train": "--batch_size=abc", "evaluate": "--eval_batch_size=abc", 
               "compare": "--num_images=abc", "study": "--study_seeds=abc", "models": "--table_image_size=abc"}
 
 
-def run_script(name, *args, **extra_env):
+def _popen(name, *args, **extra_env):
   env = dict(os.environ, PYTHONPATH=ROOT)
   env.pop(VERBOSE_ENV, None)
   env.update(extra_env)
-  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", f"{name}.py"), *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", f"{name}.py"), *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_script(name, *args, **extra_env):
+  """Runs scripts/NAME.py to the end: a CompletedProcess with its stdout and stderr."""
+  proc = _popen(name, *args, **extra_env)
+  out, err = proc.communicate(timeout=300)
+  return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """Every subprocess case of this module, started at once: each spends its seconds importing TensorFlow, so two
+  cores run them in about half the time one after the other takes. {key: CompletedProcess}."""
+  tmp = tmp_path_factory.mktemp("flagfiles")
+  missing, bad = tmp / "missing.cfg", tmp / "bad.cfg"
+  bad.write_text("--model=cbr_tiny\n--no_such_flag=3\n")
+  cases = {name: (name, BAD_VALUES[name]) for name in BAD_VALUES}
+  cases["missing_flagfile"] = ("train", f"--flagfile={missing}")
+  cases["bad_flagfile"] = ("train", f"--flagfile={bad}")
+  procs = {key: _popen(*args) for key, args in cases.items()}
+  procs["verbose"] = _popen("models", BAD_VALUES["models"], **{VERBOSE_ENV: "1"})
+  done = {}
+  for key, proc in procs.items():
+    out, err = proc.communicate(timeout=300)
+    done[key] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+  done["paths"] = {"missing": missing, "bad": bad}
+  return done
 
 
 def nonempty(text):
@@ -36,29 +63,27 @@ def test_every_command_is_listed():
 
 
 @pytest.mark.parametrize("name", sorted(BAD_VALUES))
-def test_bad_flag_value_is_one_line_exit_2(name):
-  proc = run_script(name, BAD_VALUES[name])
+def test_bad_flag_value_is_one_line_exit_2(name, runs):
+  proc = runs[name]
   lines = nonempty(proc.stderr)
   assert proc.returncode == 2, proc.stderr
   assert len(lines) == 1, lines
   assert lines[0].startswith("error:") and BAD_VALUES[name].split("=")[0] in lines[0], lines
 
 
-def test_flagfile_mistakes_name_the_flagfile(tmp_path):
-  missing = tmp_path / "missing.cfg"
-  proc = run_script("train", f"--flagfile={missing}")
+def test_flagfile_mistakes_name_the_flagfile(runs):
+  missing, bad = runs["paths"]["missing"], runs["paths"]["bad"]
+  proc = runs["missing_flagfile"]
   assert proc.returncode == 2
   assert nonempty(proc.stderr) == [f"error: cannot open --flagfile={missing}: No such file or directory"]
-  cfg = tmp_path / "bad.cfg"
-  cfg.write_text("--model=cbr_tiny\n--no_such_flag=3\n")
-  proc = run_script("train", f"--flagfile={cfg}")
+  proc = runs["bad_flagfile"]
   assert proc.returncode == 2
-  assert nonempty(proc.stderr) == [f"error: unknown flag --no_such_flag in flagfile {cfg}"]
+  assert nonempty(proc.stderr) == [f"error: unknown flag --no_such_flag in flagfile {bad}"]
 
 
-def test_verbose_startup_shows_the_notices_again():
-  quiet = nonempty(run_script("models", BAD_VALUES["models"]).stderr)
-  loud = nonempty(run_script("models", BAD_VALUES["models"], **{VERBOSE_ENV: "1"}).stderr)
+def test_verbose_startup_shows_the_notices_again(runs):
+  quiet = nonempty(runs["models"].stderr)
+  loud = nonempty(runs["verbose"].stderr)
   extra = [line for line in loud if line not in quiet]
   assert extra, loud  # tensorflow-cpu prints at least the oneDNN notice.
   assert all(STARTUP_NOISE.search(line) for line in extra), extra

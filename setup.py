@@ -33,7 +33,7 @@ setup(
         "cpu": [f"tensorflow-cpu>={TF}"],
         "gpu": [f"tensorflow[and-cuda]>={TF}"],
         "tf": [f"tensorflow>={TF}"],
-        "test": ["pytest>=7.4", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6.25"],
+        "test": ["pytest>=7.4", "pytest-xdist>=3.5", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6.25"],
     },
     entry_points={
         "console_scripts": [

@@ -74,6 +74,10 @@ class ConcurrencyTest(tf.test.TestCase):
     two = run(par, "--study_seeds=1", "--parallel_runs=2")
     self.assertEqual(two.returncode, 0, two.stderr[-3000:])
     self.assertIn("parallel runs: 2 processes", two.stdout)
+    # The sweep's processes ran on a share of the cores each; the analyses get a fresh process with all of them,
+    # and its report counts the wall time from the command's start.
+    self.assertIn("== analyses and report: a fresh process", two.stdout)
+    self.assertIn("report written to", two.stdout)
     a, b = results(serial), results(par)
     self.assertEqual(sorted(a), sorted(b))
     for name in a:  # One intra-op thread per run in parallel, the default pool alone: see the README.
@@ -113,6 +117,14 @@ class ShardTest(tf.test.TestCase):
       parallel.array_shard({})
     with self.assertRaisesRegex(UsageError, "outside"):
       parallel.array_shard({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4"})
+
+  def test_started_time_is_the_parents_in_a_report_process(self):
+    self.assertEqual(parallel.started_time(5.0), 5.0)
+    os.environ[parallel.STARTED_ENV] = "12.5"
+    try:
+      self.assertEqual(parallel.started_time(99.0), 12.5)
+    finally:
+      del os.environ[parallel.STARTED_ENV]
 
   def test_resolve(self):
     self.assertEqual(parallel.resolve("auto", 0, 2), (2, 1))

@@ -20,6 +20,8 @@ import sys
 from transfusion_tf.errors import UsageError
 
 CHILD_ENV = "TRANSFUSION_TF_PARALLEL_CHILD"
+# Start time (time.time(), seconds) of the study command that started a report process, for the report's wall time.
+STARTED_ENV = "TRANSFUSION_TF_STUDY_STARTED"
 
 
 def resolve(text, gpus, cores):
@@ -81,6 +83,27 @@ def spawn(count, argv, intra_op, gpus):
         "--study_stage=train", "--parallel_runs=1"]
     children.append(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent if os.name == "posix" else None))
   return children
+
+
+def run_report(argv, started):
+  """Runs the analyses and the report of this study's command (`argv`, sys.argv) in a fresh process with
+  TensorFlow's default thread pools, and waits for it. Used after a CPU sweep whose processes were each sized to a
+  share of the cores: the pools cannot be resized once TensorFlow runs, and the analyses would keep that share.
+  `started`: the study's start time (time.time()), for the report's wall time. Returns the exit code."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in (CHILD_ENV, "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+  env[STARTED_ENV] = repr(float(started))
+  cmd = [sys.executable, "-m", "transfusion_tf.cli.study"] + list(argv[1:]) + [
+      "--study_stage=report", "--parallel_runs=1"]
+  return subprocess.call(cmd, env=env, preexec_fn=_die_with_parent if os.name == "posix" else None)
+
+
+def started_time(default):
+  """The study's start time: the parent's (STARTED_ENV) in a report process, else `default`."""
+  try:
+    return float(os.environ[STARTED_ENV])
+  except (KeyError, ValueError):
+    return default
 
 
 def wait(children):

@@ -52,7 +52,7 @@ def run(args):
   cfg = trainer.TrainConfig(**dict(
       policy.pretrain_defaults(), model=args.model, dataset="synthetic_source", image_size=size,
       train_steps=args.steps, eval_every=args.eval_every or max(1, args.steps // 8), batch_size=args.batch_size,
-      seed=args.seed, model_kwargs=_model_kwargs(args),
+      seed=args.seed, model_kwargs=_model_kwargs(args), learning_rate=policy.pretrain_learning_rate(args.model),
       data_kwargs={"num_train": args.n_train, "num_val": args.n_val, "num_test": 64}))
   for name in ("learning_rate", "weight_decay", "warmup_steps"):
     if getattr(args, name) is not None:
@@ -75,7 +75,9 @@ def run(args):
   for p in curve:
     print(f"{p['step']:6d} {p['accuracy']:7.3f} {p.get('top5_accuracy', float('nan')):7.3f} {p['seconds']:8.0f}")
   final = curve[-1]
-  kernel = models.read_weight_file(export).by_name()["conv1_conv"][0]
+  # conv1: the first 4-D kernel in the file's layer order (InceptionV3's layer names depend on what the process
+  # built before, so not by name).
+  kernel = next(a[0] for _, a in models.read_weight_file(export).layers if a and a[0].ndim == 4)
   sel = float(representation.orientation_selectivity(kernel).mean())
   refs = representation.selectivity_references(kernel.shape)
   print(f"conv1 orientation selectivity {sel:.3f} (He-normal random {refs['random']:.3f}, Gabor bank "
@@ -95,7 +97,8 @@ def main():
   p.add_argument("--steps", type=int, default=2000)
   p.add_argument("--eval_every", type=int, default=None, help="default: steps / 8")
   p.add_argument("--batch_size", type=int, default=32)
-  p.add_argument("--learning_rate", type=float, default=None, help="default: policy.pretrain_defaults()")
+  p.add_argument("--learning_rate", type=float, default=None,
+                 help="default: policy.pretrain_learning_rate (per model)")
   p.add_argument("--weight_decay", type=float, default=None, help="default: policy.pretrain_defaults()")
   p.add_argument("--warmup_steps", type=int, default=None)
   p.add_argument("--bn_momentum", type=float, default=None,

@@ -230,7 +230,7 @@ def source_filters(args):
   cfg = trainer.TrainConfig(**dict(
       policy.pretrain_defaults(), model=args.model, dataset="synthetic_source", image_size=args.size,
       train_steps=args.steps, eval_every=max(1, args.steps // 4), batch_size=args.batch_size, seed=args.seed,
-      model_kwargs=policy.pretrain_model_kwargs(args.model),
+      model_kwargs=policy.pretrain_model_kwargs(args.model), learning_rate=policy.pretrain_learning_rate(args.model),
       data_kwargs={"num_train": args.n_train, "num_val": args.n_val, "num_test": 64}))
   if args.learning_rate:
     cfg.learning_rate = args.learning_rate

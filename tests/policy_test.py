@@ -49,6 +49,32 @@ def test_pretrain_model_kwargs_reach_the_study_and_the_command():
     assert got == want, (args, got)
 
 
+def test_pretrain_learning_rate_reaches_the_study_and_the_command():
+  """InceptionV3's source trains at a tenth of the CBRs' peak rate (study pretraining and transfusion-pretrain); a
+  rate given on the command line wins."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
+  from transfusion_tf.cli import pretrain as pretrain_cli  # pylint: disable=g-import-not-at-top
+  from transfusion_tf.experiments import plan  # pylint: disable=g-import-not-at-top
+  base = policy.pretrain_defaults()["learning_rate"]
+  assert policy.pretrain_learning_rate("cbr_small") == base
+  assert policy.pretrain_learning_rate("resnet50") == base
+  assert policy.pretrain_learning_rate("inceptionv3") == pytest.approx(base / 10)
+  assert policy.pretrain_learning_rate("inceptionv3", requested=1e-3) == 1e-3
+  cfg = plan.StudyConfig(out="/nonexistent", models=("cbr_small", "inceptionv3"), base=trainer.TrainConfig())
+  assert plan.pretrain_config(cfg, "inceptionv3").learning_rate == pytest.approx(base / 10)
+  assert plan.pretrain_config(cfg, "cbr_small").learning_rate == base
+  given = plan.StudyConfig(out="/nonexistent", models=("inceptionv3",), base=trainer.TrainConfig(),
+                           pretrain_learning_rate=5e-4)
+  assert plan.pretrain_config(given, "inceptionv3").learning_rate == 5e-4
+  for args, want in ((["--model=inceptionv3"], base / 10), (["--model=inceptionv3", "--learning_rate=0.001"], 1e-3),
+                     (["--model=cbr_small"], base)):
+    with flagsaver.flagsaver():
+      flags.FLAGS(["transfusion-pretrain", *args])
+      got = pretrain_cli.config_from_flags().learning_rate
+    assert got == pytest.approx(want), (args, got)
+
+
 def test_eval_every_and_data_sizes():
   assert policy.pretrain_eval_every(3000) == 1500
   assert policy.pretrain_eval_every(1) == 1

@@ -30,8 +30,8 @@ flags.DEFINE_integer("pretrain_image_size", None, "Input size of synthetic-sourc
                      "meet conv1's scale and it grows oriented filters).")
 flags.DEFINE_integer("pretrain_num_train", policy.pretrain_data_sizes()["num_train"],
                      "Synthetic source images for pretraining.")
-flags.DEFINE_float("pretrain_learning_rate", policy.pretrain_defaults()["learning_rate"],
-                   "Peak learning rate of source pretraining (AdamW, cosine decay).")
+flags.DEFINE_float("pretrain_learning_rate", None, "Peak learning rate of source pretraining (AdamW, cosine "
+                   "decay; default: policy.pretrain_learning_rate, 2e-3, InceptionV3 2e-4).")
 flags.DEFINE_float("pretrain_weight_decay", policy.pretrain_defaults()["weight_decay"],
                    "Decoupled weight decay of source pretraining, on convolution kernels only.")
 flags.DEFINE_integer("small_data_subset", 5000, "T3's training-set size (the paper: 5,000).")

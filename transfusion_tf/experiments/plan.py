@@ -44,7 +44,7 @@ class StudyConfig:
   pretrain_steps: int = policy.pretrain_defaults()["train_steps"]
   pretrain_image_size: int = None  # None: policy.pretrain_image_size(model).
   pretrain_num_train: int = policy.pretrain_data_sizes()["num_train"]
-  pretrain_learning_rate: float = policy.pretrain_defaults()["learning_rate"]
+  pretrain_learning_rate: float = None  # None: policy.pretrain_learning_rate (per model).
   pretrain_weight_decay: float = policy.pretrain_defaults()["weight_decay"]
   small_data_subset: int = 5000
   wt_stages: tuple = None
@@ -261,7 +261,7 @@ def pretrain_config(cfg, model):
   return dataclasses.replace(
       base, model=model, dataset="synthetic_source", init="random", weights=None, seed=0,
       image_size=policy.pretrain_image_size(model, cfg.pretrain_image_size), train_steps=cfg.pretrain_steps,
-      eval_every=policy.pretrain_eval_every(cfg.pretrain_steps), learning_rate=cfg.pretrain_learning_rate,
+      eval_every=policy.pretrain_eval_every(cfg.pretrain_steps), learning_rate=policy.pretrain_learning_rate(model, cfg.pretrain_learning_rate),
       weight_decay=cfg.pretrain_weight_decay, convergence_auc=None, optimizer=defaults["optimizer"],
       lr_schedule=defaults["lr_schedule"],
       model_kwargs=dict(cfg.model_kwargs(model), **policy.pretrain_model_kwargs(model)), data_kwargs=data_kwargs)

@@ -26,6 +26,14 @@ _MODEL_IMAGE_SIZE = {"resnet50": 64}
 # coordinating 16 freshly initialised branches. Lower learning rates were worse (5e-4: 8.2%), as was weaker weight
 # decay (0.2: 13.6%). Only the source's training starts this way; the study's random init stays the standard one.
 _MODEL_KWARGS = {"resnet50": {"zero_init_residual": True}}
+# InceptionV3 (94 conv layers, no shortcut) did not learn at the CBRs' peak rate: at 2e-3 its source top-1 was at
+# chance (3.2%) after 375 of 3,000 steps with the training loss above chance; with weight decay 0.2 instead of 2.0
+# it reached 10% only after 750 of 1,000 steps, once the cosine had lowered the rate. Adam moves every weight by
+# about the rate each step, which compounds over the depth. At a tenth of the rate its training loss fell below
+# chance within 250 steps and top-1 reached 8.0% after 375, 15.8% (top-5 55%) after 1,000; still below the 31%
+# target there, the policy's 3,000 steps were not measured (about 1.5 h on a 2-core CPU;
+# benchmarks/source_benchmark.py --model inceptionv3 --width_multiplier 1).
+_MODEL_LEARNING_RATE = {"inceptionv3": 2e-4}
 
 
 def pretrain_defaults():
@@ -41,6 +49,14 @@ def pretrain_image_size(model_name, requested=None):
   if requested:
     return int(requested)
   return max(_MODEL_IMAGE_SIZE.get(model_name, _IMAGE_SIZE), MIN_SIZE[model_name])
+
+
+def pretrain_learning_rate(model_name, requested=None):
+  """Peak learning rate of source pretraining for `model_name`: `requested` when given, else 2e-4 for InceptionV3
+  and pretrain_defaults()'s 2e-3 for the others."""
+  if requested:
+    return float(requested)
+  return _MODEL_LEARNING_RATE.get(model_name, pretrain_defaults()["learning_rate"])
 
 
 def pretrain_model_kwargs(model_name):

@@ -27,9 +27,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import trainer_benchmark as tb  # noqa: E402  (this directory; it imports TensorFlow quietly)
 import tensorflow as tf  # noqa: E402
-
-import trainer_benchmark as tb  # noqa: E402  (this directory)
 
 
 def device_report():

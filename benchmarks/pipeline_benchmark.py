@@ -21,6 +21,8 @@ from absl import flags
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from transfusion_tf.cli import import_tensorflow_quietly  # noqa: E402  pylint: disable=g-import-not-at-top
+import_tensorflow_quietly()  # TensorFlow without its C++ start-up lines
 
 from transfusion_tf.data import pipeline  # noqa: E402
 from transfusion_tf.data import records  # noqa: E402

@@ -37,6 +37,8 @@ def main():
   p.add_argument("--partial", type=int, default=3, help="images in the last, partial eval batch")
   args = p.parse_args()
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from transfusion_tf.cli import import_tensorflow_quietly  # noqa: E402  pylint: disable=g-import-not-at-top
+  import_tensorflow_quietly()  # TensorFlow without its C++ start-up lines
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from transfusion_tf import models  # pylint: disable=g-import-not-at-top
   from transfusion_tf.training import trainer  # pylint: disable=g-import-not-at-top

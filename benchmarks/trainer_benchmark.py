@@ -43,6 +43,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from transfusion_tf.cli import import_tensorflow_quietly  # noqa: E402  pylint: disable=g-import-not-at-top
+import_tensorflow_quietly()  # TensorFlow without its C++ start-up lines
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -4,6 +4,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# The package sets TensorFlow's environment (log level, oneDNN) on import; first, before any test imports TensorFlow.
+import transfusion_tf  # noqa: E402,F401  pylint: disable=unused-import,wrong-import-position
+
 from absl import flags  # noqa: E402
 
 # tf.test.TestCase helpers such as create_tempdir read absl flags (--test_tmpdir); pytest never parses them,

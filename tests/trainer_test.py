@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -449,3 +450,25 @@ class TrainerTest(tf.test.TestCase):
     curve = rundir.read_json(os.path.join(run_dir, "curve.json"))
     self.assertTrue(all(np.isfinite(p["seconds"]) for p in curve))
     json.dumps(result)
+
+
+class MachineTest(tf.test.TestCase):
+  """The machine line of result.json and the report, and the oneDNN default the package sets."""
+
+  def test_device_description_names_the_cpu_its_vector_extension_and_onednn(self):
+    with mock.patch.object(tf.config, "list_physical_devices", return_value=[]):
+      desc = trainer.device_description()
+    self.assertRegex(desc, r"^CPU: .+ \(.+\), \d+ cores, oneDNN (on|off|unknown)$")
+    if platform.machine() == "x86_64" and os.path.exists("/proc/cpuinfo"):
+      self.assertRegex(desc, r"\(x86_64, (AVX-512|AVX2|AVX)\)")
+      # conftest imports the package before TensorFlow, as every command does, so oneDNN is on here.
+      self.assertTrue(desc.endswith("oneDNN on"), desc)
+
+  def test_import_turns_onednn_on_on_x86_unless_the_user_chose(self):
+    code = "import os, transfusion_tf; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    self.assertEqual(out.stdout.strip(), "1" if platform.machine().lower() in ("x86_64", "amd64") else "None")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, TF_ENABLE_ONEDNN_OPTS="0"),
+                         capture_output=True, text=True, check=True)
+    self.assertEqual(out.stdout.strip(), "0")

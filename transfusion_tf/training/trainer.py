@@ -204,7 +204,35 @@ def device_description():
       details = tf.config.experimental.get_device_details(g)
       names.append(details.get("device_name", g.name))
     return f"{len(gpus)} GPU(s): {', '.join(names)}"
-  return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+  return f"CPU: {_cpu_name()}, {os.cpu_count()} cores, oneDNN {_onednn_state()}"
+
+
+def _cpu_name():
+  """The CPU model and its widest vector extension, e.g. "AMD EPYC (x86_64, AVX2)": a run's numbers depend on which
+  kernels ran, and those on the instruction set. Linux reads /proc/cpuinfo; elsewhere platform's names."""
+  name, flags = platform.processor() or platform.machine(), set()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and name in (platform.processor(), platform.machine()):
+          name = value.strip()
+        elif key.strip() == "flags" and not flags:
+          flags = set(value.split())
+  except OSError:
+    pass
+  isa = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
+             None)
+  return f"{name} ({', '.join(x for x in (platform.machine(), isa) if x)})"
+
+
+def _onednn_state():
+  """"on" or "off": whether TensorFlow's oneDNN kernels run (they change speed and the order of sums)."""
+  try:
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+    return "on" if _pywrap_util_port.IsMklEnabled() else "off"
+  except (ImportError, AttributeError):
+    return "unknown"
 
 
 def versions():

@@ -59,15 +59,15 @@ def test_pretrain_learning_rate_reaches_the_study_and_the_command():
   base = policy.pretrain_defaults()["learning_rate"]
   assert policy.pretrain_learning_rate("cbr_small") == base
   assert policy.pretrain_learning_rate("resnet50") == base
-  assert policy.pretrain_learning_rate("inceptionv3") == pytest.approx(base / 10)
+  assert policy.pretrain_learning_rate("inceptionv3") == pytest.approx(0.3 * base)
   assert policy.pretrain_learning_rate("inceptionv3", requested=1e-3) == 1e-3
   cfg = plan.StudyConfig(out="/nonexistent", models=("cbr_small", "inceptionv3"), base=trainer.TrainConfig())
-  assert plan.pretrain_config(cfg, "inceptionv3").learning_rate == pytest.approx(base / 10)
+  assert plan.pretrain_config(cfg, "inceptionv3").learning_rate == pytest.approx(0.3 * base)
   assert plan.pretrain_config(cfg, "cbr_small").learning_rate == base
   given = plan.StudyConfig(out="/nonexistent", models=("inceptionv3",), base=trainer.TrainConfig(),
                            pretrain_learning_rate=5e-4)
   assert plan.pretrain_config(given, "inceptionv3").learning_rate == 5e-4
-  for args, want in ((["--model=inceptionv3"], base / 10), (["--model=inceptionv3", "--learning_rate=0.001"], 1e-3),
+  for args, want in ((["--model=inceptionv3"], 0.3 * base), (["--model=inceptionv3", "--learning_rate=0.001"], 1e-3),
                      (["--model=cbr_small"], base)):
     with flagsaver.flagsaver():
       flags.FLAGS(["transfusion-pretrain", *args])

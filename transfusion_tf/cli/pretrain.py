@@ -23,7 +23,7 @@ FLAGS = flags.FLAGS
 def config_from_flags():
   """The pretraining TrainConfig of the parsed flags: training.flags' config plus the policy's per-model build
   kwargs (ResNet50's zero_init_residual) unless --zero_init_residual was given, and the policy's per-model peak
-  learning rate (InceptionV3's 2e-4) unless --learning_rate was given."""
+  learning rate (InceptionV3's 6e-4) unless --learning_rate was given."""
   cfg = train_flags.config_from_flags()
   if FLAGS.zero_init_residual is None:
     cfg.model_kwargs.update(policy.pretrain_model_kwargs(cfg.model))

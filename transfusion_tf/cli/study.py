@@ -31,7 +31,7 @@ flags.DEFINE_integer("pretrain_image_size", None, "Input size of synthetic-sourc
 flags.DEFINE_integer("pretrain_num_train", policy.pretrain_data_sizes()["num_train"],
                      "Synthetic source images for pretraining.")
 flags.DEFINE_float("pretrain_learning_rate", None, "Peak learning rate of source pretraining (AdamW, cosine "
-                   "decay; default: policy.pretrain_learning_rate, 2e-3, InceptionV3 2e-4).")
+                   "decay; default: policy.pretrain_learning_rate, 2e-3, InceptionV3 6e-4).")
 flags.DEFINE_float("pretrain_weight_decay", policy.pretrain_defaults()["weight_decay"],
                    "Decoupled weight decay of source pretraining, on convolution kernels only.")
 flags.DEFINE_integer("small_data_subset", 5000, "T3's training-set size (the paper: 5,000).")

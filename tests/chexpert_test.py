@@ -1,4 +1,5 @@
 """Tests for transfusion_tf/data/chexpert.py: the CheXpert folder layout, policies, splits, bad input, TFDS (mocked)."""
+import io
 import os
 
 import numpy as np
@@ -55,6 +56,7 @@ class ReaderTest(tf.test.TestCase):
     self.assertEqual(rec.labels.dtype, np.int8)
     self.assertAllEqual(rec.labels[:3], [[-1, 1, 0, -1, 0], [1, 0, -1, 0, -1], [0, 0, 1, 0, 1]])
     self.assertEqual(rec.patient_ids[0], "patient00001")
+    self.assertTrue(rec.has_patients)
     self.assertTrue(all(os.path.isfile(p) for p in rec.paths))
     self.assertEqual(list(rec.extra["view"][:3]), ["Frontal", "Lateral", "Frontal"])
 
@@ -111,6 +113,20 @@ class ReaderTest(tf.test.TestCase):
     self.assertEqual(chexpert.patient_id_from_path("CheXpert-v1.0-small/train/patient00042/study1/v.jpg"),
                      "patient00042")
     self.assertEqual(chexpert.patient_id_from_path("x.jpg"), "")
+
+  def test_paths_without_patient_folders_name_no_patients(self):
+    loose = os.path.join(self.root, "loose")
+    os.makedirs(loose)
+    lines = [",".join(HEADER)]
+    for i in range(2):
+      Image.fromarray(np.zeros((40, 32), np.uint8)).save(os.path.join(loose, f"{i}.jpg"), "JPEG")
+      lines.append(",".join([f"CheXpert-v1.0-small/loose/{i}.jpg", "Male", "50", "Frontal", "PA"] +
+                            [""] * len(chexpert.OBSERVATIONS)))
+    with open(os.path.join(self.root, "loose.csv"), "w") as f:
+      f.write("\n".join(lines) + "\n")
+    rec = chexpert.read_csv(self.root, "loose.csv")
+    self.assertFalse(rec.has_patients)
+    self.assertLen(set(rec.patient_ids), 2)  # Each image its own patient.
 
 
 class BadInputTest(tf.test.TestCase):
@@ -194,6 +210,16 @@ class PipelineTest(tf.test.TestCase):
     self.assertEqual(data.num_examples["test"], 4)
     self.assertIn("frontal only", data.source_description)
 
+  def test_patients_reach_the_test_split_in_eval_order(self):
+    # valid.csv: patients 60001 and 60002, three images each (study1 frontal and lateral, study2 frontal).
+    data = pipeline.build_data("chexpert", 24, 4, "cbr_tiny", data_dir=self.parent)
+    self.assertAllEqual(data.patients("test"), [60001] * 3 + [60002] * 3)
+    self.assertEqual(data.patients("test").dtype, np.int64)
+    frontal = pipeline.build_data("chexpert", 24, 4, "cbr_tiny", data_dir=self.parent, frontal_only=True)
+    self.assertAllEqual(frontal.patients("test"), [60001] * 2 + [60002] * 2)
+    train = set(data.patients("train")) | set(data.patients("validation"))
+    self.assertEqual(train, set(range(1, 9)))
+
 
 class TfdsTest(tf.test.TestCase):
   """CheXpert through TFDS, always under tfds.testing.mock_data: nothing here may reach the network."""
@@ -238,6 +264,29 @@ class TfdsTest(tf.test.TestCase):
     self.assertEqual(masks.shape, (4, 5))
     self.assertEqual(n_test, 12)
     self.assertFalse(data.num_examples_exact["train"])
+
+  def test_patients_from_tfds_names(self):
+    names = [f"CheXpert-v1.0-small/valid/patient{p}/study{s}/view{v}_{'frontal' if v == 1 else 'lateral'}.jpg"
+             for p, s, v in ((64541, 1, 1), (64541, 1, 2), (64542, 1, 1), (64541, 2, 1))]
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(buf, "JPEG")
+
+    def as_dataset(self, *args, **kwargs):
+      del self, args, kwargs
+      n = len(names)
+      return tf.data.Dataset.from_tensor_slices({
+          "name": names, "image": [buf.getvalue()] * n, "label": np.full((n, 14), 3, np.int64),
+          "image_view": np.array([0 if "frontal" in name else 1 for name in names], np.int64)})
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+      self.assertEqual(list(chexpert.chexpert_tfds_patients("test", manual_dir=self.manual)),
+                       ["patient64541", "patient64541", "patient64542", "patient64541"])
+      data = pipeline.build_data("chexpert_tfds", 24, 4, "cbr_tiny", tfds_manual_dir=self.manual)
+      self.assertAllEqual(data.patients("test"), [64541, 64541, 64542, 64541])
+      frontal = pipeline.build_data("chexpert_tfds", 24, 4, "cbr_tiny", tfds_manual_dir=self.manual,
+                                    frontal_only=True)
+      self.assertAllEqual(frontal.patients("test"), [64541, 64542, 64541])  # The same filter as the images.
+      self.assertEqual(sum(len(b[1]) for b in frontal.eval("test")), 3)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from transfusion_tf.data import pipeline
 from transfusion_tf.data import records
 from transfusion_tf.data import registry
 from transfusion_tf.data import sources
+from transfusion_tf.data import synthetic
 from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
 
@@ -93,6 +94,16 @@ class PatientSplitTest(tf.test.TestCase):
     val, train = records.patient_split(np.array(["a", "a", "b", "c"]), (0.01,), seed=0)
     self.assertNotEmpty(val)
     self.assertLen(np.concatenate([val, train]), 4)
+
+  def test_patient_codes(self):
+    self.assertAllEqual(records.patient_codes(np.array([7, 7, 3], np.int32)), [7, 7, 3])
+    self.assertAllEqual(records.patient_codes(np.array(["10", "10", "4"], dtype=object)), [10, 10, 4])
+    self.assertAllEqual(records.patient_codes(["patient00042", "patient00001", "patient00042"]), [42, 1, 42])
+    # Mixed forms, or numbers that would collide ("7" and "007"): each id's rank among the sorted distinct ids.
+    self.assertAllEqual(records.patient_codes(["b", "a1", "b", "c"]), [1, 0, 1, 2])
+    self.assertAllEqual(records.patient_codes(["7", "007", "7"]), [1, 0, 1])
+    self.assertEqual(records.patient_codes(["x1", "x2"]).dtype, np.int64)
+    self.assertEqual(records.patient_codes(np.array([], dtype=object)).shape, (0,))
 
 
 class ImageCheckTest(tf.test.TestCase):
@@ -362,6 +373,26 @@ class BuildDataTest(tf.test.TestCase):
       self.assertEqual(labels.shape, (4,) + label_shape)
       self.assertEqual(masks.shape, (4,) + label_shape)
       self.assertEqual(data.task.name, registry.task_name(dataset))
+
+  def test_synthetic_patients(self):
+    # Retina: examples 2k and 2k+1 are the two eyes of patient k, whatever the split's size; splits share none.
+    data = pipeline.build_data("synthetic_retina", 32, 4, "cbr_tiny", train_subset=16, **self.small)
+    test = data.patients("test")
+    self.assertEqual(test.dtype, np.int64)
+    self.assertLen(test, 12)
+    self.assertAllEqual(test[0::2], test[1::2])
+    self.assertLen(np.unique(test), 6)
+    self.assertEmpty(set(test) & set(data.patients("validation")))
+    self.assertEmpty(set(test) & set(data.patients("train")))
+    self.assertLen(data.patients("train"), 16)  # The train subset keeps its examples' patients.
+    _, _, meta = synthetic.load_or_generate("retina", "test", 12, 32, 0, cache_dir=self.cache)
+    self.assertAllEqual(test, meta["patient_id"])
+    # CXR: a patient's studies are consecutive examples; the source task names no patients.
+    cxr = pipeline.build_data("synthetic_cxr", 32, 4, "cbr_tiny", **self.small).patients("test")
+    self.assertLen(cxr, 12)
+    self.assertTrue(np.all(np.diff(cxr) >= 0))
+    self.assertLess(len(np.unique(cxr)), 12)
+    self.assertIsNone(pipeline.build_data("synthetic_source", 32, 4, "cbr_tiny", **self.small).patients("test"))
 
   def test_cxr_policy_reaches_masks(self):
     data = pipeline.build_data("synthetic_cxr", 16, 8, "cbr_tiny", uncertainty_policy="ignore", augment=False,

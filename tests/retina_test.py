@@ -1,4 +1,5 @@
 """Tests for transfusion_tf/data/retina.py: APTOS / EyePACS folders + CSVs, bad input, TFDS (mocked, no network)."""
+import io
 import os
 
 import numpy as np
@@ -62,6 +63,7 @@ class FolderTest(tf.test.TestCase):
     self.assertEqual(os.path.basename(rec.paths[3]), f"{ids[3]}.png")
     self.assertEqual(set(rec.formats), {"png"})
     self.assertEqual(list(rec.patient_ids), ids)
+    self.assertFalse(rec.has_patients)  # APTOS ids name images, not patients.
 
   def test_csv_not_utf8_names_file_and_encoding(self):
     make_aptos(self.root, n=4)
@@ -82,6 +84,39 @@ class FolderTest(tf.test.TestCase):
     self.assertLen(rec, len(rows))
     self.assertEqual(list(rec.patient_ids[:2]), ["10", "10"])
     self.assertEqual(set(rec.formats), {"jpeg"})
+    self.assertTrue(rec.has_patients)
+
+  def test_patient_id_parsing(self):
+    self.assertEqual(retina.patient_id("10_left"), "10")
+    self.assertEqual(retina.patient_id("4521_right"), "4521")
+    for image_id in ("000c1434d8d7", "10_middle", "a10_left", "10_left_2"):
+      self.assertEqual(retina.patient_id(image_id), image_id)  # Its own patient.
+    self.assertTrue(retina.has_eye_names(["000c1434d8d7", "3_right"]))
+    self.assertFalse(retina.has_eye_names(["000c1434d8d7", "10_middle"]))
+
+  def test_patient_column_wins(self):
+    ids = make_aptos(self.root, n=6)
+    _write_csv(os.path.join(self.root, "train.csv"), ["id_code", "diagnosis", "patient_id"],
+               [(d, i % 5, f"p{i // 3}") for i, d in enumerate(ids)])
+    rec = retina.read_csv_folder(self.root)
+    self.assertTrue(rec.has_patients)
+    self.assertEqual(list(rec.patient_ids), ["p0"] * 3 + ["p1"] * 3)
+
+  def test_patients_reach_the_test_split_in_eval_order(self):
+    make_eyepacs(self.root, patients=10)
+    data = pipeline.build_data("retina_csv", 32, 4, "cbr_tiny", data_dir=self.root, test_fraction=0.3)
+    codes = data.patients("test")
+    self.assertEqual(codes.dtype, np.int64)
+    self.assertLen(codes, data.num_examples["test"])
+    uniq, counts = np.unique(codes, return_counts=True)
+    self.assertAllEqual(counts, [2] * len(uniq))  # Both eyes, EyePACS "10" -> code 10.
+    self.assertTrue(set(uniq) <= set(range(10, 20)))
+    labels = np.concatenate([b[1].numpy() for b in data.eval("test")])
+    for c in uniq:  # make_eyepacs grades patient p's eyes (p - 10) % 5 (left) and (p - 9) % 5 (right).
+      self.assertCountEqual(labels[codes == c], [(c - 10) % 5, (c - 9) % 5])
+    aptos = self.create_tempdir().full_path
+    make_aptos(aptos, n=30)
+    self.assertIsNone(pipeline.build_data("retina_csv", 32, 4, "cbr_tiny", data_dir=aptos).patients("test"))
 
   def test_explicit_columns_file_names_and_other_csv(self):
     rng = np.random.default_rng(0)
@@ -232,6 +267,30 @@ class TfdsTest(tf.test.TestCase):
         np.testing.assert_array_equal(x, y)
     self.assertEqual([len(e) for e in evals], [4, 4, 2])
     self.assertIsNone(data.labels("test"))
+
+  def test_patients_from_tfds_names(self):
+    names = ["4_left", "4_right", "17_left", "9_right", "17_right"]
+    with tfds.testing.mock_data(as_dataset_fn=_named_examples(names)):
+      self.assertEqual(list(retina.eyepacs_tfds_patients("test", manual_dir=self.manual)),
+                       ["4", "4", "17", "9", "17"])
+      data = pipeline.build_data("eyepacs_tfds", 24, 2, "cbr_tiny", tfds_manual_dir=self.manual, num_test=4)
+      self.assertAllEqual(data.patients("test"), [4, 4, 17, 9])  # The cap's first 4, in eval order.
+    with tfds.testing.mock_data(num_examples=4):  # Random names: no eye names, so no patients.
+      data = pipeline.build_data("eyepacs_tfds", 24, 2, "cbr_tiny", tfds_manual_dir=self.manual)
+      self.assertIsNone(data.patients("test"))
+
+
+def _named_examples(names):
+  """A mock_data as_dataset_fn: EyePACS TFDS examples with these names (tiny JPEGs, grades i % 5)."""
+  buf = io.BytesIO()
+  Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(buf, "JPEG")
+
+  def as_dataset(self, *args, **kwargs):
+    del self, args, kwargs
+    n = len(names)
+    return tf.data.Dataset.from_tensor_slices({"name": names, "image": [buf.getvalue()] * n,
+                                               "label": np.arange(n) % 5})
+  return as_dataset
 
 
 if __name__ == "__main__":

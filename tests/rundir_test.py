@@ -68,6 +68,39 @@ class TestPredictionsTest(tf.test.TestCase):
   def test_missing_predictions_is_a_usage_error(self):
     with self.assertRaisesRegex(UsageError, "test_predictions.npz does not exist"):
       rundir.load_test_predictions(self.create_tempdir().full_path)
+    with self.assertRaisesRegex(UsageError, "test_predictions.npz does not exist"):
+      rundir.load_test_patients(self.create_tempdir().full_path)
+
+  def test_patients_round_trip_and_align_with_each_key(self):
+    rng = np.random.default_rng(5)
+    task = tasks.get_task("cxr", uncertainty_policy="ignore")
+    n = 40
+    labels = rng.integers(0, 2, (n, 5)).astype(np.float32)
+    masks = (rng.random((n, 5)) > 0.3).astype(np.float32)
+    logits = rng.normal(size=(n, 5)).astype(np.float32)
+    patients = np.repeat(np.arange(100, 120), 2)  # Two images a patient.
+    inputs, indices = metrics.auc_inputs(task, labels, masks, logits), metrics.auc_indices(task, masks, n)
+    with_ids, without = self.create_tempdir().full_path, self.create_tempdir().full_path
+    rundir.save_test_predictions(with_ids, inputs, indices, n, patients=patients)
+    rundir.save_test_predictions(without, inputs, indices, n)  # No patients: no key, as in files saved before.
+    got = rundir.load_test_patients(with_ids)
+    self.assertEqual(got.dtype, np.int64)
+    self.assertAllEqual(got, patients)
+    for key, (scores, _) in rundir.load_test_predictions(with_ids).items():
+      aligned = rundir.load_test_patients(with_ids, key=key)
+      self.assertEqual(aligned.shape, scores.shape)
+      self.assertAllEqual(aligned, patients[indices[key]])
+    with np.load(os.path.join(without, rundir.TEST_PREDICTIONS)) as z:
+      self.assertNotIn(rundir.PATIENT_KEY, z.files)
+    self.assertIsNone(rundir.load_test_patients(without))
+    self.assertIsNone(rundir.load_test_patients(without, key="auc_edema"))
+    # The predictions read the same either way.
+    for key, (scores, binary) in rundir.load_test_predictions(with_ids).items():
+      self.assertAllEqual(scores, rundir.load_test_predictions(without)[key][0])
+    with self.assertRaisesRegex(UsageError, "no metric 'auc_referable'; it has auc_atelectasis"):
+      rundir.load_test_patients(with_ids, key="auc_referable")
+    with self.assertRaisesRegex(ValueError, "patients must be ints"):
+      rundir.save_test_predictions(without, inputs, indices, n, patients=patients[:-1])
 
 
 if __name__ == "__main__":

@@ -118,9 +118,10 @@ def test_t_interval_fields_and_coverage():
     iv.mean = 0.0
   rng = np.random.default_rng(10)
   assert 0.92 <= _coverage(lambda: stats.t_interval(0.9 + 0.01 * rng.standard_normal(3)), 0.9) <= 0.98
-  # Each run's AUC also carries independent test noise of known variance: the combined interval still covers.
+  # The runs also share test noise of known variance (one test set): the combined interval still covers.
+  shared = np.full((3, 3), 0.02 ** 2)
   cov = _coverage(lambda: stats.t_interval(0.9 + 0.01 * rng.standard_normal(3) + 0.02 * rng.standard_normal(),
-                                           test_vars=[0.02 ** 2] * 3), 0.9)
+                                           cov=shared), 0.9)
   assert 0.92 <= cov <= 0.98
 
 
@@ -147,14 +148,21 @@ def test_diff_interval_adds_the_shared_test_noise():
     e_a, e_b = test_sd * rng.standard_normal(2)
     a = 0.9 + seed_std * rng.standard_normal(2) + e_a
     b = 0.9 + seed_std * rng.standard_normal(2) + e_b
-    return stats.diff_interval(a, b, cross_test_vars=[2 * test_sd ** 2] * 4 if with_test else None)
+    # Each arm's runs share one test error (variance test_sd^2), independent between the arms.
+    joint = np.kron(np.eye(2), np.full((2, 2), test_sd ** 2))
+    return stats.diff_interval(a, b, cov=joint if with_test else None)
 
   assert _coverage(lambda: draw(False), 0.0, 1000) < 0.8  # Seed spread alone misses the shared test noise.
   assert 0.92 <= _coverage(lambda: draw(True), 0.0) <= 0.98
-  iv = stats.diff_interval([0.9, 0.91], [0.89, 0.9], a_test_vars=[1e-4, 1e-4], b_test_vars=[2e-4, 2e-4])
-  assert iv.se == pytest.approx(math.sqrt(2 * np.var([0.9, 0.91], ddof=1) / 2 + 3e-4))
+  # Known answer: seed spread + u^T cov u - the runs' own (unshared) test noise, which the spread already holds.
+  c = np.array([[4.0, 1.0, 0.5, 0.5], [1.0, 4.0, 0.5, 0.5], [0.5, 0.5, 3.0, 1.0], [0.5, 0.5, 1.0, 3.0]]) * 1e-5
+  a, b = [0.9, 0.91], [0.89, 0.9]
+  u = np.array([0.5, 0.5, -0.5, -0.5])
+  own = (4.0 - 1.0) * 1e-5 / 2 + (3.0 - 1.0) * 1e-5 / 2
+  iv = stats.diff_interval(a, b, cov=c)
+  assert iv.se == pytest.approx(math.sqrt(np.var(a, ddof=1) / 2 + np.var(b, ddof=1) / 2 + u @ c @ u - own))
   with pytest.raises(UsageError):
-    stats.diff_interval([0.9, 0.91], [0.89, 0.9], a_test_vars=[1e-4, 1e-4])
+    stats.diff_interval(a, b, cov=np.eye(3))
 
 
 def test_contrast_interval_coverage_and_weights():
@@ -219,7 +227,7 @@ def test_censored_rank_test():
 
 def _iv(lo, hi, mean=None):
   mean = (lo + hi) / 2 if mean is None else mean
-  return stats.Interval(mean, None, lo, hi, 4, 2.0, (hi - lo) / 8)
+  return stats.Interval(mean, None, lo, hi, 4, 2.0, (hi - lo) / (2 * sp_stats.t.ppf(0.975, 2)))
 
 
 NO_INTERVAL = stats.Interval(0.005, None, None, None, 3, None, None, note=stats.FEW_SEEDS)
@@ -277,14 +285,221 @@ def test_readings_follow_real_intervals():
   gain = stats.diff_interval([0.92, 0.925, 0.93], [0.85, 0.855, 0.86])
   assert stats.read_direction(gain).verdict == stats.HOLDS
   assert stats.read_equivalence(gain, 0.01).verdict == stats.DOES_NOT_HOLD
-  same = stats.diff_interval([0.9, 0.9005, 0.9010], [0.9002, 0.9007, 0.9003], cross_test_vars=[1e-6] * 9)
+  same = stats.diff_interval([0.9, 0.9005, 0.9010], [0.9002, 0.9007, 0.9003], cov=np.eye(6) * 1e-6)
   assert stats.read_equivalence(same, 0.01).verdict == stats.HOLDS
   assert stats.read_direction(same).verdict == stats.INCONCLUSIVE
   one = stats.diff_interval([0.95], [0.85])
   assert stats.read_direction(one).verdict == stats.INCONCLUSIVE
 
 
+# --- Clustered DeLong, the combined interval's coverage, refutation, Holm, power ----------------------------------------
+
+def _brute_clustered(scores, labels, clusters):
+  """Obuchowski (1997) written from its definition: psi for every (positive, negative) pair, structural components
+  summed per cluster, the three S terms with their cluster counts."""
+  s, y, c = np.atleast_2d(np.asarray(scores, float)), np.asarray(labels).astype(bool), np.asarray(clusters)
+  ids = sorted(set(c.tolist()))
+  m, n = int(y.sum()), int((~y).sum())
+  k = s.shape[0]
+  aucs, v10c, v01c = np.zeros(k), np.zeros((k, len(ids))), np.zeros((k, len(ids)))
+  mc = np.array([np.sum(y & (c == i)) for i in ids], float)
+  nc = np.array([np.sum(~y & (c == i)) for i in ids], float)
+  for r in range(k):
+    x, z = s[r, y], s[r, ~y]
+    psi = (x[:, None] > z[None, :]) + 0.5 * (x[:, None] == z[None, :])
+    aucs[r] = psi.mean()
+    for j, i in enumerate(ids):
+      v10c[r, j] = psi.mean(axis=1)[c[y] == i].sum()
+      v01c[r, j] = psi.mean(axis=0)[c[~y] == i].sum()
+  i10, i01, big = int((mc > 0).sum()), int((nc > 0).sum()), len(ids)
+  cov = np.zeros((k, k))
+  for r in range(k):
+    for t in range(k):
+      d10r, d10t = v10c[r] - mc * aucs[r], v10c[t] - mc * aucs[t]
+      d01r, d01t = v01c[r] - nc * aucs[r], v01c[t] - nc * aucs[t]
+      s10 = i10 / ((i10 - 1) * m) * np.sum(d10r * d10t)
+      s01 = i01 / ((i01 - 1) * n) * np.sum(d01r * d01t)
+      s11_rt = big / (big - 1) * np.sum(d10r * d01t)
+      s11_tr = big / (big - 1) * np.sum(d10t * d01r)
+      cov[r, t] = s10 / m + s01 / n + (s11_rt + s11_tr) / (m * n)
+  return aucs, cov
+
+
+def _eye_pairs(rng, patients, patient_sd=1.2):
+  """Two eyes per patient: a shared patient effect and, in 80% of eyes, the patient's label."""
+  yp = rng.random(patients) < 0.4
+  y = np.repeat(yp, 2).astype(int)
+  y = np.where(rng.random(2 * patients) < 0.2, 1 - y, y)
+  y[:2] = [0, 1]
+  effect = np.repeat(rng.standard_normal(patients), 2) * patient_sd
+  return y, effect, np.repeat(np.arange(patients), 2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_clustered_delong_matches_brute_force_with_ties(seed):
+  rng = np.random.default_rng(seed)
+  y, effect, clusters = _eye_pairs(rng, 15)
+  clusters = np.where(rng.random(clusters.size) < 0.2, 100 + np.arange(clusters.size), clusters)  # Some singletons.
+  scores = np.stack([np.round(y + effect + rng.standard_normal(y.size), 0),
+                     np.round(0.5 * y + effect + rng.standard_normal(y.size), 1)])  # Ties within and across.
+  aucs, cov = stats.delong_cov(scores, y, clusters)
+  b_aucs, b_cov = _brute_clustered(scores, y, clusters)
+  np.testing.assert_allclose(aucs, b_aucs, atol=1e-12)
+  np.testing.assert_allclose(cov, b_cov, atol=1e-12)
+  auc, var = stats.delong_auc(scores[0], y, clusters)
+  assert (auc, var) == (pytest.approx(b_aucs[0], abs=1e-12), pytest.approx(b_cov[0, 0], abs=1e-12))
+
+
+def test_clustered_delong_with_single_image_clusters_is_the_unclustered_one():
+  rng = np.random.default_rng(7)
+  s, y = _binormal(rng, 150)
+  scores = np.stack([s, 0.7 * s + rng.standard_normal(s.size)])
+  _, plain = stats.delong_cov(scores, y)
+  _, single = stats.delong_cov(scores, y, clusters=rng.permutation(s.size) * 3)
+  np.testing.assert_allclose(single, plain, atol=1e-15)
+  with pytest.raises(UsageError):
+    stats.delong_cov(scores, y, clusters=np.arange(s.size - 1))
+
+
+def test_clustered_delong_matches_the_true_variance_of_eye_pairs():
+  """Simulated eye pairs: the clustered variance is near the AUC's true variance; the unclustered one is too small."""
+  rng = np.random.default_rng(3)
+  aucs, clustered, plain = [], [], []
+  for _ in range(600):
+    y, effect, clusters = _eye_pairs(rng, 150)
+    scores = y + effect + rng.standard_normal(y.size)
+    auc, var = stats.delong_auc(scores, y, clusters)
+    aucs.append(auc)
+    clustered.append(var)
+    plain.append(stats.delong_auc(scores, y)[1])
+  truth = np.var(aucs, ddof=1)
+  assert 0.85 <= np.mean(clustered) / truth <= 1.15
+  assert np.mean(plain) / truth < 0.9
+
+
+def _study(rng, seeds, seed_sd, n_test=500, auc=0.75, rho=0.7):
+  """A simulated two-arm study with no true difference: each run's population AUC varies with its seed; scores on one
+  shared test set (binormal, rho of the variance shared by all runs). Returns the combined diff Interval."""
+  true = auc + seed_sd * rng.standard_normal(2 * seeds)
+  d = math.sqrt(2) * sp_stats.norm.ppf(true)
+  y = (rng.random(n_test) < 0.4).astype(int)
+  y[:2] = [0, 1]
+  scores = d[:, None] * y + math.sqrt(rho) * rng.standard_normal(n_test) + math.sqrt(1 - rho) * rng.standard_normal(
+      (2 * seeds, n_test))
+  aucs, cov = stats.delong_cov(scores, y)
+  return stats.diff_interval(aucs[:seeds], aucs[seeds:], cov=cov)
+
+
+@pytest.mark.parametrize("seeds,seed_sd", [(2, 0.01), (5, 0.0), (5, 0.02), (20, 0.01)])
+def test_combined_interval_covers_at_2_5_and_20_seeds(seeds, seed_sd):
+  rng = np.random.default_rng(seeds * 100 + int(seed_sd * 1000))
+  studies = 300 if seeds < 20 else 150
+  hits = sum(iv.lo <= 0.0 <= iv.hi for iv in (_study(rng, seeds, seed_sd) for _ in range(studies)))
+  assert 0.9 <= hits / studies <= 0.99, hits / studies
+
+
+def test_combined_interval_shrinks_with_seeds():
+  """The test part is averaged over the runs: at 20 seeds the SE is far below one run's DeLong SE."""
+  rng = np.random.default_rng(5)
+  se2 = np.mean([_study(rng, 2, 0.0).se for _ in range(30)])
+  se20 = np.mean([_study(rng, 20, 0.0).se for _ in range(30)])
+  assert se20 < 0.45 * se2
+
+
+def test_direction_is_refuted_inside_the_margin_and_p_values_agree_with_the_ci():
+  m = 0.01
+  cases = [((_iv(0.002, 0.03), "greater", m), stats.HOLDS),
+           ((_iv(-0.004, 0.006), "greater", m), stats.DOES_NOT_HOLD),  # Rules out an effect of 1 point or more.
+           ((_iv(-0.03, -0.012), "greater", m), stats.DOES_NOT_HOLD),  # The other side.
+           ((_iv(-0.004, 0.016), "greater", m), stats.INCONCLUSIVE),
+           ((_iv(-0.006, 0.004), "less", m), stats.DOES_NOT_HOLD),
+           ((NO_INTERVAL, "greater", m), stats.INCONCLUSIVE)]
+  _check_all_three(cases, lambda iv, c, mm: stats.read_direction(iv, claimed=c, margin=mm))
+  for (iv, c, mm), expected in cases[:-1]:
+    v = stats.read_direction(iv, claimed=c, margin=mm)
+    assert (v.p_holds < 0.025) == (expected == stats.HOLDS), (iv, v)
+    if expected != stats.HOLDS:
+      assert (v.p_not < 0.025) == (expected == stats.DOES_NOT_HOLD), (iv, v)
+  assert stats.read_direction(_iv(-0.004, 0.006), margin=None).verdict == stats.INCONCLUSIVE  # No margin: old rule.
+  for (iv, mm), expected in [((_iv(-0.004, 0.006), 0.01), stats.HOLDS), ((_iv(0.012, 0.03), 0.01),
+                                                                          stats.DOES_NOT_HOLD),
+                             ((_iv(-0.004, 0.016), 0.01), stats.INCONCLUSIVE)]:
+    v = stats.read_equivalence(iv, mm)
+    assert v.verdict == expected
+    assert (v.p_holds < 0.025) == (expected == stats.HOLDS) and (v.p_not < 0.025) == (expected == stats.DOES_NOT_HOLD)
+
+
+def test_holm_keeps_the_strong_readings_and_adjusts_the_rest():
+  strong = stats.read_direction(_iv(0.05, 0.07), margin=0.01)  # p_holds tiny.
+  weak = stats.read_direction(_iv(0.0005, 0.03), margin=0.01)  # Holds, but only just.
+  refuted = stats.read_equivalence(_iv(0.0101, 0.03), 0.01)  # Does not hold, only just.
+  open_ = stats.read_direction(_iv(-0.01, 0.03), margin=0.01)
+  assert (strong.verdict, weak.verdict, refuted.verdict, open_.verdict) == (
+      stats.HOLDS, stats.HOLDS, stats.DOES_NOT_HOLD, stats.INCONCLUSIVE)
+  adjusted, ps = stats.holm([strong, weak, refuted, open_])
+  assert [v.verdict for v in adjusted] == [stats.HOLDS, stats.INCONCLUSIVE, stats.INCONCLUSIVE, stats.INCONCLUSIVE]
+  assert adjusted[1].raw_verdict == stats.HOLDS and "before adjustment" in adjusted[1].text
+  assert adjusted[2].raw_verdict == stats.DOES_NOT_HOLD
+  assert ps[0] < 0.05 <= ps[1] and all(0.0 <= p <= 1.0 for p in ps)
+  alone, _ = stats.holm([weak])  # A family of one is the unadjusted rule.
+  assert alone[0].verdict == stats.HOLDS
+  none, ps = stats.holm([stats.read_direction(NO_INTERVAL)])
+  assert none[0].verdict == stats.INCONCLUSIVE and ps == [None]
+
+
+def test_holm_controls_the_family_wise_rate_under_a_global_null():
+  rng = np.random.default_rng(21)
+  raw_any = adj_any = 0
+  studies, readings = 400, 17
+  for _ in range(studies):
+    verdicts = [stats.read_direction(stats.diff_interval(rng.standard_normal(3), rng.standard_normal(3)),
+                                     margin=None) for _ in range(readings)]
+    adjusted, _ = stats.holm(verdicts)
+    raw_any += any(v.verdict == stats.HOLDS for v in verdicts)
+    adj_any += any(v.verdict == stats.HOLDS for v in adjusted)
+  assert raw_any / studies > 0.15  # About 1 - 0.975^17 = 35% without adjustment.
+  assert adj_any / studies <= 0.05
+
+
+def test_minimum_detectable_effect():
+  assert stats.minimum_detectable(0.01) == pytest.approx((sp_stats.norm.ppf(0.975) + sp_stats.norm.ppf(0.8)) * 0.01)
+  assert stats.minimum_detectable(0.01, df=3) == pytest.approx(
+      (sp_stats.t.ppf(0.975, 3) + sp_stats.t.ppf(0.8, 3)) * 0.01)
+  assert stats.minimum_detectable(None) is None
+  v = stats.read_equivalence(stats.diff_interval([0.9, 0.91, 0.92], [0.9, 0.905, 0.91]), 0.01)
+  assert v.mde is not None and v.mde > 0
+
+
+def test_normalized_curve_area_reads_speed_not_plateau_height():
+  steps = [0, 100, 200, 300, 400]
+  low = [0.5, 0.6, 0.65, 0.7, 0.7]  # Plateau 0.7.
+  high = [0.5, 0.7, 0.8, 0.9, 0.9]  # Same shape, plateau 0.9: not faster.
+  assert stats.normalized_curve_area(steps, low, 400) == pytest.approx(stats.normalized_curve_area(steps, high, 400))
+  assert stats.curve_area(steps, high, 400) > stats.curve_area(steps, low, 400)
+  fast = [0.5, 0.7, 0.7, 0.7, 0.7]
+  assert stats.normalized_curve_area(steps, fast, 400) > stats.normalized_curve_area(steps, low, 400)
+  assert stats.normalized_curve_area(steps, [0.5, 0.51, 0.5, 0.505, 0.51], 400) is None  # Never learned.
+
+
 def test_module_imports_neither_tensorflow_nor_keras():
   code = ("import sys, transfusion_tf.experiments.stats; "
           "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; assert not bad, bad")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+
+
+def test_seeds_needed_follows_the_variance_parts():
+  z_dir = sp_stats.norm.ppf(0.975) + sp_stats.norm.ppf(0.8)
+  # Seed noise only: se^2 = 2 s^2 / n, so n = ceil(2 s^2 z^2 / margin^2).
+  iv = stats.diff_interval([0.70, 0.72], [0.70, 0.72])  # s^2 = 2e-4 per arm.
+  assert iv.seed_var == pytest.approx(2e-4) and iv.shared_var == 0.0 and iv.n_min == 2
+  expected = math.ceil(2 * 2e-4 * z_dir ** 2 / 0.01 ** 2)
+  assert stats.seeds_needed(iv, 0.01, "direction") == expected
+  assert stats.seeds_needed(iv, 0.01, "equivalence") > expected  # TOST at true 0 needs z_{0.9}, not z_{0.8}.
+  assert stats.predicted_se(iv, 2) == pytest.approx(iv.se)
+  # Shared test noise alone larger than the target: no number of seeds helps, more test images do.
+  shared = np.full((4, 4), 4e-5) + np.eye(4) * 1e-5
+  iv = stats.diff_interval([0.70, 0.7001], [0.70, 0.7001], cov=shared + np.kron(np.eye(2), np.full((2, 2), 1e-4)))
+  assert iv.shared_var > (0.01 / z_dir) ** 2
+  assert stats.seeds_needed(iv, 0.01, "direction") is None
+  more = [stats.seeds_needed(iv, 0.01, "direction", test_factor=f) for f in (2, 5, 10, 50)]
+  assert more[-1] is not None and more[-1] >= 2

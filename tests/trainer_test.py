@@ -21,7 +21,9 @@ from transfusion_tf import models
 from transfusion_tf.cli import common
 from transfusion_tf.cli import evaluate as evaluate_cli
 from transfusion_tf.cli import train as train_cli
+from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
+from transfusion_tf.experiments import stats
 from transfusion_tf.training import locks, metrics, rundir, trainer
 from transfusion_tf.training import policy
 
@@ -121,6 +123,11 @@ class TrainCommandTest(tf.test.TestCase):
     scored = rundir.read_json(os.path.join(run_dir, "eval_test_final.json"))
     self.assertEqual(scored["num_examples"], 200)
     self.assertBetween(scored["metrics"]["auc_referable"], 0.0, 1.0)
+    # The primary AUC with its patient-clustered 95% DeLong CI, and the images and patients behind it.
+    auc, lo, hi = scored["intervals"]["auc_referable"]
+    self.assertIn(f"\nauc_referable {auc:.4f} [{lo:.4f}, {hi:.4f}]\n", ev.stdout)
+    self.assertRegex(ev.stdout, r"(?m)^auc_referable \d\.\d{4} \[\d\.\d{4}, \d\.\d{4}\]$")
+    self.assertIn("\ntest: 200 images, 100 patients (CI clustered by patient)\n", ev.stdout)
 
   def test_resume_after_sigkill(self):
     run_dir = os.path.join(self.create_tempdir().full_path, "run")
@@ -274,6 +281,22 @@ class TrainerTest(tf.test.TestCase):
     rescored = evaluate_cli.evaluate_run(run_dir, "test", "best", batch_size=8)
     self.assertAllClose(rescored["metrics"], sel["test"], atol=1e-6)
     self.assertTrue(rescored["weights"].endswith("best.weights.h5"))
+    # The synthetic retina's test patients: examples 2k and 2k+1, saved for all 100 images.
+    patients = rundir.load_test_patients(run_dir)
+    self.assertEqual(patients.shape, (100,))
+    self.assertAllEqual(patients[0::2], patients[1::2])
+    self.assertLen(np.unique(patients), 50)
+    self.assertAllEqual(rundir.load_test_patients(run_dir, key="auc_referable"), patients)
+    # evaluate's CI is the clustered DeLong of the saved arrays: auc +- 1.959964 sd, clipped to [0, 1].
+    auc, var = stats.delong_auc(scores, labels, clusters=patients)
+    lo, hi = rescored["intervals"]["auc_referable"][1:]
+    self.assertAllClose([lo, hi], [max(0.0, auc - 1.959964 * var ** 0.5), min(1.0, auc + 1.959964 * var ** 0.5)],
+                        atol=1e-6)
+    self.assertEqual(rescored["patients"], 50)
+    self.assertEqual(evaluate_cli.interval_lines(rescored)[-1], "test: 100 images, 50 patients (CI clustered by "
+                     "patient)")
+    self.assertEqual(evaluate_cli.interval_lines(dict(rescored, patients=None))[-1],
+                     "test: 100 images, no patient ids (each image its own cluster)")
 
   def test_resume_rebuilds_the_best_export(self):
     run_dir = self.create_tempdir().full_path
@@ -445,11 +468,46 @@ class TrainerTest(tf.test.TestCase):
     self.assertEqual(result["steps_to_threshold"], 0)
     self.assertIn("auc_pleural_effusion", result["final"])
     self.assertEqual(result["primary_metric"], "auc_mean")
+    # Every test image's patient is saved; each pathology's arrays drop masked images, and key= aligns them.
+    patients = rundir.load_test_patients(run_dir)
+    self.assertEqual(patients.shape, (128,))
+    self.assertLess(len(np.unique(patients)), 128)  # Patients with several studies.
+    for key, (scores, _) in rundir.load_test_predictions(run_dir).items():
+      self.assertEqual(rundir.load_test_patients(run_dir, key=key).shape, scores.shape)
     never = trainer.train(tiny_cfg(convergence_auc=1.01), self.create_tempdir().full_path)
     self.assertIsNone(never["steps_to_threshold"])
     curve = rundir.read_json(os.path.join(run_dir, "curve.json"))
     self.assertTrue(all(np.isfinite(p["seconds"]) for p in curve))
     json.dumps(result)
+
+
+class EvaluateIntervalsTest(tf.test.TestCase):
+  """transfusion-evaluate's DeLong CIs on hand-made arrays (the end-to-end lines: TrainCommandTest)."""
+
+  def test_each_key_is_clustered_over_its_own_images(self):
+    rng = np.random.default_rng(0)
+    task = tasks.get_task("cxr", uncertainty_policy="ignore")
+    n = 60
+    labels = rng.integers(0, 2, (n, 5)).astype(np.float32)
+    labels[:, 4] = 1.0  # One class only: no AUC, no CI.
+    masks = (rng.random((n, 5)) > 0.25).astype(np.float32)
+    logits = rng.normal(size=(n, 5)) + 2.0 * labels
+    patients = np.repeat(np.arange(20), 3)
+    clustered = evaluate_cli.auc_intervals(task, labels, masks, logits, patients)
+    plain = evaluate_cli.auc_intervals(task, labels, masks, logits)
+    inputs, indices = metrics.auc_inputs(task, labels, masks, logits), metrics.auc_indices(task, masks, n)
+    for key, (scores, binary) in inputs.items():
+      if key == "auc_pleural_effusion":
+        self.assertTrue(np.isnan(clustered[key]).all())
+        continue
+      auc, var = stats.delong_auc(scores, binary, clusters=patients[indices[key]])
+      half = 1.959964 * np.sqrt(var)
+      self.assertAllClose(clustered[key], [auc, max(0.0, auc - half), min(1.0, auc + half)])
+      auc, var = stats.delong_auc(scores, binary)
+      self.assertAllClose(plain[key][1], max(0.0, auc - 1.959964 * np.sqrt(var)))
+    out = {"intervals": {"auc_edema": (0.81234, 0.79011, 1.0)}, "split": "test", "num_examples": 60, "patients": 20}
+    self.assertEqual(evaluate_cli.interval_lines(out), ["auc_edema 0.8123 [0.7901, 1.0000]",
+                                                        "test: 60 images, 20 patients (CI clustered by patient)"])
 
 
 class MachineTest(tf.test.TestCase):

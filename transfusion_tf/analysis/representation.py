@@ -193,18 +193,22 @@ def f3_similarities(runs, batches, stages=None, metric="svcca", conv_mode="posit
   """F3 data: per stage, the similarity of each trained model (weights/final) to its own initialisation
   (weights/step0), on the same images.
 
-  runs: run directories, or (run_dir, kind) tuples; kind defaults to the run's init scheme ("pretrained",
-  "random", ...). stages: stage names (default: every stage but `pool`). Returns {"figure": "F3", "metric",
-  "conv_mode", "runs": [{"run", "model", "kind", "stages", "per_stage": {stage: compare result}, "similarity":
-  {stage: value}}]}.
+  runs: run directories, or (run_dir, kind) or (run_dir, kind, init_from) tuples; kind defaults to the run's init
+  scheme ("pretrained", "random", ...); init_from (a control) names another run whose initialisation is compared
+  with this run's trained weights instead of its own. stages: stage names (default: every stage but `pool`).
+  Returns {"figure": "F3", "metric", "conv_mode", "runs": [{"run", "model", "kind", "stages", "per_stage": {stage:
+  compare result}, "similarity": {stage: value}, "init_from" (only for a control)}]}.
   """
   _check_metric(metric)
   batches = activations.reiterable(batches)
   records = []
   for item in runs:
-    run_dir, kind = (item, None) if isinstance(item, (str, os.PathLike)) else item
+    run_dir, kind = (item, None) if isinstance(item, (str, os.PathLike)) else item[:2]
+    init_from = item[2] if not isinstance(item, (str, os.PathLike)) and len(item) > 2 else None
     final, config = _load(run_dir, "final")
-    init, _ = _load(run_dir, "step0")
+    init, init_config = _load(init_from or run_dir, "step0")
+    if init_from:
+      _check_same_arch(config, init_config, run_dir, init_from)
     run_stages = list(stages) if stages else [s for s in models.stage_names(final) if s != "pool"]
     res = activations.compare_models(init, final, run_stages, batches, conv_mode=conv_mode,
                                      max_positions=max_positions, seed=seed, keep_variance=keep_variance, **compare_kw)
@@ -212,6 +216,8 @@ def f3_similarities(runs, batches, stages=None, metric="svcca", conv_mode="posit
     records.append({"run": str(run_dir), "model": config["model"], "kind": str(kind or init_kind(config)),
                     "stages": run_stages, "per_stage": per_stage,
                     "similarity": {s: per_stage[s][metric] for s in run_stages}})
+    if init_from:
+      records[-1]["init_from"] = str(init_from)
   return {"figure": "F3", "metric": metric, "conv_mode": conv_mode, "runs": records}
 
 

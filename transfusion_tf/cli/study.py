@@ -1,8 +1,10 @@
 """`transfusion-study`: runs a whole study from a flagfile (pretraining, the sweep, analyses, report).
 
   transfusion-study --flagfile=flags/quick.cfg --out=DIR
-Re-running the same command resumes; on a finished DIR it trains nothing. Shard a sweep over processes or
-machines with --shard=i/n --study_stage=train, then run once more without --shard for the analyses and report.
+Re-running the same command resumes; on a finished DIR it trains nothing. Runs DIR holds with other settings (another
+--train_steps, say) stop the study before it trains anything, naming them; --overwrite retrains them. Shard a sweep
+over processes or machines with --shard=i/n --study_stage=train, then run once more without --shard for the analyses
+and report.
 """
 import sys
 
@@ -99,6 +101,7 @@ def config_from_flags():
       analysis_max_positions=FLAGS.analysis_max_positions, analysis_min_datapoints=FLAGS.analysis_min_datapoints,
       equivalence_margin=FLAGS.equivalence_margin, similarity_margin=FLAGS.similarity_margin,
       converge_k=FLAGS.converge_k, curve_area_steps=FLAGS.curve_area_steps, force=FLAGS.force,
+      overwrite=FLAGS.overwrite,
       shard=_shard(FLAGS.shard), parallel_runs=FLAGS.parallel_runs,
       width_multipliers=_widths(FLAGS.study_width_multipliers))
 

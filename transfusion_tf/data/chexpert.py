@@ -7,8 +7,9 @@ Layout: ROOT (CheXpert-v1.0-small/ or CheXpert-v1.0/) holds train.csv and valid.
 in {-1, 0, 1} with blank -> 0; `tasks.apply_uncertainty` applies the policy later.
 
 Splits [default]: validation = 5% of train.csv held out by patient (seeded; a patient is never split), test = the
-official valid.csv (234 images).
+official valid.csv (234 images). Patient ids come from the Path's (or TFDS name's) `patientNNNNN` folder.
 """
+import functools
 import os
 import re
 
@@ -100,9 +101,12 @@ def read_csv(root, csv_name, frontal_only=False, on_bad_image="fail", validate_i
   records_lib.report_bad_rows(bad_rows, len(rows), csv_path, on_bad_image)
   if not paths:
     raise UsageError(f"CheXpert CSV {csv_path} has no usable rows{' after --frontal_only' if frontal_only else ''}")
+  # A Path without a patientNNNNN folder is its own patient; with none anywhere the data names no patients.
+  has_patients = any(_PATIENT.search(p) for p in patients)
   records = records_lib.FileRecords(paths=np.array(paths, dtype=object), labels=np.array(labels, np.int8),
                                     patient_ids=np.array(patients, dtype=object), origin=csv_path,
-                                    rows=np.array(lines), extra={"view": np.array(views, dtype=object)})
+                                    rows=np.array(lines), extra={"view": np.array(views, dtype=object)},
+                                    has_patients=has_patients)
   return records_lib.check_image_files(records, on_bad_image, validate_images, cache_dir, what="image")
 
 
@@ -165,14 +169,38 @@ def load_chexpert_tfds(split, data_dir=None, manual_dir=None, frontal_only=False
   the seed, so no pass over the data is needed) or "test" (TFDS validation = official valid.csv). With the hold-out
   or frontal_only the size is an estimate (size_is_exact False). decode=False leaves images encoded.
   """
+  ds, size, exact = _tfds_examples(split, data_dir, manual_dir, frontal_only, val_fraction, seed, decode)
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  index = [OBSERVATIONS.index(p) for p in CXR_PATHOLOGIES]
+  table = tf.constant(_TFDS_LABEL_VALUES)
+
+  def to_labels(ex):
+    ids = tf.cast(ex["label"], tf.int32)
+    ids = tf.pad(ids, [[0, tf.maximum(0, len(OBSERVATIONS) - tf.shape(ids)[0])]], constant_values=3)
+    return ex["image"], tf.gather(table, tf.gather(ids, index))
+  return ds.map(to_labels), size, exact
+
+
+def chexpert_tfds_patients(split, data_dir=None, manual_dir=None, frontal_only=False, val_fraction=0.05, seed=0,
+                           take=None):
+  """Patient ids (str, "patient00001") of the first `take` (None: all) examples of load_chexpert_tfds(split, ...),
+  in its order (same filters); None when no name holds a patient folder. One pass, nothing decoded."""
+  ds, _, _ = _tfds_examples(split, data_dir, manual_dir, frontal_only, val_fraction, seed, decode=False)
+  ds = ds.map(lambda ex: ex["name"])
+  names = records_lib.tfds_strings(ds if take is None else ds.take(take))
+  if not any(_PATIENT.search(n) for n in names):
+    return None
+  return np.array([patient_id_from_path(n) or n for n in names], dtype=object)
+
+
+def _tfds_examples(split, data_dir, manual_dir, frontal_only, val_fraction, seed, decode):
+  """The TFDS example dicts of `split` after the frontal and hold-out filters: (dataset, size, size_is_exact)."""
   if split not in records_lib.SPLITS:
     raise UsageError(f"CheXpert splits are {', '.join(records_lib.SPLITS)}, not {split!r}")
   tfds_split = "validation" if split == "test" else "train"
   ds, size = records_lib.load_tfds(TFDS_NAME, tfds_split, None, data_dir, manual_dir, required=TFDS_REQUIRED,
                                    flag_hint="chexpert_tfds", decode=decode)
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  index = [OBSERVATIONS.index(p) for p in CXR_PATHOLOGIES]
-  table = tf.constant(_TFDS_LABEL_VALUES)
   exact = True
   if frontal_only:
     ds = ds.filter(lambda ex: tf.equal(ex["image_view"], 0))
@@ -192,12 +220,7 @@ def load_chexpert_tfds(split, data_dir=None, manual_dir=None, frontal_only=False
       ds = ds.filter(lambda ex: tf.logical_not(held_out(ex)))
       size = max(1, size - int(round(size * val_fraction)))
     exact = False
-
-  def to_labels(ex):
-    ids = tf.cast(ex["label"], tf.int32)
-    ids = tf.pad(ids, [[0, tf.maximum(0, len(OBSERVATIONS) - tf.shape(ids)[0])]], constant_values=3)
-    return ex["image"], tf.gather(table, tf.gather(ids, index))
-  return ds.map(to_labels), size, exact
+  return ds, size, exact
 
 
 def build_folder(task, options, image_size):
@@ -222,6 +245,9 @@ def build_tfds(task, options, image_size):
     raw, size, exact = load_chexpert_tfds(split, data_dir=options.tfds_data_dir, manual_dir=options.tfds_manual_dir,
                                           frontal_only=options.frontal_only, val_fraction=frac,
                                           seed=options.split_seed, decode=False)
-    sources[split] = sources_lib.tfds_source(raw, size, exact, options.caps[split], task, "chexpert_tfds")
+    patients = functools.partial(chexpert_tfds_patients, split, options.tfds_data_dir, options.tfds_manual_dir,
+                                 options.frontal_only, frac, options.split_seed)
+    sources[split] = sources_lib.tfds_source(raw, size, exact, options.caps[split], task, "chexpert_tfds",
+                                             patients=patients)
   return sources, ("chexpert_tfds (TFDS chexpert, patient-hashed validation hold-out, official valid as "
                    f"test{', frontal only' if options.frontal_only else ''})")

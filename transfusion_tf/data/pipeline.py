@@ -251,6 +251,20 @@ class Data:
       return None
     return src.labels, src.masks
 
+  def patients(self, split):
+    """int64 (N,) patient codes of `split` in eval order (`records.patient_codes`), or None where the data names no
+    patients (APTOS, the source task). Read beside tf.data, never through it, so the model's input is unchanged. A
+    TFDS split pays one pass over its records (names only, nothing decoded); where its size is an estimate (filters),
+    N is the true count, which is what `eval(split)` yields too."""
+    src = self._sources[split]
+    ids = src.patients() if callable(src.patients) else src.patients
+    if ids is None:
+      return None
+    ids = np.asarray(ids)
+    if len(ids) != len(src) and getattr(src, "exact", True):
+      raise ValueError(f"{split}: {len(ids)} patient ids for {len(src)} examples")
+    return records_lib.patient_codes(ids)
+
   def sample_images(self, k=8, split="validation"):
     """(images uint8 (k, S, S, C), labels) of the first k eval images, before preprocessing: for TensorBoard."""
     split = split if split in self._sources else "train"

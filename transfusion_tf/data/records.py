@@ -1,4 +1,4 @@
-"""What the dataset readers share: file records, up-front image checks, patient splits, subsets, TFDS loading.
+"""What the dataset readers share: file records, up-front image checks, patient splits and codes, subsets, TFDS loading.
 
 No TensorFlow at import time: the synthetic generator's worker processes import this module for SPLITS.
 
@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 
 from absl import logging
 import numpy as np
@@ -39,7 +40,8 @@ class FileRecords:
   paths: (N,) str absolute paths. labels: (N,) int grades / class ids, or (N, 5) int8 raw CheXpert labels in
   {-1, 0, 1}. patient_ids: (N,) str. rows: (N,) int line numbers in `origin` (the CSV), for messages.
   formats: (N,) str image formats found by `check_image_files` ("" until checked). extra: more (N,) arrays,
-  e.g. "split" or "view".
+  e.g. "split" or "view". has_patients: False where patient_ids are only image ids (APTOS: each image is its own
+  patient), so the test scoring treats every image as its own cluster and says the data has no patient ids.
   """
   paths: np.ndarray
   labels: np.ndarray
@@ -48,6 +50,7 @@ class FileRecords:
   rows: np.ndarray = None
   formats: np.ndarray = None
   extra: dict = dataclasses.field(default_factory=dict)
+  has_patients: bool = True
 
   def __post_init__(self):
     n = len(self.paths)
@@ -64,7 +67,7 @@ class FileRecords:
     idx = np.asarray(indices)
     return FileRecords(paths=self.paths[idx], labels=self.labels[idx], patient_ids=self.patient_ids[idx],
                        origin=self.origin, rows=self.rows[idx], formats=self.formats[idx],
-                       extra={k: v[idx] for k, v in self.extra.items()})
+                       extra={k: v[idx] for k, v in self.extra.items()}, has_patients=self.has_patients)
 
 
 def read_csv_rows(csv_path, what="labels CSV"):
@@ -324,6 +327,32 @@ def patient_split(patient_ids, fractions, seed):
   return parts
 
 
+_NUMBERED_ID = re.compile(r"^(\D*?)(\d+)$")
+
+
+def patient_codes(patient_ids):
+  """Patient ids (N,) (str or int) -> int64 (N,) codes: equal ids get equal codes, different ids different ones.
+
+  Integer ids (the synthetic generator's) stay as they are. Strings that are one common prefix plus a number keep
+  that number, so a code can be traced back: EyePACS "10" -> 10, CheXpert "patient00042" -> 42. Any other set of
+  strings (mixed forms, or numbers that would collide, e.g. "7" and "007") gets each id's rank among the distinct
+  ids, sorted.
+  """
+  ids = np.asarray(patient_ids)
+  if ids.ndim != 1:
+    raise ValueError(f"patient ids must be one per image (N,), got shape {ids.shape}")
+  if ids.dtype.kind in "iu":
+    return ids.astype(np.int64)
+  strings = np.array([str(p) for p in ids.tolist()], dtype=object)
+  distinct = sorted(set(strings.tolist()))
+  matches = [_NUMBERED_ID.match(p) for p in distinct]
+  if distinct and all(matches) and len({m.group(1) for m in matches}) == 1:
+    numbers = [int(m.group(2)) for m in matches]
+    if len(set(numbers)) == len(numbers) and max(numbers) < 2 ** 62:
+      code = dict(zip(distinct, numbers))
+      return np.array([code[p] for p in strings.tolist()], np.int64)
+  code = {p: i for i, p in enumerate(distinct)}
+  return np.array([code[p] for p in strings.tolist()], np.int64)
 
 
 def cap_records(records, cap, seed, split):
@@ -371,3 +400,11 @@ def load_tfds(name, split, config, data_dir, manual_dir, required, flag_hint, de
   if size == 0:
     raise UsageError(f"TFDS {name} split {split!r} is empty")
   return ds, size
+
+
+def tfds_strings(ds):
+  """A finite dataset of scalar tf.string (e.g. TFDS `name` features) -> list of str, in order (one batched pass)."""
+  out = []
+  for batch in ds.batch(4096).as_numpy_iterator():
+    out.extend(b.decode("utf-8", "replace") for b in batch)
+  return out

@@ -7,11 +7,13 @@ Grades are 0-4 (none, mild, moderate, severe, proliferative). The image column m
 is found: .png .jpg .jpeg .tif .tiff .bmp .gif .webp) or a file name / relative path. Images are looked up in
 --data_dir and its immediate subfolders. An optional `split` column (train / validation / test) fixes the split;
 otherwise `split_records` holds out patients (EyePACS `<patient>_left/right` share a patient) with a fixed seed.
+Patient ids: a `patient_id` / `patient` column, else EyePACS names; APTOS ids name no patient (has_patients False).
 
 TFDS: `diabetic_retinopathy_detection` with a config (original, 1M, 250K, btgraham-300; default btgraham-300) and
 splits train (35,126), validation (10,906), test (42,670). Preparing it needs the Kaggle files in --tfds_manual_dir
 and, once, network access for the test labels (TFDS downloads retinopathy_solution.csv itself).
 """
+import functools
 import os
 import re
 
@@ -98,10 +100,18 @@ def _index_images(data_dir, extra_dirs=()):
   return index
 
 
+_EYE = re.compile(r"^(\d+)_(left|right)$")
+
+
 def patient_id(image_id):
   """EyePACS '10_left' -> '10'; anything else is its own patient."""
-  m = re.match(r"^(\d+)_(left|right)$", image_id)
+  m = _EYE.match(image_id)
   return m.group(1) if m else image_id
+
+
+def has_eye_names(image_ids):
+  """Whether any id is an EyePACS `<patient>_left` / `_right` name (APTOS hex ids are not)."""
+  return any(_EYE.match(i) for i in image_ids)
 
 
 def read_csv_folder(data_dir, labels_csv=None, image_column=None, label_column=None, on_bad_image="fail",
@@ -127,7 +137,7 @@ def read_csv_folder(data_dir, labels_csv=None, image_column=None, label_column=N
     raise UsageError(f"labels CSV {csv_path} has no rows")
 
   index = _index_images(data_dir, extra_dirs=(os.path.dirname(csv_path),))
-  paths, labels, patients, lines, splits = [], [], [], [], []
+  paths, labels, patients, lines, splits, stems = [], [], [], [], [], []
   bad_rows, missing = [], []
   ambiguous = 0
   for line, row in rows:
@@ -163,6 +173,7 @@ def read_csv_folder(data_dir, labels_csv=None, image_column=None, label_column=N
     paths.append(path)
     labels.append(grade)
     stem = os.path.splitext(os.path.basename(image_id))[0]
+    stems.append(stem)
     patients.append((row.get(patient_col) or "").strip() if patient_col else patient_id(stem))
     lines.append(line)
     splits.append(split)
@@ -181,7 +192,8 @@ def read_csv_folder(data_dir, labels_csv=None, image_column=None, label_column=N
   extra = {"split": np.array(splits, dtype=object)} if split_col else {}
   records = records_lib.FileRecords(paths=np.array(paths, dtype=object), labels=np.array(labels, np.int32),
                                     patient_ids=np.array(patients, dtype=object), origin=csv_path,
-                                    rows=np.array(lines), extra=extra)
+                                    rows=np.array(lines), extra=extra,
+                                    has_patients=bool(patient_col) or has_eye_names(stems))
   return records_lib.check_image_files(records, on_bad_image, validate_images, cache_dir, what="image")
 
 
@@ -234,6 +246,16 @@ def load_eyepacs_tfds(split, config=None, data_dir=None, manual_dir=None, decode
   return ds.map(lambda ex: (ex["image"], ex["label"])), size
 
 
+def eyepacs_tfds_patients(split, config=None, data_dir=None, manual_dir=None, take=None):
+  """Patient ids (str, `10_left` -> "10") of the first `take` (None: all) examples of an EyePACS TFDS split, in
+  load_eyepacs_tfds' order; None when no name is an EyePACS eye name. One pass over the split, nothing decoded."""
+  ds, _ = records_lib.load_tfds(TFDS_NAME, split, config or DEFAULT_TFDS_CONFIG, data_dir, manual_dir,
+                                required=TFDS_REQUIRED, flag_hint="eyepacs_tfds", decode=False)
+  ds = ds.map(lambda ex: ex["name"])
+  names = records_lib.tfds_strings(ds if take is None else ds.take(take))
+  return np.array([patient_id(n) for n in names], dtype=object) if has_eye_names(names) else None
+
+
 def build_csv_folder(task, options, image_size):
   """Registry builder of retina_csv: the folder's images, split by its CSV's split column or by patient."""
   del image_size  # Files are resized by the pipeline.
@@ -255,6 +277,7 @@ def build_eyepacs_tfds(task, options, image_size):
   for split in records_lib.SPLITS:
     raw, size = load_eyepacs_tfds(split, config=config, data_dir=options.tfds_data_dir,
                                   manual_dir=options.tfds_manual_dir, decode=False)
+    patients = functools.partial(eyepacs_tfds_patients, split, config, options.tfds_data_dir, options.tfds_manual_dir)
     sources[split] = sources_lib.tfds_source(raw, size, True, options.caps[split], task,
-                                             f"eyepacs_tfds/{config or 'btgraham-300'}")
+                                             f"eyepacs_tfds/{config or 'btgraham-300'}", patients=patients)
   return sources, f"eyepacs_tfds (TFDS diabetic_retinopathy_detection/{config or DEFAULT_TFDS_CONFIG})"

@@ -5,6 +5,12 @@ A dataset builder (see `registry.py`) returns one source per split:
   FileSource   checked image files (folder datasets: retina_csv, chexpert);
   TfdsSource   a TFDS split without random access (eyepacs_tfds, chexpert_tfds, imagenet_tfds).
 Labels and masks are already through the task's policy (`training_labels`; `tfds_source` does it in-graph).
+
+Patients. A source also carries each example's patient id where the data has one (`patients`: the synthetic
+retina's eye pairs and cxr studies, EyePACS `N_left`/`N_right`, CheXpert's patient folder), aligned with the eval
+order; None where it has none (APTOS, the source task). They never enter tf.data: only the test scoring reads them,
+so what the model sees and the order it sees it in stay as they were. A TFDS source holds a function instead of an
+array, run only when asked (one pass over the split's `name` features, images left encoded).
 """
 import dataclasses
 import os
@@ -23,10 +29,12 @@ _PIL_EXTENSIONS = (".tif", ".tiff", ".webp")
 
 @dataclasses.dataclass
 class ArraySource:
-  """In-memory images uint8 (N, H, W, C) with training labels and masks (already through the label policy)."""
+  """In-memory images uint8 (N, H, W, C) with training labels and masks (already through the label policy);
+  patients: (N,) patient ids or None (see the module docstring)."""
   images: np.ndarray
   labels: np.ndarray
   masks: np.ndarray
+  patients: np.ndarray = None
 
   def __len__(self):
     return len(self.labels)
@@ -34,11 +42,13 @@ class ArraySource:
 
 @dataclasses.dataclass
 class FileSource:
-  """Image files (checked) with training labels and masks. use_pil marks formats TF cannot decode (TIFF, WebP)."""
+  """Image files (checked) with training labels and masks. use_pil marks formats TF cannot decode (TIFF, WebP).
+  patients: (N,) str patient ids or None (see the module docstring)."""
   paths: np.ndarray
   labels: np.ndarray
   masks: np.ndarray
   use_pil: np.ndarray = None
+  patients: np.ndarray = None
 
   def __len__(self):
     return len(self.labels)
@@ -46,11 +56,13 @@ class FileSource:
 
 @dataclasses.dataclass
 class TfdsSource:
-  """A TFDS split without random access. make() returns a finite dataset of (encoded image, label, mask)."""
+  """A TFDS split without random access. make() returns a finite dataset of (encoded image, label, mask).
+  patients: None, or a function () -> (size,) patient ids (or None) in make()'s order; it reads the whole split."""
   make: object
   size: int
   exact: bool = True
   name: str = "tfds"
+  patients: object = None
 
   def __len__(self):
     return self.size
@@ -62,7 +74,9 @@ def file_source(records, task):
   # Formats come from check_image_files; with validate_images="off" they are unknown, so go by the extension.
   use_pil = np.array([(f not in TF_FORMATS) if f else os.path.splitext(str(p))[1].lower() in _PIL_EXTENSIONS
                       for f, p in zip(records.formats, records.paths)], bool)
-  return FileSource(paths=np.asarray(records.paths).astype(str), labels=labels, masks=masks, use_pil=use_pil)
+  patients = np.asarray(records.patient_ids) if records.has_patients else None
+  return FileSource(paths=np.asarray(records.paths).astype(str), labels=labels, masks=masks, use_pil=use_pil,
+                    patients=patients)
 
 
 def training_labels(raw, task):
@@ -91,8 +105,12 @@ def uncertainty_tf(raw, task):
   return label, mask
 
 
-def tfds_source(raw, size, exact, cap, task, name):
-  """raw: dataset of (encoded image, raw label) -> TfdsSource of (encoded, label, mask)."""
+def tfds_source(raw, size, exact, cap, task, name, patients=None):
+  """raw: dataset of (encoded image, raw label) -> TfdsSource of (encoded, label, mask).
+
+  patients: None, or a function called as patients(take=n) -> the patient ids of raw's first n examples (n None: all
+  of them) in raw's order, or None where the names hold no patient; the TfdsSource runs it only when asked.
+  """
   if task.kind == "multilabel":
     def fix(image, label):
       lab, mask = uncertainty_tf(tf.cast(label, tf.float32), task)
@@ -100,12 +118,14 @@ def tfds_source(raw, size, exact, cap, task, name):
   else:
     def fix(image, label):
       return image, tf.cast(label, tf.int32), tf.constant(1.0, tf.float32)
+  take = None
   if cap is not None and int(cap) < size:
-    size = int(cap)
+    size = take = int(cap)
     capped = lambda: raw.take(size).map(fix)  # pylint: disable=unnecessary-lambda-assignment
   else:
     capped = lambda: raw.map(fix)  # pylint: disable=unnecessary-lambda-assignment
-  return TfdsSource(make=capped, size=int(size), exact=exact, name=name)
+  lazy = None if patients is None else (lambda: patients(take=take))
+  return TfdsSource(make=capped, size=int(size), exact=exact, name=name, patients=lazy)
 
 
 def subset_source(src, n, seed, task):
@@ -116,10 +136,11 @@ def subset_source(src, n, seed, task):
     return _tfds_subset(src, n, seed)
   strata = src.labels if src.labels.ndim == 1 else src.labels * (src.masks > 0) + 2 * (src.masks == 0)
   idx = records_lib.subset_indices(strata, n, seed)
+  patients = None if src.patients is None else src.patients[idx]
   if isinstance(src, ArraySource):
-    return ArraySource(images=src.images[idx], labels=src.labels[idx], masks=src.masks[idx])
+    return ArraySource(images=src.images[idx], labels=src.labels[idx], masks=src.masks[idx], patients=patients)
   return FileSource(paths=src.paths[idx], labels=src.labels[idx], masks=src.masks[idx],
-                    use_pil=None if src.use_pil is None else src.use_pil[idx])
+                    use_pil=None if src.use_pil is None else src.use_pil[idx], patients=patients)
 
 
 def _tfds_subset(src, n, seed):
@@ -134,8 +155,13 @@ def _tfds_subset(src, n, seed):
   keep = np.zeros(len(labels), bool)
   keep[records_lib.subset_indices(strata, n, seed)] = True
   keep_t = tf.constant(keep)
-  make = src.make
+  make, all_patients = src.make, src.patients
 
   def subset():
     return make().enumerate().filter(lambda i, ex: tf.gather(keep_t, i)).map(lambda i, ex: ex)
-  return TfdsSource(make=subset, size=int(n), exact=True, name=src.name)
+
+  def patients():
+    ids = all_patients()
+    return None if ids is None or len(ids) != len(keep) else np.asarray(ids)[keep]
+  return TfdsSource(make=subset, size=int(n), exact=True, name=src.name,
+                    patients=None if all_patients is None else patients)

@@ -11,8 +11,10 @@ import dataclasses
 import functools
 import io
 import os
+import zipfile
 
 import numpy as np
+from scipy import stats as sp_stats
 
 from transfusion_tf import files
 from transfusion_tf.errors import UsageError
@@ -44,18 +46,42 @@ class RunResult:
     except (UsageError, OSError, KeyError, ValueError):
       return {}
 
+  @functools.cached_property
+  def _patients(self):
+    """{metric key: patient codes (N_k,) or None}, filled lazily."""
+    return {}
+
+  def patients(self, key):
+    """The test images' patient codes aligned with predictions[key], or None (no patient ids: each image is its
+    own cluster)."""
+    if key not in self._patients:
+      try:
+        self._patients[key] = rundir.load_test_patients(self.dir, key=key)
+      except (UsageError, OSError, KeyError, ValueError):
+        self._patients[key] = None
+    return self._patients[key]
+
   def auc_with_var(self, key):
-    """(test AUC, DeLong variance or None) of `key`; auc_mean averages the per-label AUCs and their variances
-    (labels taken as independent test sets, a stated approximation)."""
+    """(test AUC, DeLong variance or None) of `key`, clustered by patient where the data has patients; auc_mean
+    averages the per-label AUCs and their variances (labels taken as independent test sets, a stated
+    approximation)."""
     value = self.test_metric(key)
     preds = self.predictions
     if key in preds:
-      return value, stats.delong_auc(*preds[key])[1]
+      return value, stats.delong_auc(*preds[key], clusters=self.patients(key))[1]
     if key == "auc_mean":
-      parts = [stats.delong_auc(*v)[1] for k, v in preds.items() if k != "auc_mean"]
+      parts = [stats.delong_auc(*v, clusters=self.patients(k))[1] for k, v in preds.items() if k != "auc_mean"]
       if parts:
         return value, float(np.sum(parts) / len(parts) ** 2)
     return value, None
+
+  def auc_ci(self, key, level=LEVEL):
+    """(lo, hi) of this run's test AUC of `key` (DeLong, clustered by patient where known), or None."""
+    value, var = self.auc_with_var(key)
+    if value is None or var is None:
+      return None
+    q = float(sp_stats.norm.ppf(0.5 + level / 2.0))
+    return max(0.0, value - q * var ** 0.5), min(1.0, value + q * var ** 0.5)
 
   def curve_points(self, metric):
     """(steps, values) of the validation curve of `metric`, sorted by step, NaN evaluations dropped."""
@@ -74,6 +100,7 @@ class Context:
   # callable(model, stages=None) -> list of preprocessed image batches (B, S, S, 3), the leading images the given
   # stages need (all stages by default); the study sets it.
   batches: object = None
+  damaged: dict = dataclasses.field(default_factory=dict)  # Run -> why its files were left out (check_run_files).
 
   @property
   def out(self):
@@ -118,15 +145,51 @@ class Context:
     return os.path.relpath(path, self.out)
 
 
+def check_run_files(run_dir):
+  """(result dict, curve list) of a finished run after checking its files, or (None, reason) naming the file.
+
+  A run counts as finished only when result.json is a JSON object with a "selected" checkpoint, curve.json is a JSON
+  list, and the test_predictions.npz it names opens with every metric's scores and labels of one length: a damaged
+  or missing file must never make an interval narrower or a selection different, so it makes the run unfinished."""
+  path = os.path.join(run_dir, "result.json")
+  if not os.path.exists(path):
+    return None, None
+  try:
+    res = rundir.read_json(path)
+  except (ValueError, OSError) as e:
+    return None, f"{path} is not valid JSON ({e.__class__.__name__})"
+  if not isinstance(res, dict) or not isinstance(res.get("selected"), dict):
+    return None, f"{path} holds no selected checkpoint"
+  curve_path = os.path.join(run_dir, "curve.json")
+  try:
+    curve = rundir.read_json(curve_path)
+  except (ValueError, OSError) as e:
+    return None, f"{curve_path} is not valid JSON ({e.__class__.__name__})"
+  if not isinstance(curve, list):
+    return None, f"{curve_path} is missing or not a list of evaluations"
+  if res["selected"].get("predictions"):
+    preds_path = os.path.join(run_dir, res["selected"]["predictions"])
+    try:
+      preds = rundir.load_test_predictions(run_dir)
+    except (UsageError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+      return None, f"{preds_path} is missing or damaged ({e.__class__.__name__})"
+    if not preds or any(len(sc) != len(lb) for sc, lb in preds.values()):
+      return None, f"{preds_path} holds no usable test scores"
+  return res, curve
+
+
 def load_context(cfg, runs, analyses=None):
-  """The Context of `runs`: result.json and curve.json of every finished run."""
-  results = {}
+  """The Context of `runs`: result.json and curve.json of every finished run whose files check out
+  (check_run_files); the others are left out, and Context.damaged names each with the file at fault."""
+  results, damaged = {}, {}
   for r in runs:
     d = plan.run_dir(cfg, r)
-    res = rundir.read_json(os.path.join(d, "result.json"))
+    res, curve = check_run_files(d)
     if res is not None:
-      results[r] = RunResult(r, d, res, rundir.read_json(os.path.join(d, "curve.json"), []))
-  return Context(cfg, list(runs), results, dict(analyses or {}))
+      results[r] = RunResult(r, d, res, curve)
+    elif curve is not None:
+      damaged[r] = curve
+  return Context(cfg, list(runs), results, dict(analyses or {}), damaged=damaged)
 
 
 # -- AUC comparisons ---------------------------------------------------------------------------------------------
@@ -143,40 +206,145 @@ def auc_group(ctx, model, init, key, subset=None):
   return vals, vars_
 
 
+def _scored(ctx, model, init, key, subset):
+  """The RunResults of a group that have a test value of `key`, by seed."""
+  return [res for res in ctx.group(model, init, subset) if res.test_metric(key) is not None]
+
+
+def joint_test_cov(results, key):
+  """The joint DeLong covariance (R, R) of the test AUCs of `key` of `results` (RunResults), all scored on the same
+  images, clustered by patient where the runs name patients; for auc_mean the mean over labels of the per-label
+  covariances / L^2 (labels taken as independent, a stated approximation). None when predictions are missing or
+  the runs' test sets differ."""
+  if not results:
+    return None
+  keys = [key] if key != "auc_mean" else sorted(k for k in results[0].predictions if k != "auc_mean")
+  if not keys:
+    return None
+  total = np.zeros((len(results), len(results)))
+  for k in keys:
+    preds = [res.predictions.get(k) for res in results]
+    if any(p is None for p in preds):
+      return None
+    labels = preds[0][1]
+    if any(p[1].shape != labels.shape or not np.array_equal(p[1], labels) for p in preds):
+      return None
+    patients = results[0].patients(k)
+    if patients is not None and any(not np.array_equal(res.patients(k), patients) for res in results[1:]):
+      return None
+    try:
+      _, cov = stats.delong_cov(np.stack([p[0] for p in preds]), labels, patients)
+    except UsageError:
+      return None
+    total += cov
+  return total / len(keys) ** 2
+
+
+def auc_contrast(ctx, model, cells, weights, key):
+  """The Interval of sum_i w_i * mean test AUC of cells[i] ((init, subset) pairs of `model`) with the runs' joint
+  test-set covariance (stats.contrast_interval), or None when a weighted cell is empty. Without predictions, the
+  seed spread alone."""
+  groups = [_scored(ctx, model, init, key, subset) for init, subset in cells]
+  if any(not g and w for g, w in zip(groups, weights)):
+    return None
+  kept = [(g, w) for g, w in zip(groups, weights) if g]
+  cov = joint_test_cov([res for g, _ in kept for res in g], key)
+  return stats.contrast_interval([[res.test_metric(key) for res in g] for g, _ in kept], [w for _, w in kept],
+                                 level=LEVEL, cov=cov)
+
+
 def group_interval(ctx, model, init, key, subset=None):
-  """The 95% CI of a group's mean test AUC: seed spread plus the mean test-set (DeLong) variance."""
-  vals, vars_ = auc_group(ctx, model, init, key, subset)
-  return t_iv(vals, test_vars=_known(vars_))
-
-
-def _known(values):
-  return None if not values or any(v is None for v in values) else list(values)
-
-
-def cross_test_vars(ctx, model, init_a, init_b, key, subset_a=None, subset_b=None):
-  """DeLong variances of AUC_a - AUC_b for every pair of runs of the two groups scored on the same test images
-  (None when predictions are missing or the test sets differ)."""
-  out = []
-  for a in ctx.group(model, init_a, subset_a):
-    for b in ctx.group(model, init_b, subset_b):
-      pa, pb = a.predictions.get(key), b.predictions.get(key)
-      if pa is None or pb is None or pa[1].shape != pb[1].shape or not np.array_equal(pa[1], pb[1]):
-        return None
-      out.append(stats.delong_diff(pa[0], pb[0], pa[1])[1])
-  return out or None
+  """The 95% CI of a group's mean test AUC: the seed spread plus the test-set noise its runs share (combined rule,
+  stats module docstring)."""
+  group = _scored(ctx, model, init, key, subset)
+  if not group:
+    return None
+  return stats.t_interval([res.test_metric(key) for res in group], level=LEVEL, cov=joint_test_cov(group, key))
 
 
 def auc_difference(ctx, model, init_a, init_b, key, subset=None):
-  """The Interval of mean test AUC(init_a) - mean test AUC(init_b) across seeds, with the test-set variance of
-  the difference (see stats.diff_interval)."""
-  a, va = auc_group(ctx, model, init_a, key, subset)
-  b, vb = auc_group(ctx, model, init_b, key, subset)
-  keyed = key if key != "auc_mean" else None
-  cross = cross_test_vars(ctx, model, init_a, init_b, keyed, subset, subset) if keyed else None
-  known_a, known_b = _known(va), _known(vb)
-  if known_a is None or known_b is None:
-    known_a = known_b = None
-  return diff_iv(a, b, a_test_vars=known_a, b_test_vars=known_b, cross_test_vars=cross)
+  """The Interval of mean test AUC(init_a) - mean test AUC(init_b) across seeds, with the runs' joint test-set
+  covariance (see stats.contrast_interval)."""
+  return auc_contrast(ctx, model, [(init_a, subset), (init_b, subset)], [1.0, -1.0], key)
+
+
+def patients_note(ctx):
+  """How the test images were clustered for DeLong: by patient (with counts) or each image its own cluster."""
+  for res in ctx.results.values():
+    preds = res.predictions
+    key = ctx.primary if ctx.primary in preds else next(iter(preds), None)
+    if key is None:
+      continue
+    pats = res.patients(key)
+    n = len(preds[key][1])
+    if pats is None:
+      return f"{n} test images with no patient ids: each image is its own cluster"
+    return f"{n} test images of {len(np.unique(pats))} patients: DeLong clustered by patient (Obuchowski 1997)"
+  return None
+
+
+# -- run quality -------------------------------------------------------------------------------------------------
+
+IMPROVING_TAIL = 0.1  # The selected checkpoint in the last 10% of the steps ...
+IMPROVING_P = 0.025  # ... and the last half of the evaluations still rising at this one-sided level.
+
+RUN_RULES = {
+    "still improving": "the selected checkpoint lies in the last 10% of the steps and a least-squares line through "
+                       "the last half of the validation evaluations (at least 4) rises at one-sided p < 0.025 "
+                       "(slope t-test on the line's residuals) by at least half the equivalence margin over that "
+                       "half (a smaller rise changes no reading)",
+    "did not learn": "the run's 95% test AUC CI (DeLong, clustered by patient where known) contains 0.5",
+}
+
+
+def still_improving(ctx, res):
+  """Whether a run was still improving at its budget (RUN_RULES); None when its curve is too short to tell."""
+  steps, values = res.curve_points(ctx.primary)
+  half = len(steps) - len(steps) // 2
+  if half < 4:
+    return None
+  sel = (res.result.get("selected") or {}).get("step")
+  if sel is None or sel < steps[-1] - IMPROVING_TAIL * steps[-1]:
+    return False
+  x, y = np.asarray(steps[-half:], float), np.asarray(values[-half:], float)
+  fit = sp_stats.linregress(x, y)
+  if fit.slope * (x[-1] - x[0]) < 0.5 * ctx.cfg.equivalence_margin:
+    return False
+  if not fit.stderr > 0:
+    return True
+  return bool(sp_stats.t.sf(fit.slope / fit.stderr, half - 2) < IMPROVING_P)
+
+
+def did_not_learn(ctx, res):
+  """Whether a run's test AUC CI contains 0.5 (RUN_RULES); None without predictions."""
+  ci = res.auc_ci(ctx.primary)
+  if ci is None:
+    return None
+  return bool(ci[0] <= 0.5 <= ci[1])
+
+
+def run_marks(ctx, res):
+  """The marks of a finished run: a list of RUN_RULES keys that apply."""
+  return [name for name, test in (("still improving", still_improving), ("did not learn", did_not_learn))
+          if test(ctx, res)]
+
+
+def gate_trained(ctx, verdict, runs):
+  """A reading about trained networks made inconclusive when any of `runs` (RunResults) is still improving or did
+  not learn (stats RULES["trained"])."""
+  flagged = {}
+  for res in runs:
+    for mark in run_marks(ctx, res):
+      flagged.setdefault(mark, []).append(res.run.name)
+  if not flagged:
+    return verdict
+  why = "; ".join(f"{', '.join(names)} {mark}" for mark, names in flagged.items())
+  return stats.inconclusive_because(verdict, f"runs not trained to a plateau ({why})")
+
+
+def arm_runs(ctx, model, inits, subset=None):
+  """The finished RunResults of `model` with any of `inits`."""
+  return [res for init in inits for res in ctx.group(model, init, subset)]
 
 
 # -- convergence ------------------------------------------------------------------------------------------------
@@ -201,6 +369,20 @@ def area_difference(ctx, model, init_a, init_b):
   """Interval of the mean curve area of init_a minus init_b across seeds (seed variance only: every run is
   evaluated on the same validation images, and the claim is about training, not about the test population)."""
   return diff_iv(area_group(ctx, model, init_a), area_group(ctx, model, init_b))
+
+
+def normalized_area_group(ctx, model, init):
+  """([normalised curve area per seed] (stats.normalized_curve_area, validation, up to cfg.area_steps), [the runs'
+  RunResults]); runs whose validation curve never learned are left out of the values but kept in the runs."""
+  out, runs = [], []
+  for res in ctx.group(model, init):
+    steps, values = res.curve_points(ctx.primary)
+    runs.append(res)
+    if steps:
+      a = stats.normalized_curve_area(steps, values, ctx.cfg.area_steps)
+      if a is not None:
+        out.append(a)
+  return out, runs
 
 
 def steps_cell(ctx, model, init):
@@ -293,12 +475,18 @@ def datapoint_notes(records):
 
 def all_of(subject, parts, what):
   """One verdict from several that must all hold: holds if all hold, does not hold if any does not, else
-  inconclusive. parts: stats.Verdicts."""
+  inconclusive. parts: stats.Verdicts. Its p-values: the largest p_holds (an intersection-union test: all must be
+  shown) and the smallest p_not times the number of parts (Bonferroni: any one refutes); None when a part has none."""
   verdicts = [p.verdict for p in parts]
   word = ("holds" if all(v == "holds" for v in verdicts) else
           "does not hold" if "does not hold" in verdicts else "inconclusive")
   texts = [p.text[len(subject) + 2:] if p.text.startswith(f"{subject}: ") else p.text for p in parts]
-  return stats.Verdict(word, f"{subject}: {what}: " + "; ".join(t.rstrip(".") for t in texts) + ".", parts[0].rule)
+  known = all(p.p_holds is not None and p.p_not is not None for p in parts)
+  mdes = [p.mde for p in parts if p.mde is not None]
+  return stats.Verdict(word, f"{subject}: {what}: " + "; ".join(t.rstrip(".") for t in texts) + ".", parts[0].rule,
+                       p_holds=max(p.p_holds for p in parts) if known else None,
+                       p_not=min(1.0, len(parts) * min(p.p_not for p in parts)) if known else None,
+                       mde=max(mdes) if len(mdes) == len(parts) else None, unit=parts[0].unit, parts=tuple(parts))
 
 
 def stage_records(data):
@@ -319,9 +507,9 @@ def stage_records(data):
 NO_DATA = ("no data: runs not finished or not planned, or every cell below the minimum datapoints per neuron.")
 
 
-def t_iv(values, test_vars=None):
-  """stats.t_interval of `values`, or None when there are none."""
-  return stats.t_interval(values, level=LEVEL, test_vars=test_vars) if len(values) else None
+def t_iv(values):
+  """stats.t_interval of `values` (seed spread only), or None when there are none."""
+  return stats.t_interval(values, level=LEVEL) if len(values) else None
 
 
 def diff_iv(a, b, **kw):
@@ -337,13 +525,22 @@ def contrast_iv(groups, weights):
   return stats.contrast_interval([g for g, _ in kept], [w for _, w in kept], level=LEVEL)
 
 
-def read_equivalence(iv, margin, what):
-  if iv is None:
-    return stats.Verdict(stats.INCONCLUSIVE, f"{what}: {NO_DATA}", "equivalence")
-  return stats.read_equivalence(iv, margin, what=what)
+# The directional margin per unit: the smallest effect that matters for a "faster/larger" claim (RULES["direction"]).
+FRACTION_MARGIN = 0.05  # Normalised curve areas and conv1 statistics: 5% of their 0-1 range.
 
 
-def read_direction(iv, what, claimed="greater"):
+def direction_margin(cfg, units):
+  """The directional margin for a reading in `units`: "auc" (AUC), "similarity" (SVCCA, R²) or "fraction"."""
+  return {"auc": cfg.equivalence_margin, "similarity": cfg.similarity_margin, "fraction": FRACTION_MARGIN}[units]
+
+
+def read_equivalence(iv, margin, what, unit="runs"):
   if iv is None:
-    return stats.Verdict(stats.INCONCLUSIVE, f"{what}: {NO_DATA}", "direction")
-  return stats.read_direction(iv, claimed=claimed, what=what)
+    return stats.Verdict(stats.INCONCLUSIVE, f"{what}: {NO_DATA}", "equivalence", unit=unit)
+  return stats.read_equivalence(iv, margin, what=what, unit=unit)
+
+
+def read_direction(iv, what, claimed="greater", margin=None, unit="runs"):
+  if iv is None:
+    return stats.Verdict(stats.INCONCLUSIVE, f"{what}: {NO_DATA}", "direction", unit=unit)
+  return stats.read_direction(iv, claimed=claimed, what=what, margin=margin, unit=unit)

@@ -9,7 +9,8 @@ def section(ctx):
   if ctx.threshold is None:
     return ["No --convergence_auc threshold: steps to threshold are not measured; curve areas only."]
   labels = list(dict.fromkeys(r.init for r in ctx.runs if r.subset is None))
-  header = ["model", "init", f"steps to {ctx.threshold} (per seed)", f"curve area ×100 to step {ctx.cfg.area_steps}"]
+  header = ["model", "init", f"steps to {ctx.threshold} (per seed)", f"curve area ×100 to step {ctx.cfg.area_steps}",
+            "normalised curve area (share of own plateau)"]
   rows = []
   model_names = list(dict.fromkeys(r.model for r in ctx.runs if r.subset is None))
   for m in model_names:
@@ -18,8 +19,9 @@ def section(ctx):
   return [f"Steps to threshold: the first validation evaluation (every {ctx.cfg.base.eval_every} steps) from which "
           f"`{ctx.primary}` stays at or above {ctx.threshold} for {ctx.cfg.converge_k} evaluations in a row; "
           "'>N' marks a run that never got there (censored at its budget N). Curve area: the mean validation "
-          f"`{ctx.primary}` over steps 0..{ctx.cfg.area_steps} (trapezoid rule), never censored; mean ± std over "
-          "seeds [95% CI].", "", common.table(header, rows)]
+          f"`{ctx.primary}` over steps 0..{ctx.cfg.area_steps} (trapezoid rule), never censored; normalised: the same "
+          "mean of (value − 0.5) / (the run's best value − 0.5), its progress towards its own plateau, which the "
+          "convergence readings use so that a higher plateau is not read as speed; mean ± std over seeds [95% CI].", "", common.table(header, rows)]
 
 
 EXPERIMENT = registry.register(registry.Experiment(

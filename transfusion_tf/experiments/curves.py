@@ -1,7 +1,8 @@
 """Validation-curve figures for the convergence experiments (MV, WT, SL, GB) and the claim they share.
 
-Convergence claims ("X converges faster than Y") are read on the area under the validation curve up to
---curve_area_steps (never censored), the difference of means across seeds with its 95% CI; steps to the threshold
+Convergence claims ("X converges faster than Y") are read on the normalised area under the validation curve up to
+--curve_area_steps (each run's progress towards its own plateau, never censored), the difference of means across
+seeds with its 95% CI; steps to the threshold
 (k evaluations in a row at or above it, --converge_k) are reported beside it, with runs that never reach it shown
 as censored (">budget"), never counted at the budget.
 """
@@ -60,17 +61,27 @@ def figure_curves(ctx, model, labels, out_prefix, title):
 
 
 def convergence_rows(ctx, model, labels):
-  """Table rows (label, steps to threshold, curve area mean ± std [CI]) for `labels` of `model`."""
+  """Table rows (label, steps to threshold, curve area and normalised curve area mean ± std [CI]) for `labels` of
+  `model`."""
   rows = []
   for label in labels:
     areas = common.area_group(ctx, model, label)
+    norm, _ = common.normalized_area_group(ctx, model, label)
     rows.append([label, common.steps_cell(ctx, model, label),
-                 common.fmt_interval(common.t_iv(areas)) if areas else "—"])
+                 common.fmt_interval(common.t_iv(areas)) if areas else "—",
+                 common.fmt_interval(common.t_iv(norm), scale=1, digits=3) if norm else "—"])
   return rows
 
 
 def read_faster(ctx, model, faster, slower, what):
-  """The directional reading of "`faster` converges faster than `slower`" on curve areas."""
-  iv = common.area_difference(ctx, model, faster, slower)
-  return common.read_direction(iv, what=f"{model}: {what}: validation curve area (to step {ctx.cfg.area_steps}) "
-                               f"{faster} − {slower}")
+  """The directional reading of "`faster` converges faster than `slower`" on normalised curve areas: each run's mean
+  progress towards its own plateau up to cfg.area_steps, so an arm that plateaus higher is not read as faster
+  (stats.normalized_curve_area). Seed spread only (every run is evaluated on the same validation images, and the
+  claim is about training). Inconclusive when a run is still improving (its plateau is not known) or did not learn."""
+  a, runs_a = common.normalized_area_group(ctx, model, faster)
+  b, runs_b = common.normalized_area_group(ctx, model, slower)
+  iv = common.diff_iv(a, b)
+  verdict = common.read_direction(
+      iv, what=f"{model}: {what}: normalised validation curve area (to step {ctx.cfg.area_steps}) {faster} − "
+      f"{slower}", margin=common.direction_margin(ctx.cfg, "fraction"))
+  return common.gate_trained(ctx, verdict, runs_a + runs_b)

@@ -4,12 +4,19 @@ Stage outputs are taken where models/stages.py names them: for the CBRs that is 
 (conv1 ... conv5 are conv-BN-ReLU-pool blocks), for ResNet50 and InceptionV3 the block outputs.
 
 Claims read (the paper): (a) the lowest stage stays closest to its initialisation: per run, similarity(lowest)
-minus the mean similarity of the stages above, a t-interval over runs, directional (> 0); (b) the pretrained-minus-
-random gap is positive in the bottom two stages: a directional Welch test per stage, holding when both hold.
+minus the mean similarity of the stages above (its "lowest margin"), a t-interval over runs, directional (> 0); with
+a control for what any initialisation would give: each random-init run's trained weights are also compared with an
+unrelated initialisation (the next random seed's step0, kind "unrelated_init"), and the run's own-init lowest margin
+must exceed its unrelated-init lowest margin (paired over runs, directional); (a) holds when both hold. (b) the
+pretrained-minus-random gap is positive in the bottom two stages: a directional Welch test per stage over runs,
+holding when both hold. Directional margin: --similarity_margin. The unit of every interval is the run.
 Stage order always comes from the model's stage list (plan.model_stages), never from a dict's key order.
 """
 from transfusion_tf.analysis import representation as rep
 from transfusion_tf.experiments import common, plan, registry
+
+
+CONTROL = "unrelated_init"
 
 
 def runs(cfg):
@@ -24,6 +31,10 @@ def analysis(ctx, finished):
   data = {"figure": "F3", "runs": []}
   for m in ctx.cfg.models:
     mine = [(ctx.results[r].dir, r.init) for r in finished if r.model == m]
+    rnd = sorted((r for r in finished if r.model == m and r.init == "random" and r.subset is None),
+                 key=lambda r: r.seed)
+    if len(rnd) >= 2:  # The control: each random run's trained weights against the next seed's initialisation.
+      mine += [(ctx.results[r].dir, CONTROL, ctx.results[rnd[(i + 1) % len(rnd)]].dir) for i, r in enumerate(rnd)]
     if mine:
       data["runs"] += rep.f3_similarities(mine, ctx.batches(m), stages=plan.model_stages(m),
                                           **common.analysis_kwargs(ctx.cfg))["runs"]
@@ -53,19 +64,28 @@ def baseline(ctx, model, stage):
   return f"{sum(vals) / len(vals):.3f}" if vals else "—"
 
 
-def lowest_margin(ctx, model):
-  """Per run: similarity of the lowest stage minus the mean of the stages above (usable cells only)."""
+def lowest_margin(ctx, model, kinds=("pretrained", "random"), by_run=False):
+  """Per run of `kinds`: similarity of the lowest stage minus the mean of the stages above (usable cells only); with
+  by_run, {run dir: value}."""
   data = ctx.analyses.get("F3") or {}
   stages = plan.model_stages(model)
-  out = []
+  out, keyed = [], {}
   for r in data.get("runs", []):
-    if r["model"] != model:
+    if r["model"] != model or r["kind"] not in kinds:
       continue
     vals = [r["similarity"].get(s) if not (r["per_stage"].get(s) or {}).get("below_min") else None for s in stages]
     if vals[0] is not None and any(v is not None for v in vals[1:]):
       above = [v for v in vals[1:] if v is not None]
       out.append(vals[0] - sum(above) / len(above))
-  return out
+      keyed[r.get("run", len(keyed))] = out[-1]
+  return keyed if by_run else out
+
+
+def control_gap(ctx, model):
+  """Per random-init run with a control: its own-init lowest margin minus its unrelated-init lowest margin."""
+  own = lowest_margin(ctx, model, kinds=("random",), by_run=True)
+  other = lowest_margin(ctx, model, kinds=(CONTROL,), by_run=True)
+  return [own[r] - other[r] for r in own if r in other]
 
 
 def section(ctx):
@@ -93,14 +113,20 @@ def readings(ctx):
     return out
   for m in ctx.cfg.models:
     stages = plan.model_stages(m)
-    low = lowest_margin(ctx, m)
-    out.append(common.read_direction(common.t_iv(low), what=(
-        f"{m}: SVCCA to init of {stages[0]} minus the mean of the stages above, over {len(low)} runs (the paper: "
-        "the lowest layers stay closest to init)")))
+    low, gap = lowest_margin(ctx, m), control_gap(ctx, m)
+    margin = common.direction_margin(ctx.cfg, "similarity")
+    parts = [common.read_direction(common.t_iv(low), what=(
+        f"{stages[0]} SVCCA to own init minus the mean of the stages above"), margin=margin),
+        common.read_direction(common.t_iv(gap), what=(
+            f"control: that margin to own init minus the same margin to an unrelated init ({len(gap)} random "
+            "runs)"), margin=margin)]
+    verdict = common.all_of(m, parts, f"the paper: the lowest layers stay closest to init ({len(low)} runs)")
+    out.append(common.gate_trained(ctx, verdict, common.arm_runs(ctx, m, ("pretrained", "random"))))
     pre, rnd = per_stage(ctx, m, "pretrained"), per_stage(ctx, m, "random")
-    parts = [common.read_direction(common.diff_iv(pre[s], rnd[s]), what=f"{s} pretrained − random")
+    parts = [common.read_direction(common.diff_iv(pre[s], rnd[s]), what=f"{s} pretrained − random", margin=margin)
              for s in stages[:2]]
-    out.append(common.all_of(m, parts, "the paper: the pretrained − random gap is positive in the bottom two stages"))
+    verdict = common.all_of(m, parts, "the paper: the pretrained − random gap is positive in the bottom two stages")
+    out.append(common.gate_trained(ctx, verdict, common.arm_runs(ctx, m, ("pretrained", "random"))))
   return out
 
 

@@ -7,10 +7,11 @@ random-pretrained pairs. Pretrained-pretrained pairs never enter: they are ident
 What one point is [unsure; the paper does not say]: a pair of runs on one of SUBSETS disjoint subsets of the
 analysis images. Within a pair the image subset moves x a little; across pairs the seeds move it more. Pooling
 pairs of both kinds into one fit (as this project did before) measures the distance between the two clusters
-(x = 1 for pretrained pairs), not a correlation. R²'s 95% CI comes from a bootstrap that resamples whole pairs.
+(x = 1 for pretrained pairs), not a correlation. R²'s 95% CI comes from a bootstrap over runs, the independent units
+(pairs that share a run are not independent): see `fit_panel`.
 
 Claims read (the paper: R² 0.75 and 0.84 for ResNet50 conv1, none for CBR-Small): at conv1, ResNet50's R² CI lies
-above 0.5 and CBR-Small's below it (read_threshold); fewer than 3 pairs in a panel is inconclusive.
+above 0.5 and CBR-Small's below it (read_threshold); fewer than 3 random-init runs in a panel is inconclusive.
 """
 import os
 
@@ -79,28 +80,47 @@ def analysis(ctx, finished):
   return figure(ctx, {"figure": "F4", "metric": "svcca", "subsets": SUBSETS, "points": points})
 
 
+MIN_RUNS = 3  # Runs per resampled role: fewer give a bootstrap over runs too few distinct resamples.
+
+
 def fit_panel(points, seed=0):
-  """{"r2", "slope", "intercept", "n", "pairs", "r2_ci": [lo, hi] or None}: the fit over `points` (usable only)
-  and a bootstrap CI of R² resampling whole pairs (needs at least 3 pairs)."""
+  """{"r2", "slope", "intercept", "n", "pairs", "runs", "r2_ci": [lo, hi] or None, "p_above", "p_below"}: the fit
+  over `points` (usable only) and a bootstrap over RUNS, the independent units: each draw resamples the panel's
+  random-init runs (and, for random-pretrained pairs, its pretrained runs) with replacement, and every pair of drawn
+  runs enters with the product of their counts. Needs at least MIN_RUNS random-init runs. p_above / p_below: the
+  share of draws at or below / at or above R2_LINE (one-sided bootstrap p-values of "above" / "below")."""
   pts = [p for p in points if p["x"] is not None and p["y"] is not None
          and not (p["init"].get("below_min") or p["trained"].get("below_min"))]
   fit = rep.fit_r2([p["x"] for p in pts], [p["y"] for p in pts])
   by_pair = {}
   for p in pts:
-    by_pair.setdefault(p["pair"], []).append((p["x"], p["y"]))
-  fit["pairs"] = len(by_pair)
-  fit["r2_ci"] = None
-  if len(by_pair) >= 3 and fit["r2"] is not None:
-    rng = np.random.default_rng(seed)
-    keys = list(by_pair)
-    draws = []
-    for _ in range(BOOTSTRAP):
-      sample = [xy for k in rng.choice(len(keys), len(keys)) for xy in by_pair[keys[k]]]
-      r2 = rep.fit_r2([x for x, _ in sample], [y for _, y in sample])["r2"]
-      if r2 is not None:
-        draws.append(r2)
-    if len(draws) >= BOOTSTRAP // 2:
-      fit["r2_ci"] = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+    by_pair.setdefault((p.get("run_a", p["pair"]), p.get("run_b", p["pair"])), []).append((p["x"], p["y"]))
+  first = sorted({a for a, _ in by_pair})
+  second = sorted({b for _, b in by_pair})
+  random_kind = all(p["pair_kind"] == "random-random" for p in pts)
+  randoms = sorted(set(first) | set(second)) if random_kind else first
+  fit.update(pairs=len(by_pair), runs=len(set(first) | set(second)), r2_ci=None, p_above=None, p_below=None)
+  if len(randoms) < MIN_RUNS or fit["r2"] is None:
+    return fit
+  rng = np.random.default_rng(seed)
+  draws = []
+  for _ in range(BOOTSTRAP):
+    count = dict.fromkeys(randoms, 0)
+    for k in rng.choice(len(randoms), len(randoms)):
+      count[randoms[k]] += 1
+    if not random_kind:
+      count.update(dict.fromkeys(second, 0))
+      for k in rng.choice(len(second), len(second)):
+        count[second[k]] += 1
+    sample = [xy for (a, b), xys in by_pair.items() for _ in range(count[a] * count[b]) for xy in xys]
+    r2 = rep.fit_r2([x for x, _ in sample], [y for _, y in sample])["r2"] if sample else None
+    if r2 is not None:
+      draws.append(r2)
+  if len(draws) >= BOOTSTRAP // 2:
+    d = np.asarray(draws)
+    fit["r2_ci"] = [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]
+    fit["p_above"] = float((np.sum(d <= R2_LINE) + 1) / (d.size + 1))
+    fit["p_below"] = float((np.sum(d >= R2_LINE) + 1) / (d.size + 1))
   return fit
 
 
@@ -167,12 +187,12 @@ def section(ctx):
     for kind in KINDS:
       p = by.get((m, s, kind))
       cells.append("—" if not p or p["r2"] is None else f"{p['r2']:.2f}" + (
-          f" [{p['r2_ci'][0]:.2f}, {p['r2_ci'][1]:.2f}]" if p["r2_ci"] else " (no CI: < 3 pairs)"))
+          f" [{p['r2_ci'][0]:.2f}, {p['r2_ci'][1]:.2f}]" if p["r2_ci"] else f" (no CI: < {MIN_RUNS} random runs)"))
     pairs = " + ".join(str((by.get((m, s, k)) or {}).get("pairs", 0)) for k in KINDS)
     rows.append([m, s, pairs] + cells + [_baseline_text(data["points"], m, s)])
   return [common.figure_link(ctx, "F4", data["png"]), "",
           f"A point is a pair of runs on one of {data['subsets']} disjoint image subsets [unsure: the paper does not "
-          "define it]; R² with a 95% bootstrap CI over pairs. CBR stages are read after each block's max-pooling.",
+          "define it]; R² with a 95% bootstrap CI over runs. CBR stages are read after each block's max-pooling.",
           "", common.table(header, rows)]
 
 
@@ -186,10 +206,14 @@ def readings(ctx):
       continue
     strong = p["model"] == "resnet50"
     lo, hi = (p["r2_ci"] or (None, None))
-    out.append(stats.read_threshold(lo, hi, R2_LINE, claimed="above" if strong else "below", what=(
+    mde = None if lo is None else stats.minimum_detectable((hi - lo) / (2 * 1.959964))
+    verdict = stats.read_threshold(lo, hi, R2_LINE, claimed="above" if strong else "below", what=(
         f"{p['model']} {p['stage']}, {p['pair_kind']} pairs: R² = "
-        + ("n/a" if p["r2"] is None else f"{p['r2']:.2f}") + f" over {p['pairs']} pairs (the paper: "
-        + ("strong correlation, R² 0.75-0.84)" if strong else "no correlation)"))))
+        + ("n/a" if p["r2"] is None else f"{p['r2']:.2f}") + f" over {p['pairs']} pairs of {p.get('runs', '?')} "
+        "runs (the paper: " + ("strong correlation, R² 0.75-0.84)" if strong else "no correlation)")),
+        p_above=p.get("p_above"), p_below=p.get("p_below"), mde=mde, unit="runs (bootstrap)")
+    inits = ("random",) if p["pair_kind"] == "random-random" else ("random", "pretrained")
+    out.append(common.gate_trained(ctx, verdict, common.arm_runs(ctx, p["model"], inits)))
   return out
 
 

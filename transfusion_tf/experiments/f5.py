@@ -1,9 +1,13 @@
 """F5: conv1 filters before and after training, random and pretrained init, for ResNet50 and CBR-Small.
 
-Claims read (the paper): (a) pretrained conv1 filters are Gabor-like: per filter, the orientation selectivity of the
-pretrained model's conv1 against He-normal random filters of the same shape (a directional Welch test over
-filters); (b) ResNet50's filters barely move while the CBR's move a lot (random init, relative L2 change per filter,
-directional Welch test over filters). The noise is the spread across filters.
+One value per run, the independent unit (never a filter: the 64 filters of one run share its training): each run's
+mean orientation selectivity of conv1 after training and its mean relative L2 change per filter. The figure shows
+the first seed of each (model, init).
+
+Claims read (the paper): (a) pretrained conv1 filters are Gabor-like: after the same training, the pretrained-init
+runs' conv1 is more oriented than the random-init runs' (mean selectivity per run, Welch over runs, directional);
+(b) ResNet50's filters barely move while the CBR's move a lot (random init, mean relative L2 change per run, Welch
+over runs, directional). Directional margin 0.05 (common.FRACTION_MARGIN).
 """
 import numpy as np
 
@@ -19,45 +23,57 @@ def runs(cfg):
 
 
 def analysis_runs(ctx):
-  chosen = []
-  for m in plan.figure_models(ctx.cfg):
-    for init in ("random", "pretrained"):
-      chosen += ctx.finished(inits=(init,), models=(m,))[:1]
-  return chosen
+  return ctx.finished(inits=("random", "pretrained"), models=plan.figure_models(ctx.cfg))
 
 
 def analysis(ctx, finished):
   entries = rep.f5_filters([ctx.results[r].dir for r in finished])
   if not entries:
     return None
-  data = rep.figure_f5(entries, f"{ctx.adir}/f5")
+  shown, firsts = set(), []
+  for e in entries:  # The figure: the first seed of each (model, init).
+    if (e["model"], e["kind"]) not in shown:
+      shown.add((e["model"], e["kind"]))
+      firsts.append(e)
+  data = rep.figure_f5(firsts, f"{ctx.adir}/f5")
   rng = np.random.default_rng(0)
-  for panel, e in zip(data["panels"], entries):
-    shape = np.shape(e["before"])
-    kh, kw, cin, nf = shape
+  for panel, e in zip(data["panels"], firsts):
+    kh, kw, cin, nf = np.shape(e["before"])
     rand = rng.normal(0.0, np.sqrt(2.0 / (kh * kw * cin)), (kh, kw, cin, nf * RANDOM_KERNELS))
-    panel["selectivity_per_filter_before"] = rep.orientation_selectivity(e["before"]).tolist()
-    panel["selectivity_per_filter_after"] = rep.orientation_selectivity(e["after"]).tolist()
     panel["selectivity_random_per_filter"] = rep.orientation_selectivity(rand).tolist()
+  data["runs"] = []
+  for e in entries:
+    change = rep.filter_change(e["before"], e["after"])
+    data["runs"].append({"run": e["run"], "model": e["model"], "kind": e["kind"],
+                         "moved": change["mean_relative_l2_change"],
+                         "selectivity_before": float(rep.orientation_selectivity(e["before"]).mean()),
+                         "selectivity_after": float(rep.orientation_selectivity(e["after"]).mean())})
   files.atomic_write_json(data["json"], data)
   return data
 
 
+def per_run(ctx, model, kind, key):
+  """[value of `key` per run] of (model, kind) from the F5 analysis (finite values only)."""
+  data = ctx.analyses.get("F5") or {}
+  return _finite([r[key] for r in data.get("runs", []) if r["model"] == model and r["kind"] == kind])
+
+
 def section(ctx):
   data = ctx.analyses.get("F5")
-  if not data:
+  if not data or "runs" not in data:
     return ["Needs a finished random or pretrained run of ResNet50 or a CBR."]
-  header = ["model", "init", "moved (mean relative L2 per filter)", "orientation selectivity before",
+  header = ["model", "init", "runs", "moved (mean relative L2 per filter)", "orientation selectivity before",
             "after", "He-normal random", "Gabor bank"]
+  refs = {p["model"]: p.get("selectivity_references") or {} for p in data["panels"]}
   rows = []
-  for p in data["panels"]:
-    refs = p.get("selectivity_references") or {}
-    rows.append([p["model"], p["kind"], common.fmt_interval(common.t_iv(_finite(p["per_filter"])), 1, 3),
-                 common.fmt_interval(common.t_iv(p["selectivity_per_filter_before"]), 1, 3),
-                 common.fmt_interval(common.t_iv(p["selectivity_per_filter_after"]), 1, 3),
-                 f"{refs.get('random', float('nan')):.2f}", f"{refs.get('gabor', float('nan')):.2f}"])
+  for m, kind in dict.fromkeys((r["model"], r["kind"]) for r in data["runs"]):
+    ref = refs.get(m, {})
+    rows.append([m, kind, len(per_run(ctx, m, kind, "moved"))]
+                + [common.fmt_interval(common.t_iv(per_run(ctx, m, kind, k)), 1, 3)
+                   for k in ("moved", "selectivity_before", "selectivity_after")]
+                + [f"{ref.get('random', float('nan')):.2f}", f"{ref.get('gabor', float('nan')):.2f}"])
   return [common.figure_link(ctx, "F5", data["png"]), "",
-          "Per-filter statistics, mean ± std over the filters of one run [95% CI]. Orientation selectivity: 0 for "
+          "Per run: the mean over its conv1 filters; mean ± std over runs [95% CI]. Orientation selectivity: 0 for "
           "an unoriented (blob or colour-only) filter, 1 for a pure grating.", "", common.table(header, rows)]
 
 
@@ -68,21 +84,22 @@ def _finite(values):
 def readings(ctx):
   data = ctx.analyses.get("F5")
   out = []
-  if not data:
+  if not data or "runs" not in data:
     return out
-  panels = data["panels"]
-  for p in panels:
-    if p["kind"] == "pretrained":
-      iv = common.diff_iv(p["selectivity_per_filter_before"], p["selectivity_random_per_filter"])
-      out.append(common.read_direction(iv, what=(
-          f"{p['model']}: pretrained conv1 orientation selectivity minus He-normal random filters' (the paper: "
-          "pretrained conv1 filters are Gabor-like)")))
-  moved = {p["model"]: _finite(p["per_filter"]) for p in panels if p["kind"] == "random"}
-  cbr = next((m for m in moved if m.startswith("cbr_")), None)
-  if "resnet50" in moved and cbr:
+  margin = common.direction_margin(ctx.cfg, "fraction")
+  for m in dict.fromkeys(r["model"] for r in data["runs"]):
+    pre, rnd = per_run(ctx, m, "pretrained", "selectivity_after"), per_run(ctx, m, "random", "selectivity_after")
+    if pre:
+      out.append(common.read_direction(common.diff_iv(pre, rnd), what=(
+          f"{m}: conv1 orientation selectivity after training, pretrained init minus random init, over "
+          f"{len(pre)} + {len(rnd)} runs (the paper: pretrained conv1 filters are Gabor-like)"), margin=margin))
+  moved = {m: per_run(ctx, m, "random", "moved") for m in dict.fromkeys(r["model"] for r in data["runs"])}
+  cbr = next((m for m in moved if m.startswith("cbr_") and moved[m]), None)
+  if moved.get("resnet50") and cbr:
     out.append(common.read_direction(common.diff_iv(moved[cbr], moved["resnet50"]), what=(
-        f"relative conv1 change per filter, {cbr} minus resnet50, random init (the paper: ResNet filters barely "
-        "move, CBR-Small's move a lot)")))
+        f"relative conv1 change per run, {cbr} minus resnet50, random init, over {len(moved[cbr])} + "
+        f"{len(moved['resnet50'])} runs (the paper: ResNet filters barely move, CBR-Small's move a lot)"),
+        margin=margin))
   return out
 
 

@@ -93,8 +93,9 @@ def run_report(argv, started):
   env = {k: v for k, v in os.environ.items()
          if k not in (CHILD_ENV, "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
   env[STARTED_ENV] = repr(float(started))
+  # --overwrite was the sweep's (the report stage refuses it); last on the line, --nooverwrite wins over a flagfile.
   cmd = [sys.executable, "-m", "transfusion_tf.cli.study"] + list(argv[1:]) + [
-      "--study_stage=report", "--parallel_runs=1"]
+      "--study_stage=report", "--parallel_runs=1", "--nooverwrite"]
   return subprocess.call(cmd, env=env, preexec_fn=_die_with_parent if os.name == "posix" else None)
 
 

@@ -22,6 +22,7 @@ from transfusion_tf.training import policy, rundir, trainer
 
 F4_MODELS = ("resnet50", "cbr_small")
 SOURCES = ("auto", "synthetic", "imagenet")
+PRETRAINED_FILE = "pretrained.weights.h5"  # In OUT/pretrain/<model>/.
 
 
 @dataclasses.dataclass
@@ -56,6 +57,7 @@ class StudyConfig:
   converge_k: int = 2
   curve_area_steps: int = None
   force: bool = False
+  overwrite: bool = False  # Retrain the runs recorded with other settings than these (see run_differences).
   shard: tuple = (0, 1)
   parallel_runs: str = "1"  # "auto" or N: concurrent training runs (experiments/parallel.py).
   width_multipliers: dict = dataclasses.field(default_factory=dict)
@@ -201,6 +203,35 @@ def is_done(path):
   return os.path.exists(os.path.join(path, "result.json"))
 
 
+def done_as_planned(cfg, run, sources):
+  """Whether `run` is finished with the settings the study plans for it (not merely finished: see run_differences)."""
+  return is_done(run_dir(cfg, run)) and not run_differences(cfg, run, sources)
+
+
+def run_differences(cfg, run, sources):
+  """The settings (TrainConfig keys, sorted) in which the run recorded in `run`'s folder (config.json, and
+  result.json once finished) differs from what the study plans for it; [] when the folder holds no run or the
+  planned one. sources: source_plan's."""
+  path = run_dir(cfg, run)
+  return sorted({k for recorded in trainer.recorded_configs(path)
+                 for k in recorded_differences(cfg, run, sources, recorded, finished=is_done(path))})
+
+
+def recorded_differences(cfg, run, sources, recorded, finished=True):
+  """The settings in which `recorded` (a TrainConfig dict of `run`'s: config.json "train", result.json "flags")
+  differs from the study's plan for `run`, by the comparison transfusion-train makes (trainer.config_differences).
+
+  For a `finished` run, the study's own pretrained source counts as the same file after the study folder was moved
+  or copied: the run records its old path, and the source's settings are checked against the plan on their own
+  (study.check_inputs). An unfinished one keeps the trainer's comparison, which decides whether it can resume."""
+  planned = run_config(cfg, run, planned_weights(cfg, run, sources))
+  old = recorded.get("weights")
+  if (finished and planned.weights == pretrained_path(cfg, run.model) and isinstance(old, str)
+      and os.path.normpath(old).split(os.sep)[-3:] == ["pretrain", run.model, PRETRAINED_FILE]):
+    planned = dataclasses.replace(planned, weights=old)
+  return trainer.train_config_differences(recorded, planned)
+
+
 def run_config(cfg, run, weights):
   """The TrainConfig of `run`: the study's base with this run's model, init, seed, source and data subset."""
   scheme, freq = run.scheme()
@@ -247,7 +278,16 @@ def pretrain_dir(cfg, model):
 
 
 def pretrained_path(cfg, model):
-  return os.path.join(pretrain_dir(cfg, model), "pretrained.weights.h5")
+  return os.path.join(pretrain_dir(cfg, model), PRETRAINED_FILE)
+
+
+def planned_weights(cfg, run, sources):
+  """The source weights `run` trains from under `sources` (source_plan's): the study's pretrained file, "imagenet"
+  or a path; None for a run that needs no source."""
+  if not run.needs_source():
+    return None
+  source = sources[run.model]
+  return pretrained_path(cfg, run.model) if source == "pretrain" else source
 
 
 def pretrain_config(cfg, model):

@@ -61,14 +61,21 @@ def header(ctx, sources, wall_seconds):
   lines.append(f"- **Test protocol:** each run's checkpoint is picked on the validation split (best `{ctx.primary}`, "
                "ties to the earlier step); tables report that checkpoint on the held-out **test** split; curves and "
                "convergence measures are on validation.")
-  lines.append("- **Uncertainty:** table cells are mean ± std over seeds [95% CI]; an AUC's CI adds the test-set "
-               "(DeLong) variance to the seed variance (t with the seeds' degrees of freedom). Numbers are × 100.")
+  lines.append("- **Uncertainty:** table cells are mean ± std over seeds [95% CI]. An AUC's CI is the seed spread "
+               "plus the test-set noise the runs share (their joint DeLong covariance, each run's own test noise "
+               "counted once: experiments/stats.py), with t quantiles at Welch-Satterthwaite degrees of freedom "
+               "(the shared test part taken as known). Numbers are × 100.")
+  patients = common.patients_note(ctx)
+  if patients:
+    lines.append(f"- **Test images:** {patients}.")
   device = next((res.result.get("device") for res in ctx.results.values()), None)
   if device:
     lines.append(f"- **Machine:** {device}.")
   run_secs = sum(res.result.get("seconds", 0.0) for res in ctx.results.values())
   lines.append(f"- **Wall time:** {wall_seconds / 60:.1f} min for this invocation; the finished runs' training "
                f"time adds up to {run_secs / 60:.1f} min. Generated {datetime.datetime.now():%Y-%m-%d %H:%M}.")
+  for r, why in ctx.damaged.items():
+    lines.append(f"- **Left out as unfinished:** {r.name}: {why}.")
   missing = [r.name for r in ctx.runs if r not in ctx.results]
   lines.append(f"- **Runs:** {len(ctx.results)} of {len(ctx.runs)} finished." + (
       f" Missing (left out): {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else "") + "." if missing
@@ -91,8 +98,13 @@ def rules_text(cfg, used):
   """The statement of each rule used, once, with its numbers."""
   numbers = {"equivalence": f" Margin: ±{cfg.equivalence_margin * 100:.1f} AUC points (--equivalence_margin); "
                             f"F2's similarity margin ±{cfg.similarity_margin:.2f} (--similarity_margin).",
-             "direction": f" Convergence is read on the validation curve area up to step {cfg.area_steps}.",
-             "threshold": ""}
+             "direction": f" Directional margins: {cfg.equivalence_margin * 100:.1f} AUC points for AUC differences "
+                          f"(--equivalence_margin), {cfg.similarity_margin:.2f} for SVCCA (--similarity_margin), "
+                          f"{common.FRACTION_MARGIN:.2f} for normalised curve areas and conv1 statistics. Convergence "
+                          f"is read on the normalised validation curve area up to step {cfg.area_steps}.",
+             "threshold": "",
+             "family": f" Family: the {{n}} readings of this report with a test; rate {stats.FAMILY_ALPHA:.0%}.",
+             "trained": " " + "; ".join(f"'{k}': {v}" for k, v in common.RUN_RULES.items()) + "."}
   return [f"- **{rule}**: {stats.RULES[rule]}" + numbers.get(rule, "") for rule in stats.RULES if rule in used]
 
 
@@ -112,26 +124,54 @@ def write_report(ctx, experiments, manifests, sources, wall_seconds):
     if exp.id in chosen:
       readings += [(exp.id, v) for v in exp.readings(ctx)]
   lines += ["## Reading the results against the paper", ""]
+  adjusted, adjusted_p = stats.holm([v for _, v in readings])
+  tested = sum(p is not None for p in adjusted_p)
   if readings:
-    lines += [f"- {exp_id}: **{v.verdict}**: {v.text}" for exp_id, v in readings]
+    lines += [f"- {exp_id}: **{v.verdict}**: {v.text}{_power_text(v, p)}"
+              for (exp_id, _), v, p in zip(readings, adjusted, adjusted_p)]
+    conclusive = sum(v.verdict != stats.INCONCLUSIVE for v in adjusted)
+    lines += ["", f"Verdicts after Holm-Bonferroni over the {tested} readings with a test (family-wise rate of a wrong "
+              f"decided verdict at most {stats.FAMILY_ALPHA:.0%}); 'mde' is the minimum detectable effect at 80% "
+              "power from the observed standard error, in the reading's units.", "",
+              f"readings: {conclusive} of {len(adjusted)} conclusive"]
   else:
     lines.append("- No reading: not enough finished runs.")
+  used = {v.rule for _, v in readings} | ({"family"} if readings else set())
+  used |= {"trained"} if any(exp_id in TRAINED for exp_id, _ in readings) else set()
   lines += ["", "Rules, each applied exactly as stated (95% intervals):", ""]
-  lines += rules_text(cfg, {v.rule for _, v in readings}) + [""]
+  lines += [t.replace("{n}", str(tested)) for t in rules_text(cfg, used)] + [""]
   lines += ["## Runs", "", common.table(
-      ["run", "init source", "selected step", f"validation {ctx.primary}", f"test {ctx.primary}", "seconds"],
-      [[r.name] + (_run_row(ctx, ctx.results[r]) if r in ctx.results else ["—", "unfinished", "—", "—", "—"])
-       for r in ctx.runs]), ""]
+      ["run", "init source", "selected step", f"validation {ctx.primary}", f"test {ctx.primary} [95% CI]", "seconds",
+       "marks"],
+      [[r.name] + (_run_row(ctx, ctx.results[r]) if r in ctx.results else ["—", "unfinished", "—", "—", "—", "—"])
+       for r in ctx.runs]), "",
+      "Marks: " + "; ".join(f"**{k}**: {v}" for k, v in common.RUN_RULES.items()) + ".", ""]
   lines.append(f"TensorBoard: `tensorboard --logdir {os.path.join(cfg.out, 'tb')}`")
   path = os.path.join(cfg.out, "report.md")
   files.atomic_write(path, "\n".join(lines) + "\n")
   return path
 
 
+TRAINED = ("T1", "T2", "T3", "SL", "F2", "F3", "F4", "MV", "WT", "GB")  # Readings that go through gate_trained.
+
+
+def _power_text(v, adjusted_p):
+  parts = []
+  if v.unit:
+    parts.append(f"unit: {v.unit}")
+  if v.mde is not None:
+    parts.append(f"mde {v.mde:.3g}")
+  if adjusted_p is not None:
+    parts.append(f"Holm p {adjusted_p:.3g}")
+  return f" ({'; '.join(parts)})" if parts else ""
+
+
 def _run_row(ctx, res):
   sel = res.result.get("selected") or {}
   val = (sel.get("validation") or {}).get(ctx.primary)
   test = (sel.get("test") or {}).get(ctx.primary)
+  ci = res.auc_ci(ctx.primary) if test is not None else None
+  test_text = "—" if test is None else f"{test:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
   return [(res.result.get("source_weights") or "—").split(":")[0][-60:], sel.get("step", "—"),
-          "—" if val is None else f"{val:.4f}", "—" if test is None else f"{test:.4f}",
-          f"{res.result.get('seconds', 0):.0f}"]
+          "—" if val is None else f"{val:.4f}", test_text, f"{res.result.get('seconds', 0):.0f}",
+          ", ".join(common.run_marks(ctx, res)) or "—"]

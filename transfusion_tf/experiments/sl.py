@@ -24,9 +24,10 @@ def section(ctx):
 
 
 def readings(ctx):
-  return [common.read_equivalence(common.auc_difference(ctx, "resnet50", "slim", "pretrained", ctx.primary),
-                                 ctx.cfg.equivalence_margin, what="resnet50: test AUC slim − full transfer (the "
-                                 "paper: Slim matches full transfer)"),
+  return [common.gate_trained(ctx, common.read_equivalence(
+      common.auc_difference(ctx, "resnet50", "slim", "pretrained", ctx.primary), ctx.cfg.equivalence_margin,
+      what="resnet50: test AUC slim − full transfer (the paper: Slim matches full transfer)"),
+      common.arm_runs(ctx, "resnet50", ("slim", "pretrained"))),
           curves.read_faster(ctx, "resnet50", "slim", "random", "Slim faster than random")]
 
 

@@ -7,23 +7,29 @@ Test-set noise (one run's scores on the test images):
   midranks, ties counted half) of one AUC and of the difference of two AUCs scored on the SAME images;
   `bootstrap_diff`: a paired, label-stratified bootstrap over test images.
 Seed noise (one value per run): `t_interval` (mean, std and t-interval across seeds), `diff_interval` and
-  `contrast_interval` (differences and other linear combinations of arm means, optionally plus test-set variance);
+  `contrast_interval` (differences and other linear combinations of arm means, optionally with the runs' joint
+  test-set covariance);
   `format_interval` writes one as a table cell.
-Convergence: `steps_to_threshold`, `curve_area`, `censored_rank_test`.
-Readings: `read_equivalence`, `read_direction`, `read_threshold` return a `Verdict`; `RULES` states each rule once.
+Convergence: `steps_to_threshold`, `curve_area`, `normalized_curve_area`, `censored_rank_test`.
+Readings: `read_equivalence`, `read_direction`, `read_threshold` return a `Verdict` with its p-values and minimum
+  detectable effect; `holm` adjusts a family of them; `RULES` states each rule once.
 
-The combined rule (`diff_interval`, `contrast_interval`): every run is scored on the same test images, so the
-spread across seeds does not contain the test-set sampling noise that all runs share. The variance of a contrast of arm
-means is
-  seed part:  sum_i w_i^2 s_i^2 / n_i       (s_i: std across arm i's seeds, ddof=1)
-  test part:  the test-set variance of the contrast, e.g. the mean DeLong variance of the difference over the seed
-              pairs (a, b) (an upper bound on the variance of the difference of the two means: Jensen), or, without
-              the cross term, mean(var_a) + mean(var_b), which overstates it when the arms' errors are positively
-              correlated (the usual case).
-The interval is estimate +- t_{df} * sqrt(seed + test), df by Welch-Satterthwaite with the test part taken as known
-(infinite df). The seed spread also holds the part of the test noise that differs between runs, so the rule counts that
-part twice: it errs towards wider intervals (fewer wrong verdicts, less power), never narrower. With fewer than 2 seeds
-in any arm the seed variance cannot be estimated and lo/hi are None: the readings then say inconclusive and why.
+The combined rule (`contrast_interval`, `diff_interval`, `t_interval` with `cov`): every run is scored on the same
+test images. A run's test AUC is its population AUC (which varies with the seed) plus a test-set error; the errors of
+different runs are correlated (they share the images), with joint covariance Sigma (`delong_cov` of all the runs'
+scores, clustered by patient where the data has patients). For a contrast sum_i w_i mean(arm i), with u the per-run
+weights w_i / n_i,
+  Var = sum_i w_i^2 sigma_i^2 / n_i + u^T Sigma u,      sigma_i^2: arm i's seed variance of the population AUC.
+The spread s_i^2 across arm i's seeds (ddof=1) estimates sigma_i^2 + own_i, where own_i = mean Sigma_jj - mean
+Sigma_jk (j != k within the arm) is the part of each run's test error that the arm's other runs do not share. So
+  estimate = sum_i w_i^2 s_i^2 / n_i + max(u^T Sigma u - sum_i w_i^2 own_i / n_i, 0)
+           = the seed spread (which already holds each run's own test noise) + the test noise the runs share,
+unbiased, counting no part twice; the floor only acts when the shared part comes out negative. The interval is
+estimate +- t_df * sqrt(estimate), df by Welch-Satterthwaite over the s_i^2 terms with the shared part taken as
+known (df = inf when no seed spread is left). The test part shrinks with seeds (u ~ 1/n) down to the noise every run
+shares. Simulated coverage (benchmarks/readings_calibration.py, tests/stats_test.py): 93-98% at 2, 5 and 20 seeds
+per arm, seed SD 0-3 points, 500-5,000 test images. With fewer than 2 seeds in any arm the seed variance cannot be
+estimated and lo/hi are None: the readings then say inconclusive and why.
 """
 import dataclasses
 import itertools
@@ -46,10 +52,16 @@ RULES = {
                    "hold when the CI lies entirely outside +-margin, and is inconclusive otherwise or with fewer "
                    "than 2 seeds per arm.",
     "direction": "A 'faster/larger' claim holds when the 95% CI of the difference excludes zero in the claimed "
-                 "direction, does not hold when it excludes zero in the other direction, and is inconclusive "
-                 "otherwise or with fewer than 2 seeds per arm.",
+                 "direction, does not hold when its claimed-side end lies below the directional margin (the CI rules "
+                 "out any effect that matters, or lies on the other side), and is inconclusive otherwise or with "
+                 "fewer than 2 seeds per arm.",
     "threshold": "A claim that a quantity is above (below) a threshold holds when its whole 95% CI is on that side, "
                  "does not hold when the whole CI is on the other side, and is inconclusive otherwise.",
+    "family": "Every verdict is then adjusted by Holm-Bonferroni over all the study's readings with a test (per "
+              "study): a decided verdict whose test does not survive at a family-wise rate of 5% reads "
+              "'inconclusive', with its unadjusted verdict named.",
+    "trained": "A claim about trained networks (T1, T2, SL, F2-F4) reads 'inconclusive' when any of its runs is "
+               "still improving at its budget or did not learn (runs table).",
 }
 
 
@@ -72,11 +84,19 @@ def _check_scores(score_matrix, labels):
   return s, y
 
 
-def delong_cov(score_matrix, labels):
-  """AUCs of k score vectors on the same images and their DeLong covariance.
+def delong_cov(score_matrix, labels, clusters=None):
+  """AUCs of k score vectors on the same images and their DeLong covariance, clustered by patient when given.
 
-  score_matrix: (k, N) or (N,) floats, higher = more likely positive; labels: (N,) 0/1. Returns (aucs (k,), cov (k, k)).
-  Fast form (Sun & Xu 2014): midranks in the pooled and per-class samples, O(k N log N). Ties count one half.
+  score_matrix: (k, N) or (N,) floats, higher = more likely positive; labels: (N,) 0/1; clusters: None (every image
+  independent) or (N,) ints, one id per image (e.g. a patient: both eyes, several studies). Returns (aucs (k,),
+  cov (k, k)) in AUC^2 units.
+  Unclustered: the fast form of DeLong (Sun & Xu 2014), midranks in the pooled and per-class samples, O(k N log N);
+  ties count one half. Clustered: Obuchowski (1997): the same structural components (per positive, the share of
+  negatives below it; per negative, the share of positives above it) are summed per cluster, and
+    cov = S10 / N10 + S01 / N01 + (S11 + S11^T) / (N10 N01)
+  with S10 = I10 / ((I10 - 1) N10) sum_c (V10_c - m_c AUC)(V10_c - m_c AUC)^T over the I10 clusters holding
+  positives (m_c of them), S01 likewise over negatives, S11 = I / (I - 1) sum_c (V10_c - m_c AUC)(V01_c - n_c AUC)^T
+  over all I clusters. With one image per cluster this is exactly the unclustered DeLong covariance.
   """
   s, y = _check_scores(score_matrix, labels)
   pos, neg = s[:, y], s[:, ~y]
@@ -87,23 +107,44 @@ def delong_cov(score_matrix, labels):
   aucs = (tz[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
   v10 = (tz[:, :m] - tx) / n  # Per positive: share of negatives scored below it.
   v01 = 1.0 - (tz[:, m:] - ty) / m  # Per negative: share of positives scored above it.
-  s10 = np.atleast_2d(np.cov(v10)) if m > 1 else np.zeros((s.shape[0],) * 2)
-  s01 = np.atleast_2d(np.cov(v01)) if n > 1 else np.zeros((s.shape[0],) * 2)
-  return aucs, s10 / m + s01 / n
+  if clusters is None:
+    s10 = np.atleast_2d(np.cov(v10)) if m > 1 else np.zeros((s.shape[0],) * 2)
+    s01 = np.atleast_2d(np.cov(v01)) if n > 1 else np.zeros((s.shape[0],) * 2)
+    return aucs, s10 / m + s01 / n
+  c = np.asarray(clusters).ravel()
+  if c.shape[0] != y.shape[0]:
+    raise UsageError(f"clusters {c.shape} must name one cluster per image ({y.shape[0]})")
+  ids, index = np.unique(c, return_inverse=True)
+  k, big_i = s.shape[0], ids.size
+  pos_c, neg_c = index[y], index[~y]
+  mc = np.bincount(pos_c, minlength=big_i).astype(np.float64)
+  nc = np.bincount(neg_c, minlength=big_i).astype(np.float64)
+  v10_c = np.stack([np.bincount(pos_c, weights=row, minlength=big_i) for row in v10])  # (k, I)
+  v01_c = np.stack([np.bincount(neg_c, weights=row, minlength=big_i) for row in v01])
+  d10 = v10_c - mc[None] * aucs[:, None]  # Zero in clusters without positives.
+  d01 = v01_c - nc[None] * aucs[:, None]
+  i10, i01 = int((mc > 0).sum()), int((nc > 0).sum())
+  s10 = (i10 / ((i10 - 1) * m)) * (d10 @ d10.T) if i10 > 1 else np.zeros((k, k))
+  s01 = (i01 / ((i01 - 1) * n)) * (d01 @ d01.T) if i01 > 1 else np.zeros((k, k))
+  s11 = (big_i / (big_i - 1)) * (d10 @ d01.T) if big_i > 1 else np.zeros((k, k))
+  return aucs, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
 
 
-def delong_auc(scores, labels):
-  """AUC of one score vector and its DeLong variance. scores: (N,) floats; labels: (N,) 0/1. Returns (auc, var)."""
-  aucs, cov = delong_cov(np.asarray(scores, dtype=np.float64)[None], labels)
+def delong_auc(scores, labels, clusters=None):
+  """AUC of one score vector and its DeLong variance (clustered by `clusters`, (N,) ids, when given; see
+  `delong_cov`). scores: (N,) floats; labels: (N,) 0/1. Returns (auc, var)."""
+  aucs, cov = delong_cov(np.asarray(scores, dtype=np.float64)[None], labels, clusters)
   return float(aucs[0]), float(max(cov[0, 0], 0.0))
 
 
-def delong_diff(scores_a, scores_b, labels):
-  """AUC_a - AUC_b of two score vectors on the same images, and its DeLong variance (with the covariance term).
+def delong_diff(scores_a, scores_b, labels, clusters=None):
+  """AUC_a - AUC_b of two score vectors on the same images, and its DeLong variance (with the covariance term;
+  clustered by `clusters`, (N,) ids, when given).
 
   scores_a, scores_b: (N,) floats; labels: (N,) 0/1. Returns (diff, var); identical scores give (0.0, 0.0).
   """
-  aucs, cov = delong_cov(np.stack([np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)]), labels)
+  aucs, cov = delong_cov(np.stack([np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)]), labels,
+                         clusters)
   return float(aucs[0] - aucs[1]), float(max(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1], 0.0))
 
 
@@ -167,7 +208,10 @@ class Interval:
   for `t_interval`, None for differences and contrasts and for n < 2; lo, hi: the interval, None when it cannot be
   estimated (fewer than 2 seeds); n: the number of values that went in; df: the t degrees of freedom (None when no
   interval, inf when only the test part is left); se: the standard error behind lo/hi (None when no interval);
-  note: why there is no interval, or "".
+  note: why there is no interval, or "". The parts of se^2 (for the power estimates of `seeds_needed`):
+  seed_var = sum_i w_i^2 s_i^2 / n_i (the seed spread, holding each run's own test noise), own_var = that own test
+  noise, sum_i w_i^2 own_i / n_i, and shared_var = the test noise every run shares; se^2 = seed_var + shared_var.
+  n_min: the smallest arm's number of runs. None when unknown.
   """
   mean: float
   std: Optional[float]
@@ -178,6 +222,10 @@ class Interval:
   se: Optional[float] = None
   level: float = 0.95
   note: str = ""
+  seed_var: Optional[float] = None
+  own_var: Optional[float] = None
+  shared_var: Optional[float] = None
+  n_min: Optional[int] = None
 
 
 def _check_level(level):
@@ -194,55 +242,46 @@ def _values(values, name):
   return v
 
 
-def _mean_var(test_vars, name):
-  """Mean of per-run test-set variances (None -> 0.0)."""
-  if test_vars is None:
-    return 0.0
-  v = _values(test_vars, name)
-  if np.any(v < 0):
+def _check_cov(cov, size, name="cov"):
+  """A (size, size) finite symmetric test-set covariance, or None."""
+  if cov is None:
+    return None
+  c = np.asarray(cov, dtype=np.float64)
+  if c.shape != (size, size):
+    raise UsageError(f"{name} must be ({size}, {size}), one row per run, got {c.shape}")
+  if not np.all(np.isfinite(c)):
+    raise UsageError(f"{name} contains NaN or inf")
+  if np.any(np.diag(c) < 0):
     raise UsageError(f"{name} has a negative variance")
-  return float(v.mean())
+  return (c + c.T) / 2.0
+
+
+def _quantile(df, p):
+  """The t quantile at p with df degrees of freedom (the normal one for df = inf)."""
+  # special.ndtri/stdtrit are the normal and t quantiles without scipy.stats' per-call overhead (the benchmark calls
+  # this tens of thousands of times).
+  return float(sp_special.ndtri(p) if math.isinf(df) else sp_special.stdtrit(df, p))
 
 
 def _t_bounds(est, seed_var, seed_df_denominator, test_var, level):
   """(lo, hi, se, df) of est +- t * sqrt(seed_var + test_var), Satterthwaite df with the test part known."""
   total = seed_var + test_var
-  if seed_df_denominator > 0:
-    df = total ** 2 / seed_df_denominator
-  else:
-    df = math.inf  # No seed spread at all: only the (known) test part is left.
+  df = total ** 2 / seed_df_denominator if seed_df_denominator > 0 else math.inf
   se = math.sqrt(total)
-  # special.ndtri/stdtrit are the normal and t quantiles without scipy.stats' per-call overhead (the benchmark calls
-  # this tens of thousands of times).
-  q = float(sp_special.ndtri(0.5 + level / 2.0) if math.isinf(df) else sp_special.stdtrit(df, 0.5 + level / 2.0))
+  q = _quantile(df, 0.5 + level / 2.0)
   return est - q * se, est + q * se, se, df
 
 
-def t_interval(values, level=0.95, test_vars=None):
-  """Mean across seeds with a t-interval. values: (n,) one number per run (e.g. a test AUC).
-
-  Optional test_vars: (n,) each run's test-set variance (e.g. DeLong); their mean is added to the seed variance s^2/n
-  (the combined rule in the module docstring). Returns an Interval; lo/hi/std are None when n < 2.
-  """
-  _check_level(level)
-  v = _values(values, "values")
-  n = v.size
-  mean = float(v.mean())
-  if n < 2:
-    return Interval(mean, None, None, None, n, None, None, level, FEW_SEEDS)
-  std = float(v.std(ddof=1))
-  seed_var = std ** 2 / n
-  lo, hi, se, df = _t_bounds(mean, seed_var, seed_var ** 2 / (n - 1), _mean_var(test_vars, "test_vars"), level)
-  return Interval(mean, std, float(lo), float(hi), n, float(df), float(se), level)
-
-
-def contrast_interval(groups, weights, level=0.95, test_var=None):
+def contrast_interval(groups, weights, level=0.95, cov=None):
   """Interval for sum_i w_i * mean(groups[i]), the groups being independent sets of runs (one value per seed).
 
   groups: a list of (n_i,) arrays; weights: one float per group. Each set of runs must appear once: merge the weights
-  of a group used twice, e.g. conv1_gain - 0.5 * full_gain = conv1 - 0.5 * full - 0.5 * random. test_var: the test-set
-  variance of the contrast itself (e.g. a DeLong variance), added to the seed part. Returns an Interval (std None);
-  lo/hi None when a group with non-zero weight has fewer than 2 values.
+  of a group used twice, e.g. conv1_gain - 0.5 * full_gain = conv1 - 0.5 * full - 0.5 * random.
+  cov: None (seed spread only: values measured without test-set noise, or on a set the claim is about) or the joint
+  test-set covariance of all the runs' values, (sum n_i, sum n_i) in the order of the concatenated groups (e.g.
+  `delong_cov` of every run's test scores). The combined rule (module docstring): variance = seed part + u^T cov u,
+  u the per-run weights w_i / n_i. Returns an Interval (std None); lo/hi None when a group with non-zero weight has
+  fewer than 2 values.
   """
   _check_level(level)
   if len(groups) != len(weights) or not groups:
@@ -251,34 +290,60 @@ def contrast_interval(groups, weights, level=0.95, test_var=None):
   w = np.asarray(weights, dtype=np.float64)
   est = float(sum(wi * v.mean() for wi, v in zip(w, vals)))
   n_total = int(sum(v.size for v in vals))
+  c = _check_cov(cov, n_total)
   if any(v.size < 2 and wi != 0 for wi, v in zip(w, vals)):
     return Interval(est, None, None, None, n_total, None, None, level, FEW_SEEDS)
-  if test_var is not None and (not np.isfinite(test_var) or test_var < 0):
-    raise UsageError(f"test_var must be a finite non-negative variance, got {test_var}")
-  used = [(wi, v) for wi, v in zip(w, vals) if wi != 0]
-  parts = [wi ** 2 * v.var(ddof=1) / v.size for wi, v in used]
-  dens = [p ** 2 / (v.size - 1) for p, (_, v) in zip(parts, used)]  # Welch-Satterthwaite denominators.
-  lo, hi, se, df = _t_bounds(est, float(sum(parts)), float(sum(dens)), float(test_var or 0.0), level)
-  return Interval(est, None, float(lo), float(hi), n_total, float(df), float(se), level)
+  seed_parts, dens, u = [], [], []
+  own_total = 0.0  # The runs' own (unshared) test noise that the seed spread already holds.
+  start = 0
+  for wi, v in zip(w, vals):
+    block = slice(start, start + v.size)
+    start += v.size
+    u.append(np.full(v.size, wi / v.size))
+    if wi == 0:
+      continue
+    part = wi ** 2 * float(v.var(ddof=1)) / v.size
+    seed_parts.append(part)
+    dens.append(part ** 2 / (v.size - 1))  # Welch-Satterthwaite denominators.
+    if c is not None:
+      sub = c[block, block]
+      own = float(np.mean(np.diag(sub)) - (sub.sum() - np.trace(sub)) / (v.size * (v.size - 1)))
+      own_total += wi ** 2 * own / v.size
+  test_var = 0.0
+  if c is not None:
+    uu = np.concatenate(u)
+    test_var = max(float(uu @ c @ uu) - own_total, 0.0)
+  lo, hi, se, df = _t_bounds(est, float(sum(seed_parts)), float(sum(dens)), test_var, level)
+  n_min = min(v.size for wi, v in zip(w, vals) if wi != 0)
+  return Interval(est, None, float(lo), float(hi), n_total, float(df), float(se), level, seed_var=float(sum(seed_parts)),
+                  own_var=float(own_total) if c is not None else 0.0, shared_var=float(test_var), n_min=int(n_min))
 
 
-def diff_interval(a_values, b_values, a_test_vars=None, b_test_vars=None, cross_test_vars=None, level=0.95):
+def t_interval(values, level=0.95, cov=None):
+  """Mean across seeds with its interval. values: (n,) one number per run (e.g. a test AUC).
+
+  cov: None (seed spread only) or the (n, n) joint test-set covariance of the runs' values (e.g. `delong_cov`); the
+  combined rule of `contrast_interval` with one group. Returns an Interval; lo/hi are None when n < 2, std is the
+  plain spread across seeds (ddof=1).
+  """
+  _check_level(level)
+  v = _values(values, "values")
+  mean = float(v.mean())
+  if v.size < 2:
+    _check_cov(cov, v.size)
+    return Interval(mean, None, None, None, v.size, None, None, level, FEW_SEEDS)
+  iv = contrast_interval([v], [1.0], level=level, cov=cov)
+  return dataclasses.replace(iv, std=float(v.std(ddof=1)))
+
+
+def diff_interval(a_values, b_values, cov=None, level=0.95):
   """mean(a) - mean(b) across seeds with the combined interval (module docstring).
 
-  a_values: (n_a,), b_values: (n_b,) one number per run. Test-set part, when given: cross_test_vars, the test-set
-  variances of the difference for the seed pairs (e.g. `delong_diff` variances), their mean; otherwise a_test_vars and
-  b_test_vars, each run's own test-set variance, as mean(a_test_vars) + mean(b_test_vars). Returns an Interval;
-  lo/hi None when either arm has fewer than 2 values.
+  a_values: (n_a,), b_values: (n_b,) one number per run; cov: None (seed spread only) or the (n_a + n_b, n_a + n_b)
+  joint test-set covariance of a's runs then b's. Returns an Interval; lo/hi None when either arm has fewer than
+  2 values.
   """
-  if (a_test_vars is None) != (b_test_vars is None):
-    raise UsageError("diff_interval: give both a_test_vars and b_test_vars, or neither")
-  if cross_test_vars is not None:
-    test_var = _mean_var(cross_test_vars, "cross_test_vars")
-  elif a_test_vars is not None:
-    test_var = _mean_var(a_test_vars, "a_test_vars") + _mean_var(b_test_vars, "b_test_vars")
-  else:
-    test_var = None
-  return contrast_interval([a_values, b_values], [1.0, -1.0], level=level, test_var=test_var)
+  return contrast_interval([a_values, b_values], [1.0, -1.0], level=level, cov=cov)
 
 
 def format_interval(interval: Interval, scale=100.0, digits=1, signed=False) -> str:
@@ -341,6 +406,26 @@ def curve_area(steps, values, up_to):
   return float(sp_integrate.trapezoid(ys, xs) / up_to)
 
 
+LEARNED_MIN = 0.02  # A curve whose best value is within this of the floor never learned: no plateau to normalise by.
+
+
+def normalized_curve_area(steps, values, up_to, floor=0.5):
+  """The mean over [0, up_to] of the curve's progress towards its own plateau, (v - floor) / (plateau - floor),
+  with plateau the curve's best value over all its evaluations (trapezoid rule, as `curve_area`).
+
+  steps, values: (E,) sorted by step; floor: the value of no skill (0.5 for AUC). 1.0 means at the plateau from the
+  start; the measure reads speed alone, so an arm that plateaus higher is not read as faster. None when the best
+  value is within LEARNED_MIN of the floor (nothing learned, no plateau to normalise by).
+  """
+  s, v = _curve(steps, values)
+  if not np.all(np.isfinite(v)):
+    raise UsageError("normalized_curve_area: the curve has NaN or inf values")
+  plateau = float(v.max())
+  if plateau - floor < LEARNED_MIN:
+    return None
+  return (curve_area(s, v, up_to) - floor) / (plateau - floor)
+
+
 def _gehan_scores(times, reached):
   """(n, n) matrix: +1 where unit i is surely earlier than unit j, -1 where surely later, 0 when undecidable."""
   t = np.asarray(times, dtype=np.float64)
@@ -399,10 +484,24 @@ def min_rank_p(n_a, n_b):
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-  """A reading: verdict in VERDICTS, text (the numbers, one sentence), rule (a key of RULES)."""
+  """A reading: verdict in VERDICTS, text (the numbers, one sentence), rule (a key of RULES).
+
+  p_holds / p_not: one-sided p-values of the tests behind "holds" and "does not hold" (each verdict is reached at
+  level 95% when its p < 0.025; None when the reading has no interval); `holm` adjusts them over a family.
+  mde: the minimum detectable effect at 80% power from the observed standard error (the reading's units), None when
+  unknown. unit: what one of its n values is (e.g. "runs", "disjoint pairs of runs"), "" when not stated.
+  """
   verdict: str
   text: str
   rule: str
+  p_holds: Optional[float] = None
+  p_not: Optional[float] = None
+  mde: Optional[float] = None
+  unit: str = ""
+  raw_verdict: Optional[str] = None  # The verdict before a family-wise adjustment or a gate, when it changed.
+  interval: Optional[Interval] = None  # The interval it was read from (for `seeds_needed`), when there is one.
+  margin: Optional[float] = None  # The margin the rule used, when it has one.
+  parts: tuple = ()  # The readings a combined verdict was made of (common.all_of), else empty.
 
 
 def _fmt(x):
@@ -413,59 +512,208 @@ def _prefix(what):
   return f"{what}: " if what else ""
 
 
-def _ci_text(interval):
+def _ci_text(interval, unit=""):
   return (f"difference {_fmt(interval.mean)}, {interval.level:.0%} CI [{_fmt(interval.lo)}, {_fmt(interval.hi)}], "
-          f"n={interval.n}")
+          f"n={interval.n}" + (f" {unit}" if unit else ""))
 
 
-def read_equivalence(interval: Interval, margin: float, what: str = "") -> Verdict:
+def _sf(df, x):
+  """P(T > x) for a t with df degrees of freedom (normal for inf)."""
+  return float(sp_special.ndtr(-x) if math.isinf(df) else sp_special.stdtr(df, -x))
+
+
+def minimum_detectable(se, df=math.inf, level=0.95, power=0.8):
+  """The smallest true difference a two-sided test at `level` detects with probability `power`, given the standard
+  error se (the reading's units) and df: (t_{1-alpha/2} + t_{power}) * se. None when se is None."""
+  if se is None:
+    return None
+  df = math.inf if df is None else df
+  return (_quantile(df, 0.5 + level / 2.0) + _quantile(df, power)) * float(se)
+
+
+def _interval_tests(interval):
+  """(est, se, df) of an Interval with a CI, for the p-values."""
+  df = math.inf if interval.df is None else interval.df
+  se = interval.se
+  if se is None:  # An interval built from lo/hi alone: back out the standard error.
+    se = (interval.hi - interval.lo) / (2.0 * _quantile(df, 0.5 + interval.level / 2.0))
+  return interval.mean, max(float(se), 1e-300), df
+
+
+def read_equivalence(interval: Interval, margin: float, what: str = "", unit: str = "") -> Verdict:
   """'No difference' claim from the interval of a difference (e.g. `diff_interval`), with the margin in its units."""
   if not margin > 0:
     raise UsageError(f"the equivalence margin must be positive, got {margin}")
   if interval.lo is None or interval.hi is None:
     why = interval.note or FEW_SEEDS
     return Verdict(INCONCLUSIVE, f"{_prefix(what)}difference {_fmt(interval.mean)}, no interval ({why}).",
-                   "equivalence")
+                   "equivalence", unit=unit)
+  est, se, df = _interval_tests(interval)
+  # TOST: both one-sided nulls |d| >= margin rejected; "does not hold": one side of +-margin rejected.
+  p_holds = max(_sf(df, (est + margin) / se), _sf(df, (margin - est) / se))
+  p_not = min(_sf(df, (est - margin) / se), _sf(df, (-margin - est) / se))  # Only one side can be reached.
   if -margin < interval.lo and interval.hi < margin:
     verdict, why = HOLDS, f"lies inside +-{_fmt(margin)}"
   elif interval.lo >= margin or interval.hi <= -margin:
     verdict, why = DOES_NOT_HOLD, f"lies entirely outside +-{_fmt(margin)}"
   else:
     verdict, why = INCONCLUSIVE, f"crosses +-{_fmt(margin)}"
-  return Verdict(verdict, f"{_prefix(what)}{_ci_text(interval)}: the CI {why}.", "equivalence")
+  mde = minimum_detectable(interval.se, interval.df, interval.level)
+  return Verdict(verdict, f"{_prefix(what)}{_ci_text(interval, unit)}: the CI {why}.", "equivalence",
+                 p_holds, p_not, mde, unit, interval=interval, margin=margin)
 
 
-def read_direction(interval: Interval, claimed: str = "greater", what: str = "") -> Verdict:
+def read_direction(interval: Interval, claimed: str = "greater", what: str = "", margin: Optional[float] = None,
+                   unit: str = "") -> Verdict:
   """'Faster/larger' claim from the interval of a difference: claimed 'greater' (e.g. curve area, transfer - random)
-  or 'less' (e.g. steps to threshold)."""
+  or 'less' (e.g. steps to threshold). margin (the reading's units, > 0): the smallest effect that matters; the
+  claim does not hold when the CI rules out an effect of that size on the claimed side (RULES["direction"]); None
+  leaves only the wrong side to refute it."""
   if claimed not in ("greater", "less"):
     raise UsageError(f"claimed must be 'greater' or 'less', got {claimed!r}")
+  if margin is not None and not margin > 0:
+    raise UsageError(f"the directional margin must be positive, got {margin}")
   if interval.lo is None or interval.hi is None:
     why = interval.note or FEW_SEEDS
-    return Verdict(INCONCLUSIVE, f"{_prefix(what)}difference {_fmt(interval.mean)}, no interval ({why}).", "direction")
-  above, below = interval.lo > 0, interval.hi < 0
-  if (above and claimed == "greater") or (below and claimed == "less"):
+    return Verdict(INCONCLUSIVE, f"{_prefix(what)}difference {_fmt(interval.mean)}, no interval ({why}).", "direction",
+                   unit=unit)
+  sign = 1.0 if claimed == "greater" else -1.0
+  lo, hi = (interval.lo, interval.hi) if sign > 0 else (-interval.hi, -interval.lo)  # Claimed side positive.
+  est, se, df = _interval_tests(interval)
+  est *= sign
+  m = 0.0 if margin is None else margin
+  p_holds = _sf(df, est / se)
+  p_not = _sf(df, (m - est) / se)  # H0: the effect is at least the margin (or > 0 without one) on the claimed side.
+  if lo > 0:
     verdict, why = HOLDS, f"excludes 0 on the claimed side ({claimed})"
-  elif above or below:
-    verdict, why = DOES_NOT_HOLD, "excludes 0 on the other side"
+    if margin is not None and hi < margin:
+      why += f"; the whole effect is below the margin {_fmt(margin)}"
+  elif hi < 0 or (margin is not None and hi < margin):
+    verdict = DOES_NOT_HOLD
+    why = ("excludes 0 on the other side" if hi < 0 else
+           f"rules out an effect of {_fmt(margin)} or more on the claimed side")
   else:
-    verdict, why = INCONCLUSIVE, "includes 0"
-  return Verdict(verdict, f"{_prefix(what)}{_ci_text(interval)}: the CI {why}.", "direction")
+    verdict = INCONCLUSIVE
+    why = "includes 0" + (f" and reaches the margin {_fmt(margin)}" if margin is not None else "")
+  mde = minimum_detectable(interval.se, interval.df, interval.level)
+  return Verdict(verdict, f"{_prefix(what)}{_ci_text(interval, unit)}: the CI {why}.", "direction",
+                 p_holds, p_not, mde, unit, interval=interval, margin=margin)
 
 
-def read_threshold(lo, hi, threshold, claimed: str = "above", what: str = "", estimate=None) -> Verdict:
-  """Claim that a quantity is above (or below) a threshold, from its interval [lo, hi] (e.g. a bootstrap CI)."""
+def read_threshold(lo, hi, threshold, claimed: str = "above", what: str = "", estimate=None,
+                   p_above=None, p_below=None, mde=None, unit: str = "") -> Verdict:
+  """Claim that a quantity is above (or below) a threshold, from its interval [lo, hi] (e.g. a bootstrap CI).
+
+  p_above / p_below: one-sided p-values of "the quantity is above / below the threshold" (e.g. the bootstrap share
+  of draws on the other side), for `holm`; None when unknown."""
   if claimed not in ("above", "below"):
     raise UsageError(f"claimed must be 'above' or 'below', got {claimed!r}")
   est = "" if estimate is None else f"{_fmt(estimate)}, "
   if lo is None or hi is None:
-    return Verdict(INCONCLUSIVE, f"{_prefix(what)}{est}no interval.", "threshold")
+    return Verdict(INCONCLUSIVE, f"{_prefix(what)}{est}no interval.", "threshold", unit=unit)
   if lo > hi:
     raise UsageError(f"read_threshold: lo={lo} > hi={hi}")
+  p_holds, p_not = (p_above, p_below) if claimed == "above" else (p_below, p_above)
   text = f"{_prefix(what)}{est}CI [{_fmt(lo)}, {_fmt(hi)}] against {_fmt(threshold)}"
   wholly_above, wholly_below = lo > threshold, hi < threshold
   if (wholly_above and claimed == "above") or (wholly_below and claimed == "below"):
-    return Verdict(HOLDS, f"{text}: wholly {claimed}.", "threshold")
+    return Verdict(HOLDS, f"{text}: wholly {claimed}.", "threshold", p_holds, p_not, mde, unit)
   if wholly_above or wholly_below:
-    return Verdict(DOES_NOT_HOLD, f"{text}: wholly {'above' if wholly_above else 'below'}.", "threshold")
-  return Verdict(INCONCLUSIVE, f"{text}: the CI contains the threshold.", "threshold")
+    return Verdict(DOES_NOT_HOLD, f"{text}: wholly {'above' if wholly_above else 'below'}.", "threshold", p_holds,
+                   p_not, mde, unit)
+  return Verdict(INCONCLUSIVE, f"{text}: the CI contains the threshold.", "threshold", p_holds, p_not, mde, unit)
+
+
+def inconclusive_because(verdict: Verdict, why: str) -> Verdict:
+  """The reading made inconclusive for a stated reason (e.g. its runs never learned); the numbers stay in its text."""
+  if verdict.verdict == INCONCLUSIVE:
+    return dataclasses.replace(verdict, text=verdict.text.rstrip(".") + f"; {why}.")
+  return dataclasses.replace(verdict, verdict=INCONCLUSIVE, raw_verdict=verdict.verdict,
+                             text=verdict.text.rstrip(".") + f"; would read '{verdict.verdict}', but {why}.")
+
+
+FAMILY_ALPHA = 0.05
+
+
+def _decision_p(v):
+  """2 x the one-sided p of the test behind a reading's decided verdict (the smaller one when inconclusive)."""
+  if v.p_holds is None or v.p_not is None:
+    return None
+  p = {HOLDS: v.p_holds, DOES_NOT_HOLD: v.p_not}.get(v.verdict, min(v.p_holds, v.p_not))
+  return min(1.0, 2.0 * p)
+
+
+def holm(verdicts, alpha=FAMILY_ALPHA):
+  """Holm-Bonferroni over a family of readings: each decided verdict stays only if its test survives.
+
+  verdicts: [Verdict]. Each reading is one hypothesis with p = 2 x the one-sided p of the test behind its verdict
+  (p_holds for "holds", p_not for "does not hold", the smaller when inconclusive; each test is at 2.5% unadjusted,
+  so p < 0.05 is exactly the 95% CI rule). Holm's step-down
+  at `alpha` over the readings with a p keeps the family-wise rate of any wrong decided verdict at or below alpha
+  (Holm 1979; any dependence). A decided verdict whose test does not survive becomes inconclusive ("holds before
+  adjustment"); readings without p-values are left as they are (they are inconclusive for want of an interval, or
+  were decided by a rule that gives none, which the text says). Returns (adjusted [Verdict], adjusted p per reading
+  or None), in the input order.
+  """
+  ps = [_decision_p(v) for v in verdicts]
+  idx = sorted((i for i, p in enumerate(ps) if p is not None), key=lambda i: ps[i])
+  m = len(idx)
+  adjusted = [None] * len(verdicts)
+  running = 0.0
+  for rank, i in enumerate(idx):
+    running = max(running, min(1.0, (m - rank) * ps[i]))
+    adjusted[i] = running
+  out = []
+  for v, p in zip(verdicts, adjusted):
+    if p is None or v.verdict == INCONCLUSIVE or p < alpha:
+      out.append(v)
+    else:
+      out.append(dataclasses.replace(
+          v, verdict=INCONCLUSIVE, raw_verdict=v.verdict,
+          text=v.text.rstrip(".") + f"; '{v.verdict}' before adjustment, Holm-adjusted p {p:.3g} >= {alpha:g}."))
+  return out, adjusted
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Power: what a claim needs to be decidable.
+
+MAX_SEEDS = 10000
+
+
+def predicted_se(interval: Interval, seeds: int, test_factor: float = 1.0):
+  """The standard error the same contrast would have with `seeds` runs per arm (instead of interval.n_min) and
+  test_factor times as many test images, assuming the pilot's variances: the seed variance (seed spread minus the
+  runs' own test noise, floored at 0) scales with 1 / seeds, the own test noise with 1 / (seeds * test images) and
+  the shared test noise with 1 / test images. None when the interval has no parts."""
+  if interval.seed_var is None or interval.n_min is None or seeds < 1 or not test_factor > 0:
+    return None
+  per_seed = interval.n_min  # The parts were computed with about n_min runs per arm.
+  seed_only = max(interval.seed_var - interval.own_var, 0.0) * per_seed / seeds
+  own = interval.own_var * per_seed / seeds / test_factor
+  return math.sqrt(seed_only + own + interval.shared_var / test_factor)
+
+
+def seeds_needed(interval: Interval, margin: float, rule: str, test_factor: float = 1.0, power: float = 0.8,
+                 level: float = 0.95):
+  """The fewest runs per arm (at test_factor x the pilot's test images) with which the claim is decidable with
+  probability `power` when the true difference is 0: for "equivalence", the TOST at `level` shows |d| < margin
+  ((z_{1-alpha/2} + z_{1-beta/2}) se <= margin); for "direction", the CI rules out an effect of `margin` on the
+  claimed side ((z_{1-alpha/2} + z_{power}) se <= margin). Normal quantiles (the t ones depend on the design's df).
+  Returns an int, or None when unknown or when even MAX_SEEDS runs would not do (the shared test noise alone is
+  too large: more test images are needed)."""
+  if interval is None or margin is None or not margin > 0:
+    return None
+  z = _quantile(math.inf, 0.5 + level / 2.0) + _quantile(
+      math.inf, 1.0 - (1.0 - power) / 2.0 if rule == "equivalence" else power)
+  target = margin / z
+  lo, hi = 2, MAX_SEEDS
+  se = predicted_se(interval, hi, test_factor)
+  if se is None or se > target:
+    return None
+  while lo < hi:  # se falls with the number of seeds: bisect for the first that is small enough.
+    mid = (lo + hi) // 2
+    if predicted_se(interval, mid, test_factor) <= target:
+      hi = mid
+    else:
+      lo = mid + 1
+  return lo

@@ -6,12 +6,16 @@ a fingerprint of result.json) and recomputed whenever that set or the analysis s
 sections and readings in order.
 
 Resumable at every level: a finished run (result.json) is skipped, an unfinished one resumes from its checkpoint,
-a finished analysis is reused while its inputs are unchanged; `force` redoes everything. `shard=(i, n)` trains every
+a finished analysis is reused while its inputs are unchanged; `force` redoes everything. A run counts as the
+study's only while its recorded configuration is the one the study plans (plan.run_differences): one recorded with
+other settings stops the study before it trains anything, and `overwrite` retrains it; the report checks every run
+it reads again, so a run retrained by another command in the meantime never enters it. `shard=(i, n)` trains every
 n-th run only, so a sweep spreads over processes or machines; the analyses and the report then run once, without
 a shard. Every input the study reads is checked before anything is written or trained.
 """
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import time
@@ -24,7 +28,7 @@ from transfusion_tf.errors import UsageError
 from transfusion_tf.experiments import catalog, common, parallel, plan, report
 from transfusion_tf.training import locks, rundir, trainer
 
-ANALYSIS_VERSION = 2  # Bump when an analysis computes something else from the same runs.
+ANALYSIS_VERSION = 3  # Bump when an analysis computes something else from the same runs.
 
 
 # -- checks before anything is written ----------------------------------------------------------------------------
@@ -60,6 +64,58 @@ def check_inputs(cfg, runs, sources):
   # Building the data reads and checks the folders, CSVs and images (and generates the synthetic cache once).
   pipeline.build_data(cfg.base.dataset, image_size=cfg.base.image_size, batch_size=cfg.base.batch_size,
                       model_name=cfg.models[0], seed=0, channels=3, **cfg.base.data_kwargs)
+
+
+def stale_line(cfg, stale, report=False):
+  """One line for runs recorded with other settings than the plan's. stale: {Run: [differing keys]}, plan order."""
+  (run, keys), more = next(iter(stale.items())), len(stale) - 1
+  what = (f"--out={cfg.out}: {run.name} was trained with other settings than this study's ({', '.join(keys)} "
+          "differ)" + (f", and {more} more run{'s' if more > 1 else ''}" if more else ""))
+  them = "them" if more else "it"
+  if report:
+    return what + f", so no report is written: re-run the study with --overwrite to retrain {them}"
+  return what + f"; pass --overwrite to retrain {them} with these settings, or choose another --out"
+
+
+def check_runs(cfg, runs, sources):
+  """Returns {run: differing keys} for the `runs` whose folders record other settings than the plan's (the ones an
+  --overwrite retrains). Without cfg.overwrite (or force) any such run is a UsageError naming it; with it and none,
+  --overwrite would do nothing and is refused (except in a --parallel_runs child: its parent may have replaced
+  them already)."""
+  stale = {r: diff for r in runs if (diff := plan.run_differences(cfg, r, sources))}
+  if cfg.force:
+    return stale
+  if stale and not cfg.overwrite:
+    raise UsageError(stale_line(cfg, stale))
+  if cfg.overwrite and not stale and not os.environ.get(parallel.CHILD_ENV):
+    raise UsageError(f"--overwrite: no run in --out={cfg.out} was trained with other settings than this study's, so "
+                     "it would retrain nothing; drop it (--force redoes every run)")
+  return stale
+
+
+def check_loaded(ctx, sources):
+  """Raises UsageError naming the first run the report read whose result.json records other settings than the
+  plan's (retrained by another command, e.g. transfusion-train --overwrite, since the sweep). A result without
+  "flags" (made by hand, not by the trainer) records no settings to compare."""
+  recorded = {r: res.result.get("flags") for r, res in ctx.results.items()}
+  stale = {r: diff for r in ctx.runs if isinstance(recorded.get(r), dict)
+           and (diff := plan.recorded_differences(ctx.cfg, r, sources, recorded[r]))}
+  if stale:
+    raise UsageError(stale_line(ctx.cfg, stale, report=True))
+
+
+def check_unchanged(ctx):
+  """Raises UsageError when a run the report read no longer holds the result.json it read (another command moved
+  it aside or retrained it meanwhile): the report would mix that run's old numbers with its new files."""
+  for r, res in ctx.results.items():
+    try:
+      now = rundir.read_json(os.path.join(res.dir, "result.json"))
+    except ValueError:
+      now = None  # Damaged since it was read: changed all the same.
+    # As JSON text: a NaN metric never equals itself as a float.
+    if json.dumps(now, sort_keys=True) != json.dumps(res.result, sort_keys=True):
+      raise UsageError(f"--out={ctx.cfg.out}: {r.name} changed while this report was being made (retrained by "
+                       "another command?); no report written: re-run once that command is done")
 
 
 # -- the sweep -----------------------------------------------------------------------------------------------------
@@ -100,15 +156,18 @@ def _fmt_seconds(s):
 def print_plan(cfg, runs, sources, shard_runs, procs=1):
   """Prints N runs, which are done, and an estimated time from measured steps (shared by `procs` concurrent
   processes); returns the estimate in s."""
-  done = [r for r in runs if plan.is_done(plan.run_dir(cfg, r))]
+  done = [r for r in runs if plan.done_as_planned(cfg, r, sources)]
+  stale = [r for r in shard_runs if cfg.overwrite and plan.run_differences(cfg, r, sources)]
   to_pretrain = [m for m, s in sources.items() if s == "pretrain" and not os.path.exists(plan.pretrained_path(cfg, m))]
-  print(f"study plan: {len(runs)} training runs ({len(done)} done), {len(to_pretrain)} source pretraining runs "
-        f"to do; shard {cfg.shard[0]}/{cfg.shard[1]} holds {len(shard_runs)} runs", flush=True)
+  print(f"study plan: {len(runs)} training runs ({len(done)} done"
+        + (f", {len(stale)} with other settings to retrain (--overwrite)" if stale else "")
+        + f"), {len(to_pretrain)} source pretraining runs to do; shard {cfg.shard[0]}/{cfg.shard[1]} holds "
+        f"{len(shard_runs)} runs", flush=True)
   for m, s in sources.items():
     what = ("pretraining on the embedded synthetic source task, standing in for ImageNet (no ImageNet weights "
             "here)") if s == "pretrain" else ("ImageNet weights from the Keras cache" if s == "imagenet" else s)
     print(f"  source weights for {m}: {what}", flush=True)
-  todo = [r for r in shard_runs if not plan.is_done(plan.run_dir(cfg, r))]
+  todo = [r for r in shard_runs if not plan.done_as_planned(cfg, r, sources)]
   per_model = {m: estimate_step_seconds(cfg, m) for m in sorted({r.model for r in todo} | set(to_pretrain))}
   evals = cfg.base.train_steps // cfg.base.eval_every + 1
   estimate = 0.0
@@ -166,7 +225,8 @@ def ensure_sources(cfg, sources, wait=True):
 def run_sweep(cfg, runs, sources, procs=1):
   """Pretrains and trains every run of this shard of `runs` (resuming). A run another live process holds is
   skipped, and waited for at the end (trained here if its holder dies without finishing it), so two processes on one
-  --out train each run once and both end with every run finished."""
+  --out train each run once and both end with every run finished. A run found recorded with other settings than
+  the plan's (another study on this --out, say) is a UsageError naming it, or, with cfg.overwrite, retrained."""
   shard_runs = plan.shard_runs(cfg, runs)
   files.atomic_write_json(os.path.join(cfg.out, "plan.json"), plan.plan_record(cfg, runs, sources))
   # A --parallel_runs child leaves the plan and the estimate to its parent.
@@ -181,17 +241,29 @@ def run_sweep(cfg, runs, sources, procs=1):
     held = []
     for r in pending:
       path = plan.run_dir(cfg, r)
-      if plan.is_done(path) and r not in redo:
-        continue
+      if r not in redo:
+        diff = plan.run_differences(cfg, r, sources)
+        if diff and not cfg.overwrite:  # Written since the check before the sweep, by another command.
+          raise UsageError(stale_line(cfg, {r: diff}))
+        if plan.is_done(path) and not diff:
+          continue
       if r.needs_source() and needed.get(r.model) == "pretrain" and not os.path.exists(weights[r.model]):
         held.append(r)
         continue
       k = shard_runs.index(r) + 1
       print(f"== run {k}/{len(shard_runs)}: {r.name}  (elapsed {_fmt_seconds(time.time() - t0)}"
             + (f", estimate {_fmt_seconds(estimate)})" if estimate else ")"), flush=True)
-      result = trainer.train(plan.run_config(cfg, r, weights.get(r.model)), path,
-                             overwrite=r in redo,
-                             tb_dir=os.path.join(cfg.out, "tb", r.name.replace("/", "_")))
+      try:
+        # --overwrite replaces only a run of other settings: one another process has meanwhile finished with these
+        # settings is kept.
+        result = trainer.train(plan.run_config(cfg, r, weights.get(r.model)), path,
+                               overwrite=True if r in redo else "different" if cfg.overwrite else False,
+                               tb_dir=os.path.join(cfg.out, "tb", r.name.replace("/", "_")))
+      except UsageError:
+        diff = plan.run_differences(cfg, r, sources)
+        if diff:  # Another command started it with other settings after the check above: the study's line.
+          raise UsageError(stale_line(cfg, {r: diff})) from None
+        raise
       keras.backend.clear_session()
       if result is None:
         held.append(r)
@@ -202,7 +274,8 @@ def run_sweep(cfg, runs, sources, procs=1):
     for r in held:  # Held by another live process: wait for it; if it dies first, the next pass trains it.
       path = plan.run_dir(cfg, r)
       locks.wait_for(lambda: plan.is_done(path), path)  # pylint: disable=cell-var-from-loop
-    pending = [r for r in held if not plan.is_done(plan.run_dir(cfg, r))]
+    # A run its holder finished with other settings goes round again: refused there, or retrained (--overwrite).
+    pending = [r for r in held if not plan.done_as_planned(cfg, r, sources)]
 
 
 # -- analyses ------------------------------------------------------------------------------------------------------
@@ -325,21 +398,30 @@ def run_study(cfg, stage="all", argv=None):
   check_out(cfg.out)
   if stage == "report":
     plan.read_plan(cfg.out)
+    if cfg.overwrite:
+      raise UsageError("--overwrite retrains runs, and --study_stage=report trains none: pass it to the study "
+                       "(--study_stage=all or train)")
   runs = plan.plan_runs(cfg, experiments)
   sources = plan.source_plan(cfg, runs)
   if stage == "plan":
     print(f"study plan: {len(runs)} training runs, sources {sources}", flush=True)
     for r in runs:
-      print(f"  {r.name}{'  (done)' if plan.is_done(plan.run_dir(cfg, r)) else ''}", flush=True)
+      diff = plan.run_differences(cfg, r, sources)
+      state = (f"  (other settings: {', '.join(diff)} differ)" if diff
+               else "  (done)" if plan.is_done(plan.run_dir(cfg, r)) else "")
+      print(f"  {r.name}{state}", flush=True)
     return None
   check_inputs(cfg, runs, sources)
+  # The runs' recorded settings, before anything is written or trained.
+  stale = check_runs(cfg, plan.shard_runs(cfg, runs), sources) if stage in ("all", "train") else {}
   os.makedirs(cfg.out, exist_ok=True)
   if stage in ("all", "train"):
     children = []
     # No more processes than unfinished runs: on a finished sweep each child would import TensorFlow for nothing
     # (7 s a re-run here). The threads were sized before planning (planning builds models, which fixes TensorFlow's
     # pools), so a last run alone keeps its share.
-    todo = [r for r in plan.shard_runs(cfg, runs) if cfg.force or not plan.is_done(plan.run_dir(cfg, r))]
+    todo = [r for r in plan.shard_runs(cfg, runs)
+            if cfg.force or r in stale or not plan.is_done(plan.run_dir(cfg, r))]
     n_procs = min(n_procs, max(1, len(todo)))
     if n_procs > 1:
       print(f"parallel runs: {n_procs} processes" + (f", {intra_op} intra-op thread(s) each" if intra_op else ""),
@@ -370,12 +452,16 @@ def run_study(cfg, stage="all", argv=None):
     print(f"warning: {len(missing)} runs unfinished, left out of the report: {', '.join(missing[:5])}"
           + (" ..." if len(missing) > 5 else ""), flush=True)
   ctx = common.load_context(cfg, runs)
+  check_loaded(ctx, sources)
+  for res in ctx.results.values():  # The test predictions are read now: check_unchanged then covers them too.
+    _ = res.predictions
   print("== analyses", flush=True)
   analysis_dir = os.path.join(cfg.out, "analysis")
   while True:
     with locks.hold(analysis_dir) as lock:
       if lock is not None:
         manifests = run_analyses(ctx, experiments)
+        check_unchanged(ctx)
         print("== report", flush=True)
         path = report.write_report(ctx, experiments, manifests, sources, wall_seconds=time.time() - t0)
         break

@@ -1,6 +1,7 @@
 """T1: RETINA referable AUC, random init vs transfer, for every model (the paper's Table 1).
 
-Claim read: transfer and random init reach the same test AUC (an equivalence test with --equivalence_margin).
+Claim read: transfer and random init reach the same test AUC (an equivalence test with --equivalence_margin), on
+runs trained to a plateau (inconclusive otherwise: common.gate_trained).
 """
 from transfusion_tf.experiments import common, registry
 
@@ -41,10 +42,10 @@ def section(ctx):
 def readings(ctx):
   if not _applies(ctx):
     return []
-  return [common.read_equivalence(common.auc_difference(ctx, m, "pretrained", "random", ctx.primary),
-                                 ctx.cfg.equivalence_margin,
-                                 what=f"{m}: test AUC transfer − random (the paper: equal within 0.3 points)")
-          for m in ctx.cfg.models]
+  return [common.gate_trained(ctx, common.read_equivalence(
+      common.auc_difference(ctx, m, "pretrained", "random", ctx.primary), ctx.cfg.equivalence_margin,
+      what=f"{m}: test AUC transfer − random (the paper: equal within 0.3 points)"),
+      common.arm_runs(ctx, m, ("pretrained", "random"))) for m in ctx.cfg.models]
 
 
 EXPERIMENT = registry.register(registry.Experiment(

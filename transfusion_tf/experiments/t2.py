@@ -42,10 +42,10 @@ def section(ctx):
 def readings(ctx):
   if not _applies(ctx):
     return []
-  return [common.read_equivalence(common.auc_difference(ctx, m, "pretrained", "random", "auc_mean"),
-                                 ctx.cfg.equivalence_margin,
-                                 what=f"{m}: mean test AUC transfer − random (the paper: within about 1 point)")
-          for m in ctx.cfg.models]
+  return [common.gate_trained(ctx, common.read_equivalence(
+      common.auc_difference(ctx, m, "pretrained", "random", "auc_mean"), ctx.cfg.equivalence_margin,
+      what=f"{m}: mean test AUC transfer − random (the paper: within about 1 point)"),
+      common.arm_runs(ctx, m, ("pretrained", "random"))) for m in ctx.cfg.models]
 
 
 EXPERIMENT = registry.register(registry.Experiment(

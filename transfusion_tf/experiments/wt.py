@@ -70,9 +70,10 @@ def readings(ctx):
       out.append(stats.Verdict("inconclusive", f"{m}: WT needs at least one transfused stage between none and all",
                                "direction"))
       continue
-    out.append(common.read_direction(iv, what=(
+    verdict = common.read_direction(iv, what=(
         f"{m}: curve area of {low} minus the midpoint of random and full transfer (positive: the lowest stage "
-        "alone gives most of the speed-up, as the paper finds)")))
+        "alone gives most of the speed-up, as the paper finds)"), margin=common.direction_margin(ctx.cfg, "auc"))
+    out.append(common.gate_trained(ctx, verdict, common.arm_runs(ctx, m, (low, "random", "pretrained"))))
   return out
 
 

@@ -10,7 +10,8 @@ A run directory holds:
                              step); its "step" attribute is that step
   tb/                        TensorBoard logs
   curve.json                 [{"step", "seconds", <metric>...}, ...], one entry per evaluation (validation)
-  test_predictions.npz       the selected model's test-split AUC inputs (see `save_test_predictions`)
+  test_predictions.npz       the selected model's test-split AUC inputs and, where the data has them, the test images'
+                             patients (see `save_test_predictions`, `load_test_patients`)
   result.json                written last and atomically: a run without it is unfinished
 Beside it, while a process trains into it, `DIR.lock` (training/locks.py); while an --overwrite replaces a run,
 the old one waits in `DIR.previous` until the new run's first checkpoint.
@@ -55,6 +56,7 @@ def load_config(run_dir):
 
 WHICH = ("final", "best", "step0")
 TEST_PREDICTIONS = "test_predictions.npz"
+PATIENT_KEY = "patient"  # test_predictions.npz: int64 (N,) patient codes, only where the data names patients.
 
 
 def weights_path(run_dir, which):
@@ -103,15 +105,23 @@ def atomic_write_npz(path, arrays):
   os.replace(tmp, path)
 
 
-def save_test_predictions(run_dir, auc_inputs, auc_indices, num_examples):
+def save_test_predictions(run_dir, auc_inputs, auc_indices, num_examples, patients=None):
   """Writes test_predictions.npz: for every AUC metric key k (auc_referable; auc_<pathology>),
   "k.scores" float64 (N_k,), "k.labels" int8 (N_k,) in {0, 1} and "k.index" int64 (N_k,) (positions in the test
-  split's eval order, masked examples dropped), plus "index" int64 (N,) = 0..N-1, the test split's eval order.
+  split's eval order, masked examples dropped), plus "index" int64 (N,) = 0..N-1, the test split's eval order, and,
+  only where the data names patients, "patient" int64 (N,): each test image's patient code (data.Data.patients),
+  for all N images; key k's images are patient[k.index] (`load_test_patients(run_dir, key=k)`).
 
   auc_inputs: {key: (scores, labels)} from metrics.auc_inputs; auc_indices: {key: indices} from
-  metrics.auc_indices. Returns the path.
+  metrics.auc_indices; patients: None or (N,) ints. Returns the path.
   """
-  arrays = {"index": np.arange(int(num_examples), dtype=np.int64)}
+  n = int(num_examples)
+  arrays = {"index": np.arange(n, dtype=np.int64)}
+  if patients is not None:
+    patients = np.asarray(patients)
+    if patients.shape != (n,) or patients.dtype.kind not in "iu":
+      raise ValueError(f"patients must be ints (N,) = ({n},), got {patients.dtype} {patients.shape}")
+    arrays[PATIENT_KEY] = patients.astype(np.int64)
   for key, (scores, labels) in auc_inputs.items():
     arrays[f"{key}.scores"] = np.asarray(scores, np.float64)
     arrays[f"{key}.labels"] = np.asarray(labels, np.int8)
@@ -131,6 +141,27 @@ def load_test_predictions(run_dir):
   with np.load(path) as z:
     keys = sorted({name[:-len(".scores")] for name in z.files if name.endswith(".scores")})
     return {k: (z[f"{k}.scores"], z[f"{k}.labels"]) for k in keys}
+
+
+def load_test_patients(run_dir, key=None):
+  """The test images' patient codes from `run_dir`/test_predictions.npz: int64 (N,) in eval order (all images), or,
+  with `key` (e.g. "auc_edema"), int64 (N_k,) aligned with load_test_predictions(run_dir)[key], i.e. patient[k.index]
+  (CheXpert's per-pathology arrays drop masked images). None when the file has no patients (data without patient
+  ids, e.g. APTOS, or a run from before they were saved): treat each image as its own cluster then.
+  Raises UsageError when the run has no test_predictions.npz, or `key` is not one of its metrics."""
+  path = os.path.join(run_dir, TEST_PREDICTIONS)
+  if not os.path.exists(path):
+    raise UsageError(f"{path} does not exist: the run in {run_dir} is unfinished or predates the test protocol")
+  with np.load(path) as z:
+    if key is not None and f"{key}.scores" not in z.files:
+      known = sorted(name[:-len(".scores")] for name in z.files if name.endswith(".scores"))
+      raise UsageError(f"{path} has no metric {key!r}; it has {', '.join(known) or 'none'}")
+    if PATIENT_KEY not in z.files:
+      return None
+    patients = z[PATIENT_KEY].astype(np.int64)
+    if key is None:
+      return patients
+    return patients[z[f"{key}.index"]]
 
 
 def check_writable_dir(path, flag):

@@ -111,29 +111,61 @@ def _semantic(train_cfg):
   return {k: v for k, v in train_cfg.items() if k not in _NON_SEMANTIC}
 
 
+def _same_file(a, b):
+  """Whether weights values `a` and `b` name one file (./s/w.h5 and /abs/s/w.h5 are the same source)."""
+  if not (isinstance(a, str) and isinstance(b, str)) or "imagenet" in (a, b):
+    return False
+  return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+
+
+def train_config_differences(recorded, cfg):
+  """The keys in which `recorded` (a TrainConfig.to_dict(), as config.json "train" or result.json "flags" hold it)
+  differs from the TrainConfig `cfg`, sorted; keys that do not change what is trained are ignored."""
+  old, new = _semantic(recorded), _semantic(cfg.to_dict())
+  return sorted(k for k in set(old) | set(new)
+                if old.get(k) != new.get(k) and not (k == "weights" and _same_file(old.get(k), new.get(k))))
+
+
+def recorded_configs(run_dir):
+  """The TrainConfig dicts `run_dir` records: config.json's "train" (written when training starts) and, once
+  finished, result.json's "flags"; a missing file records nothing."""
+  config = rundir.read_json(os.path.join(run_dir, "config.json"))
+  result = rundir.read_json(os.path.join(run_dir, "result.json"))
+  out = [] if config is None else [config.get("train", {})]
+  if isinstance(result, dict) and isinstance(result.get("flags"), dict):
+    out.append(result["flags"])
+  return out
+
+
 def config_differences(run_dir, cfg):
-  """The TrainConfig keys whose values in `run_dir`'s config.json differ from `cfg` (sorted; [] when the run
-  directory holds no run or the same run; keys that do not change what is trained are ignored)."""
-  existing = rundir.read_json(os.path.join(run_dir, "config.json"))
-  if existing is None:
-    return []
-  old, new = _semantic(existing.get("train", {})), _semantic(cfg.to_dict())
-  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  """The TrainConfig keys whose values recorded in `run_dir` (config.json, and result.json once finished) differ
+  from `cfg` (sorted; [] when the run directory holds no run or the same run; keys that do not change what is
+  trained are ignored)."""
+  return sorted({k for recorded in recorded_configs(run_dir) for k in train_config_differences(recorded, cfg)})
 
 
 def existing_result(run_dir, cfg, overwrite):
   """Checks `run_dir` against `cfg` without changing anything. Returns the finished result when the same run is
-  already complete (and not `overwrite`), else None.
+  already complete and is not to be replaced, else None.
 
-  A run directory holding a different configuration is refused (UsageError) unless `overwrite`.
+  overwrite: False refuses a run directory holding a different configuration (UsageError); True replaces whatever
+  it holds; "different" (the study's --overwrite) replaces only a different configuration, and keeps (or resumes)
+  the same one.
   """
+  if overwrite is True:
+    return None
   diff = config_differences(run_dir, cfg)
   if diff and not overwrite:
     raise UsageError(f"--run_dir={run_dir} holds a run with a different configuration ({', '.join(diff)} "
                      "differ); pass --overwrite to replace it or choose another --run_dir")
-  if overwrite:
+  if diff:
     return None
   return rundir.read_json(os.path.join(run_dir, "result.json"))
+
+
+def _replaces(run_dir, cfg, overwrite):
+  """Whether a train(..., overwrite) call replaces what `run_dir` holds (see existing_result)."""
+  return overwrite is True or (overwrite == "different" and bool(config_differences(run_dir, cfg)))
 
 
 def _learning_rate(cfg):
@@ -505,7 +537,8 @@ class Trainer:
     labels, masks, logits = gather_predictions(self._predict, self.data, "test")
     test = metrics_lib.compute_metrics(self.task, labels, masks, logits)
     rundir.save_test_predictions(self.run_dir, metrics_lib.auc_inputs(self.task, labels, masks, logits),
-                                 metrics_lib.auc_indices(self.task, masks, len(labels)), len(labels))
+                                 metrics_lib.auc_indices(self.task, masks, len(labels)), len(labels),
+                                 patients=split_patients(self.data, "test", len(labels)))
     return {"rule": SELECTION_RULE.format(split=self.cfg.eval_split, metric=primary), "metric": primary,
             "split": self.cfg.eval_split, "step": best["step"], "from_step": from_step,
             "validation": {k: v for k, v in best.items() if k not in ("step", "seconds")},
@@ -569,6 +602,21 @@ def gather_predictions(predict, data, split):
   if not logits:
     raise UsageError(f"the {split} split of {data.source_description} is empty")
   return np.concatenate(labels), np.concatenate(masks), np.concatenate(logits)
+
+
+def split_patients(data, split, num_scored):
+  """int64 (N,) patient codes of `split` aligned with gather_predictions' arrays, or None (no patient ids).
+
+  The codes come from the dataset builder beside tf.data (`Data.patients`), so the model's input and order are
+  untouched. num_scored: the examples gather_predictions returned; when images that failed to decode were skipped
+  (--on_bad_image=skip) the two no longer align, and the patients are left out with a warning.
+  """
+  patients = data.patients(split)
+  if patients is not None and len(patients) != num_scored:
+    print(f"warning: {split} has {len(patients)} patient ids but {num_scored} scored images (undecodable images "
+          f"skipped?); the patients are left out and each image counts as its own cluster", flush=True)
+    return None
+  return patients
 
 
 def evaluate_model(predict, data, split):
@@ -657,7 +705,8 @@ def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_
   folder), the existing run, and the weights and data (built before an --overwrite moves the old run to
   `run_dir`.previous; it is deleted after the new run's first checkpoint, or put back when the new run fails
   before). A usage error leaves no directory it created behind.
-  tb_dir: TensorBoard log directory (default <run_dir>/tb; the study puts every run under one root).
+  tb_dir: TensorBoard log directory (default <run_dir>/tb; the study puts every run under one root). overwrite: True,
+  False or "different" (see existing_result).
   """
   validate(cfg)
   check_paths(run_dir, tb_dir)
@@ -690,9 +739,10 @@ def _train_held(cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir):
     return finished
   caller_policy = keras.mixed_precision.global_policy()
   try:
+    replace = _replaces(run_dir, cfg, overwrite)  # Decided under the lock, before the Trainer is built.
     trainer = Trainer(cfg, run_dir, flags_text, export_attrs, tb_dir)
     previous = None
-    if overwrite and strategy_lib.is_chief() and os.path.isdir(run_dir) and os.listdir(run_dir):
+    if replace and strategy_lib.is_chief() and os.path.isdir(run_dir) and os.listdir(run_dir):
       previous = _move_aside(run_dir)
     try:
       return trainer.run(previous=previous)

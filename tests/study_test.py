@@ -3,6 +3,7 @@ notebook runs top to bottom on it (nbclient). Both tests are methods of one clas
 runs them (pytest.ini: --dist loadscope) and the quick study runs once per session."""
 import glob
 import os
+import subprocess
 
 import nbformat
 import tensorflow as tf
@@ -49,6 +50,25 @@ class QuickStudyTest(tf.test.TestCase):
     self.assertNotIn("== pretraining", again.stdout)
     self.assertIn(f"({len(plan['runs'])} done)", again.stdout)
     self.assertNotEmpty(glob.glob(os.path.join(out, "table_t1.csv")))
+    # The intervals issue's report: patients, run marks, adjusted verdicts with their power, the conclusive count.
+    self.assertRegex(report, r"test images of \d+ patients: DeLong clustered by patient")
+    self.assertIn("Marks: **still improving**", report)
+    self.assertRegex(report, r"readings: \d+ of \d+ conclusive")
+    self.assertIn("Holm-Bonferroni", report)
+    self.assertIn("(unit: runs)", report)  # One seed: no interval, so no minimum detectable effect either.
+
+  def test_pilot_plan_prints_what_each_claim_needs(self):
+    out = quick_study.run_quick_study()["out"]
+    plan_run = subprocess.run(quick_study.study_command(out) + ["--study_stage=plan", f"--pilot={out}"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+    self.assertEqual(plan_run.returncode, 0, plan_run.stderr[-3000:])
+    self.assertIn(f"Power from the pilot {out}", plan_run.stdout)
+    self.assertIn("| exp | claim | pilot verdict | mde | seeds @ 1x test |", plan_run.stdout)
+    self.assertRegex(plan_run.stdout, r"\| T1 \| cbr_tiny: test AUC transfer − random")
+    bad = subprocess.run(quick_study.study_command(out) + ["--study_stage=report", f"--pilot={out}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    self.assertEqual(bad.returncode, 2)
+    self.assertIn("--pilot goes with --study_stage=plan", bad.stderr)
 
   def test_notebooks_run_and_are_stripped(self):
     out = quick_study.run_quick_study()["out"]

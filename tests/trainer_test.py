@@ -65,6 +65,14 @@ def snapshot(run_dir):
   return out
 
 
+def snapshot_h5(f):
+  """{dataset path: sha1 of its bytes} of an open h5py file (weights compared across runs)."""
+  out = {}
+  f.visititems(lambda name, obj: out.__setitem__(name, hashlib.sha1(obj[()].tobytes()).hexdigest())
+               if isinstance(obj, h5py.Dataset) else None)
+  return out
+
+
 def tb_event_files(run_dir):
   return tf.io.gfile.glob(os.path.join(run_dir, "tb", "events.*"))
 
@@ -320,6 +328,59 @@ class TrainerTest(tf.test.TestCase):
     self.assertEqual((sel["step"], sel["from_step"]), (6, 6))
     with h5py.File(best_path, "r") as f:
       self.assertEqual(int(f.attrs["step"]), 6)
+
+  def test_plateau_stop_on_a_scripted_curve_never_before_the_minimum_and_after_a_kill(self):
+    """The validation metric is scripted (flat from step 6 on, or rising): the run stops at the plateau, not on a
+    rising curve, never before --min_train_steps, and a run killed mid-way resumes into the same stop and weights."""
+    real_evaluate = trainer.Trainer.evaluate
+
+    def run(run_dir, values, kill_at=None, **kw):
+      """Trains with the primary metric at evaluation k replaced by values[k]."""
+      cfg = tiny_cfg(train_steps=30, eval_every=3, plateau_patience=2, plateau_min_delta=0.01, **kw)
+
+      def evaluate(self, split):
+        point = real_evaluate(self, split)
+        k = int(self.optimizer.iterations.numpy()) // 3  # The step being evaluated (self.step lags it).
+        if kill_at is not None and k == kill_at:
+          raise KeyboardInterrupt  # Killed before this evaluation's checkpoint.
+        point["auc_referable"] = values[min(k, len(values) - 1)]
+        return point
+
+      with mock.patch.object(trainer.Trainer, "evaluate", evaluate):
+        return trainer.train(cfg, run_dir)
+
+    flat = [0.5, 0.6, 0.7, 0.75, 0.751, 0.752, 0.75, 0.75, 0.75, 0.75, 0.75]
+    base = self.create_tempdir().full_path
+    res = run(os.path.join(base, "flat"), flat)
+    self.assertEqual(res["stopped"]["reason"], "plateau")
+    self.assertEqual(res["stopped"]["step"], 15)  # Evaluations at 12 and 15 add < 0.01 over 0.75 at step 9.
+    self.assertEqual(res["final"]["step"], 15)
+    self.assertIn("last 2 evaluations", res["stopped"]["rule"])
+    rising = [0.5 + 0.02 * k for k in range(11)]
+    res = run(os.path.join(base, "rising"), rising)
+    self.assertEqual((res["stopped"]["reason"], res["stopped"]["step"]), ("budget", 30))
+    res = run(os.path.join(base, "minimum"), flat, min_train_steps=24)
+    self.assertEqual((res["stopped"]["reason"], res["stopped"]["step"]), ("plateau", 24))
+    # Killed at the evaluation of step 12: the re-run resumes from the step-9 checkpoint and stops as before.
+    killed = os.path.join(base, "killed")
+    with self.assertRaises(KeyboardInterrupt):
+      run(killed, flat, kill_at=4)
+    self.assertFalse(os.path.exists(os.path.join(killed, "result.json")))
+    res = run(killed, flat)
+    self.assertEqual((res["stopped"]["reason"], res["stopped"]["step"]), ("plateau", 15))
+    with h5py.File(rundir.weights_path(killed, "final"), "r") as a, \
+         h5py.File(rundir.weights_path(os.path.join(base, "flat"), "final"), "r") as b:
+      self.assertEqual(snapshot_h5(a), snapshot_h5(b))
+
+  def test_bad_plateau_and_learning_rate_values_are_refused(self):
+    for kw, pattern in ((dict(plateau_patience=0, plateau_min_delta=0.01), "plateau_patience=0"),
+                        (dict(plateau_patience=2, plateau_min_delta=float("nan")), "plateau_min_delta=nan"),
+                        (dict(min_train_steps=99), "min_train_steps=99"),
+                        (dict(learning_rate=float("nan")), "learning_rate=nan"),
+                        (dict(learning_rate=float("inf")), "learning_rate=inf"),
+                        (dict(learning_rate=-0.01), "learning_rate=-0.01")):
+      with self.assertRaisesRegex(UsageError, pattern):
+        trainer.validate(tiny_cfg(**kw))
 
   def test_selection_rule_ties_and_nan(self):
     curve = [{"step": 0, "m": float("nan")}, {"step": 10, "m": 0.7}, {"step": 20, "m": 0.9},

@@ -60,6 +60,8 @@ flags.DEFINE_string("parallel_runs", "auto", "Concurrent training runs on this m
                     "the cores for up to 2, else half the cores, with TensorFlow's threads split between them) or N.")
 flags.DEFINE_enum("study_stage", "all", ["all", "train", "report", "plan"], "all; train (the sweep only); "
                   "report (analyses and report over finished runs); plan (list the runs and stop).")
+flags.DEFINE_string("pilot", None, "With --study_stage=plan: a finished study run with the same flags (a pilot); "
+                    "prints the seeds and test images each claim needs to be decidable, from its variances.")
 FLAGS = flags.FLAGS
 
 
@@ -109,7 +111,7 @@ def config_from_flags():
 @exit_on_usage_error
 def main(argv):
   del argv  # run_app refuses positional arguments.
-  study.run_study(config_from_flags(), FLAGS.study_stage, argv=sys.argv)
+  study.run_study(config_from_flags(), FLAGS.study_stage, argv=sys.argv, pilot=FLAGS.pilot)
 
 
 def run():

@@ -10,7 +10,7 @@ import os
 
 from transfusion_tf import files
 from transfusion_tf.experiments import common, plan, stats
-from transfusion_tf.training import policy
+from transfusion_tf.training import plateau, policy
 
 
 def _source_line(ctx, sources):
@@ -58,6 +58,8 @@ def header(ctx, sources, wall_seconds):
       f"{cfg.seeds} seed(s).")
   if sources:
     lines.append(_source_line(ctx, sources))
+  lines.append("- **Stopping:** " + plateau.describe(cfg.base.plateau_patience, cfg.base.plateau_min_delta or 0.0,
+                                                     cfg.base.min_train_steps) + ".")
   lines.append(f"- **Test protocol:** each run's checkpoint is picked on the validation split (best `{ctx.primary}`, "
                "ties to the earlier step); tables report that checkpoint on the held-out **test** split; curves and "
                "convergence measures are on validation.")
@@ -141,9 +143,9 @@ def write_report(ctx, experiments, manifests, sources, wall_seconds):
   lines += ["", "Rules, each applied exactly as stated (95% intervals):", ""]
   lines += [t.replace("{n}", str(tested)) for t in rules_text(cfg, used)] + [""]
   lines += ["## Runs", "", common.table(
-      ["run", "init source", "selected step", f"validation {ctx.primary}", f"test {ctx.primary} [95% CI]", "seconds",
-       "marks"],
-      [[r.name] + (_run_row(ctx, ctx.results[r]) if r in ctx.results else ["—", "unfinished", "—", "—", "—", "—"])
+      ["run", "init source", "stopped", "selected step", f"validation {ctx.primary}", f"test {ctx.primary} [95% CI]",
+       "seconds", "marks"],
+      [[r.name] + (_run_row(ctx, ctx.results[r]) if r in ctx.results else ["—", "—", "unfinished", "—", "—", "—", "—"])
        for r in ctx.runs]), "",
       "Marks: " + "; ".join(f"**{k}**: {v}" for k, v in common.RUN_RULES.items()) + ".", ""]
   lines.append(f"TensorBoard: `tensorboard --logdir {os.path.join(cfg.out, 'tb')}`")
@@ -172,6 +174,8 @@ def _run_row(ctx, res):
   test = (sel.get("test") or {}).get(ctx.primary)
   ci = res.auc_ci(ctx.primary) if test is not None else None
   test_text = "—" if test is None else f"{test:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
-  return [(res.result.get("source_weights") or "—").split(":")[0][-60:], sel.get("step", "—"),
+  stop = res.result.get("stopped") or {}
+  stopped = f"{stop['reason']} at {stop['step']}" if stop.get("reason") else "—"
+  return [(res.result.get("source_weights") or "—").split(":")[0][-60:], stopped, sel.get("step", "—"),
           "—" if val is None else f"{val:.4f}", test_text, f"{res.result.get('seconds', 0):.0f}",
           ", ".join(common.run_marks(ctx, res)) or "—"]

@@ -25,7 +25,7 @@ import keras
 from transfusion_tf import files, models
 from transfusion_tf.analysis import compare
 from transfusion_tf.errors import UsageError
-from transfusion_tf.experiments import catalog, common, parallel, plan, report
+from transfusion_tf.experiments import catalog, common, parallel, plan, power, report
 from transfusion_tf.training import locks, rundir, trainer
 
 ANALYSIS_VERSION = 3  # Bump when an analysis computes something else from the same runs.
@@ -380,11 +380,42 @@ def run_analyses(ctx, experiments):
   return manifests
 
 
-def run_study(cfg, stage="all", argv=None):
+def pilot_power(cfg, pilot, experiments):
+  """Prints, for each claim of the study `cfg` describes, the seeds and test images it needs to be decidable,
+  from the finished study in `pilot` run with the same flags (experiments/power.py). Reads the pilot's runs and its
+  cached analyses (those whose inputs are unchanged); trains and computes nothing. Returns the lines printed."""
+  if not os.path.isdir(pilot):
+    raise UsageError(f"--pilot={pilot} is not a folder: give a finished study's --out")
+  try:
+    plan.read_plan(pilot)
+  except UsageError:
+    raise UsageError(f"--pilot={pilot} holds no study (no plan.json): give a finished study's --out") from None
+  pcfg = dataclasses.replace(cfg, out=pilot)
+  runs = plan.plan_runs(pcfg, experiments)
+  ctx = common.load_context(pcfg, runs)
+  if not ctx.results:
+    raise UsageError(f"--pilot={pilot} has no finished run of this plan: run it with the same flags first")
+  chosen = set(cfg.experiments)
+  for exp in experiments:
+    if exp.analysis is None or not exp.selected(chosen):
+      continue
+    cached = rundir.read_json(os.path.join(pilot, "analysis", f"{exp.id.lower()}.analysis.json"))
+    if isinstance(cached, dict) and cached.get("manifest") == analysis_manifest(ctx, exp.analysis_runs(ctx)):
+      ctx.analyses[exp.id] = cached["data"]
+  lines = power.pilot_text(ctx, experiments)
+  for r, why in ctx.damaged.items():
+    lines.append(f"left out of the pilot: {r.name}: {why}")
+  print("\n".join(lines), flush=True)
+  return lines
+
+
+def run_study(cfg, stage="all", argv=None, pilot=None):
   """Runs the study: stage "all" (sweep, analyses, report), "train" (sweep only, e.g. one shard), "report"
-  (analyses and report over whatever runs are finished) or "plan" (list the runs). With `argv` (the command line)
-  and cfg.parallel_runs above 1 (or auto), the sweep runs in that many processes (experiments/parallel.py).
-  Returns the report path or None."""
+  (analyses and report over whatever runs are finished) or "plan" (list the runs; with `pilot`, a finished study's
+  folder, also the power each claim needs: pilot_power). With `argv` (the command line) and cfg.parallel_runs above
+  1 (or auto), the sweep runs in that many processes (experiments/parallel.py). Returns the report path or None."""
+  if pilot is not None and stage != "plan":
+    raise UsageError("--pilot goes with --study_stage=plan (it reads a finished study and trains nothing)")
   t0 = parallel.started_time(time.time())
   n_procs, intra_op, gpus = 1, None, 0
   if stage in ("all", "train") and argv and not os.environ.get(parallel.CHILD_ENV):
@@ -410,6 +441,8 @@ def run_study(cfg, stage="all", argv=None):
       state = (f"  (other settings: {', '.join(diff)} differ)" if diff
                else "  (done)" if plan.is_done(plan.run_dir(cfg, r)) else "")
       print(f"  {r.name}{state}", flush=True)
+    if pilot is not None:
+      pilot_power(cfg, pilot, experiments)
     return None
   check_inputs(cfg, runs, sources)
   # The runs' recorded settings, before anything is written or trained.

@@ -22,6 +22,12 @@ flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay of AdamW and SGD
 flags.DEFINE_integer("batch_size", 32, "Per-replica batch; the global batch is this times the number of replicas.")
 flags.DEFINE_integer("train_steps", 1000, "Training steps.")
 flags.DEFINE_integer("eval_every", 100, "Evaluate, checkpoint and extend curve.json every this many steps.")
+flags.DEFINE_integer("plateau_patience", None, "Stop a run before --train_steps (its budget) when none of its last "
+                     "this many evaluations beats the best before them by more than --plateau_min_delta (default: "
+                     "no plateau stop).")
+flags.DEFINE_float("plateau_min_delta", 0.005, "The smallest gain of the validation metric that counts for the "
+                   "plateau stop (its units, e.g. AUC); set it above the evaluation's own noise.")
+flags.DEFINE_integer("min_train_steps", None, "No plateau stop before this step.")
 flags.DEFINE_string("eval_split", "validation", "Split evaluated during training.")
 flags.DEFINE_float("convergence_auc", None, "Threshold of the primary metric for steps-to-threshold (paper: 0.91 "
                    "on RETINA); unset: not measured.")
@@ -43,6 +49,9 @@ def config_from_flags():
       lr_schedule=FLAGS.lr_schedule, warmup_steps=FLAGS.warmup_steps, momentum=FLAGS.momentum,
       weight_decay=FLAGS.weight_decay, batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps,
       eval_every=FLAGS.eval_every, eval_split=FLAGS.eval_split, convergence_auc=FLAGS.convergence_auc,
+      plateau_patience=FLAGS.plateau_patience,
+      plateau_min_delta=FLAGS.plateau_min_delta if FLAGS.plateau_patience else None,
+      min_train_steps=FLAGS.min_train_steps,
       strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision, jit=FLAGS.jit,
       gabor_frequency=FLAGS.gabor_frequency, meanvar_bn=FLAGS.meanvar_bn,
       log_every_seconds=FLAGS.log_every_seconds, model_kwargs=model_flags.model_kwargs_from_flags(),

@@ -20,6 +20,7 @@ run fails before that).
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
@@ -38,7 +39,7 @@ from transfusion_tf.models import init as init_lib
 from transfusion_tf.models import weights as weights_lib
 from transfusion_tf.training import metrics as metrics_lib
 from transfusion_tf.training import locks
-from transfusion_tf.training import rundir, strategy as strategy_lib, summaries
+from transfusion_tf.training import plateau, rundir, strategy as strategy_lib, summaries
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -52,7 +53,8 @@ _NON_SEMANTIC = ("strategy", "jit", "log_every_seconds")
 class TrainConfig:
   """Everything that defines a training run. `batch_size` is per replica; the global batch is
   batch_size x num_replicas_in_sync. `convergence_auc` is the threshold for steps-to-threshold (None: not
-  measured). model_kwargs go to build_model, data_kwargs to data.pipeline.build_data."""
+  measured). plateau_patience / plateau_min_delta / min_train_steps: the plateau stop (training/plateau.py; None:
+  off). model_kwargs go to build_model, data_kwargs to data.pipeline.build_data."""
   model: str = "cbr_tiny"
   dataset: str = "synthetic_retina"
   image_size: int = 64
@@ -69,6 +71,10 @@ class TrainConfig:
   train_steps: int = 1000
   eval_every: int = 100
   eval_split: str = "validation"
+  # The plateau stop (training/plateau.py): None = off, every run trains to train_steps (its budget).
+  plateau_patience: int = None
+  plateau_min_delta: float = None
+  min_train_steps: int = None
   convergence_auc: float = None
   strategy: str = "auto"
   mixed_precision: bool = False
@@ -100,6 +106,17 @@ def validate(cfg):
   for name in ("train_steps", "eval_every", "batch_size"):
     if getattr(cfg, name) <= 0:
       raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
+  if not (math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
+    raise UsageError(f"--learning_rate={cfg.learning_rate} must be a positive finite number")
+  if cfg.plateau_patience is not None:
+    if cfg.plateau_patience < 1:
+      raise UsageError(f"--plateau_patience={cfg.plateau_patience} must be at least 1 evaluation (or unset: no stop)")
+    if cfg.plateau_min_delta is None or not (math.isfinite(cfg.plateau_min_delta) and cfg.plateau_min_delta >= 0):
+      raise UsageError(f"--plateau_min_delta={cfg.plateau_min_delta} must be a finite number >= 0")
+    if cfg.strategy == "multi_worker":
+      raise UsageError("--plateau_patience is not supported with --strategy=multi_worker (workers decide apart)")
+  if cfg.min_train_steps is not None and not 0 <= cfg.min_train_steps <= cfg.train_steps:
+    raise UsageError(f"--min_train_steps={cfg.min_train_steps} must lie in [0, --train_steps={cfg.train_steps}]")
   if cfg.eval_split not in ("validation", "train"):
     raise UsageError(f"--eval_split={cfg.eval_split!r}: the checkpoint is selected on this split and the test split "
                      "is kept for scoring the selected one; use validation (or train)")
@@ -458,7 +475,10 @@ class Trainer:
     progress = _Progress(cfg.train_steps, start, cfg.log_every_seconds)
     losses, t_log, images_since = [], time.time(), 0
     step = start
-    while step < cfg.train_steps:
+    # A run killed after the evaluation that ended it resumes into the same decision (the rule reads curve.json).
+    stopped = plateau.plateau_reached(curve, self.task.primary_metric, cfg.plateau_patience,
+                                      cfg.plateau_min_delta or 0.0, cfg.min_train_steps)
+    while step < cfg.train_steps and not stopped:
       loss = float(self._train_step(iterator))
       step += 1
       losses.append(loss)
@@ -484,6 +504,11 @@ class Trainer:
         progress.update(step, loss, ips, force=True)
         print("  eval " + "  ".join(f"{k} {v:.4f}" for k, v in point.items() if k not in ("step", "seconds")),
               flush=True)
+        stopped = plateau.plateau_reached(curve, self.task.primary_metric, cfg.plateau_patience,
+                                          cfg.plateau_min_delta or 0.0, cfg.min_train_steps)
+        if stopped and step < cfg.train_steps:
+          print(f"  plateau at step {step} of {cfg.train_steps}: "
+                + plateau.describe(cfg.plateau_patience, cfg.plateau_min_delta or 0.0, cfg.min_train_steps), flush=True)
     writer.close()
     rundir.save_model_weights(self.model, self.work_dir, "final", **self._attrs())
     self._drop_previous()
@@ -562,6 +587,11 @@ class Trainer:
     reached = [p["step"] for p in curve if thr is not None and p[primary] >= thr]
     return {"final": curve[-1], "best": best, "selected": selected, "primary_metric": primary,
             "steps_to_threshold": reached[0] if reached else None,
+            "stopped": {"reason": (plateau.REASON_PLATEAU if curve[-1]["step"] < self.cfg.train_steps
+                                   else plateau.REASON_BUDGET), "step": curve[-1]["step"],
+                        "budget": self.cfg.train_steps,
+                        "rule": plateau.describe(self.cfg.plateau_patience, self.cfg.plateau_min_delta or 0.0,
+                                                 self.cfg.min_train_steps)},
             "convergence": {"metric": primary, "threshold": thr},
             "flags": self.cfg.to_dict(), "versions": versions(), "device": device_description(),
             "data": self.data.source_description, "init": self.init_info,

@@ -202,8 +202,11 @@ def test_curve_area_known_answers():
   assert stats.curve_area([0, 100], [0.5, 1.0], 50) == pytest.approx(0.625)  # Interpolated at up_to.
   assert stats.curve_area([50, 100], [0.6, 1.0], 100) == pytest.approx((0.6 * 50 + 0.8 * 50) / 100)  # Held before 50.
   assert stats.curve_area([0, 25, 50], [0.5, 1.0, 0.5], 50) == pytest.approx(0.75)
+  # A run stopped at its plateau (step 100 of a 150-step area): held at its last value.
+  assert stats.curve_area([0, 100], [0.5, 1.0], 150) == pytest.approx((0.75 * 100 + 1.0 * 50) / 150)
+  assert stats.normalized_curve_area([0, 100], [0.5, 1.0], 150) == pytest.approx((0.75 * 100 + 1.0 * 50) / 150 * 2 - 1)
   with pytest.raises(UsageError):
-    stats.curve_area([0, 100], [0.5, 1.0], 150)
+    stats.curve_area([0, 100], [0.5, 1.0], 0)
 
 
 def test_censored_rank_test():
@@ -492,7 +495,10 @@ def test_seeds_needed_follows_the_variance_parts():
   # Seed noise only: se^2 = 2 s^2 / n, so n = ceil(2 s^2 z^2 / margin^2).
   iv = stats.diff_interval([0.70, 0.72], [0.70, 0.72])  # s^2 = 2e-4 per arm.
   assert iv.seed_var == pytest.approx(2e-4) and iv.shared_var == 0.0 and iv.n_min == 2
-  expected = math.ceil(2 * 2e-4 * z_dir ** 2 / 0.01 ** 2)
+  # With t quantiles at 2 (n - 1) df: the first n with (t_.975 + t_.8) sqrt(2 s^2 / n) <= margin.
+  expected = next(n for n in range(2, 1000) if (sp_stats.t.ppf(0.975, 2 * n - 2) + sp_stats.t.ppf(0.8, 2 * n - 2))
+                  * math.sqrt(2 * 2e-4 / n) <= 0.01)
+  assert expected > math.ceil(2 * 2e-4 * z_dir ** 2 / 0.01 ** 2)  # More than the normal approximation says.
   assert stats.seeds_needed(iv, 0.01, "direction") == expected
   assert stats.seeds_needed(iv, 0.01, "equivalence") > expected  # TOST at true 0 needs z_{0.9}, not z_{0.8}.
   assert stats.predicted_se(iv, 2) == pytest.approx(iv.se)
@@ -503,3 +509,12 @@ def test_seeds_needed_follows_the_variance_parts():
   assert stats.seeds_needed(iv, 0.01, "direction") is None
   more = [stats.seeds_needed(iv, 0.01, "direction", test_factor=f) for f in (2, 5, 10, 50)]
   assert more[-1] is not None and more[-1] >= 2
+
+
+def test_zero_spread_without_test_noise_has_no_interval():
+  iv = stats.diff_interval([0.7, 0.7], [0.6, 0.6])
+  assert iv.lo is None and iv.note == stats.ZERO_SPREAD
+  assert stats.read_direction(iv).verdict == stats.INCONCLUSIVE
+  shared = np.kron(np.eye(2), np.full((2, 2), 1e-4)) + np.eye(4) * 1e-5  # Each arm's runs share test noise.
+  with_noise = stats.diff_interval([0.7, 0.7], [0.6, 0.6], cov=shared)
+  assert with_noise.lo is not None  # The shared test noise alone gives an interval.

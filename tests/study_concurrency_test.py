@@ -95,7 +95,8 @@ class ConcurrencyTest(tf.test.TestCase):
     report = open(os.path.join(out, "report.md")).read()
     self.assertIn("cbr_tiny/random/seed1 (step 6)", report)  # The analyses' inputs list the new seed.
     f3 = rundir.read_json(os.path.join(out, "analysis", "f3.analysis.json"))
-    self.assertLen(f3["data"]["runs"], 4)
+    kinds = sorted(r["kind"] for r in f3["data"]["runs"])  # 4 runs to their own init, 2 random ones to the other's.
+    self.assertEqual(kinds, ["pretrained", "pretrained", "random", "random", "unrelated_init", "unrelated_init"])
     third = run(out, "--study_seeds=2", "--parallel_runs=2")
     self.assertEqual(third.returncode, 0, third.stderr[-3000:])
     self.assertNotIn("computed", third.stdout)

@@ -372,6 +372,33 @@ class TrainerTest(tf.test.TestCase):
          h5py.File(rundir.weights_path(os.path.join(base, "flat"), "final"), "r") as b:
       self.assertEqual(snapshot_h5(a), snapshot_h5(b))
 
+  def test_a_resumed_run_refuses_a_deleted_or_damaged_curve(self):
+    """Issue 24, cases 3 and 9: a curve.json deleted or damaged under an unfinished run used to change the selected
+    checkpoint silently (or crash); the re-run now stops with one line naming the file."""
+    real_evaluate = trainer.Trainer.evaluate
+
+    def killed_at_step_6(self, split):
+      if int(self.optimizer.iterations.numpy()) == 6:
+        raise KeyboardInterrupt
+      return real_evaluate(self, split)
+
+    for damage in ("delete", "garbage"):
+      run_dir = os.path.join(self.create_tempdir().full_path, "run")
+      with mock.patch.object(trainer.Trainer, "evaluate", killed_at_step_6):
+        with self.assertRaises(KeyboardInterrupt):
+          trainer.train(tiny_cfg(train_steps=9), run_dir)
+      curve = os.path.join(run_dir, "curve.json")
+      if damage == "delete":
+        os.remove(curve)
+        pattern = r"curve.json is missing the evaluations at steps 0, 3 of the run resumed at step 3"
+      else:
+        with open(curve, "w") as f:
+          f.write("[{not json")
+        pattern = r"curve.json is damaged \(JSONDecodeError\)"
+      with self.assertRaisesRegex(UsageError, pattern):
+        trainer.train(tiny_cfg(train_steps=9), run_dir)
+      self.assertFalse(os.path.exists(os.path.join(run_dir, "result.json")))
+
   def test_bad_plateau_and_learning_rate_values_are_refused(self):
     for kw, pattern in ((dict(plateau_patience=0, plateau_min_delta=0.01), "plateau_patience=0"),
                         (dict(plateau_patience=2, plateau_min_delta=float("nan")), "plateau_min_delta=nan"),

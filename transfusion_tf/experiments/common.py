@@ -25,6 +25,14 @@ from transfusion_tf.training import rundir
 LEVEL = 0.95
 
 
+def _delong_var(pred, patients):
+  """The (clustered) DeLong variance of one metric's (scores, labels), or None when it has no AUC (one class)."""
+  try:
+    return stats.delong_auc(*pred, clusters=patients)[1]
+  except UsageError:
+    return None
+
+
 @dataclasses.dataclass
 class RunResult:
   """One finished run: result.json, its validation curve and (lazily) its test predictions."""
@@ -66,11 +74,15 @@ class RunResult:
     averages the per-label AUCs and their variances (labels taken as independent test sets, a stated
     approximation)."""
     value = self.test_metric(key)
+    if value is None:
+      return None, None
     preds = self.predictions
     if key in preds:
-      return value, stats.delong_auc(*preds[key], clusters=self.patients(key))[1]
+      return value, _delong_var(preds[key], self.patients(key))
     if key == "auc_mean":
-      parts = [stats.delong_auc(*v, clusters=self.patients(k))[1] for k, v in preds.items() if k != "auc_mean"]
+      # The labels that have an AUC (both classes present), as metrics.compute_metrics averages them.
+      parts = [_delong_var(v, self.patients(k)) for k, v in preds.items() if k != "auc_mean"]
+      parts = [p for p in parts if p is not None]
       if parts:
         return value, float(np.sum(parts) / len(parts) ** 2)
     return value, None
@@ -212,32 +224,40 @@ def _scored(ctx, model, init, key, subset):
 
 
 def joint_test_cov(results, key):
-  """The joint DeLong covariance (R, R) of the test AUCs of `key` of `results` (RunResults), all scored on the same
-  images, clustered by patient where the runs name patients; for auc_mean the mean over labels of the per-label
-  covariances / L^2 (labels taken as independent, a stated approximation). None when predictions are missing or
-  the runs' test sets differ."""
+  """(cov, reason): the joint DeLong covariance (R, R) of the test AUCs of `key` of `results` (RunResults), all
+  scored on the same images, clustered by patient where the runs name patients, and None; for auc_mean the mean over
+  the labels with an AUC of the per-label covariances / L^2 (labels taken as independent, a stated approximation).
+  When the covariance cannot be formed, (None, why): a reading must then say so, never fall back to a narrower
+  interval."""
   if not results:
-    return None
+    return None, "no runs"
   keys = [key] if key != "auc_mean" else sorted(k for k in results[0].predictions if k != "auc_mean")
   if not keys:
-    return None
-  total = np.zeros((len(results), len(results)))
+    return None, "no test predictions"
+  total, used = np.zeros((len(results), len(results))), 0
   for k in keys:
     preds = [res.predictions.get(k) for res in results]
-    if any(p is None for p in preds):
-      return None
+    missing = [res.run.name for res, p in zip(results, preds) if p is None]
+    if missing:
+      return None, f"no test predictions of {k} for {', '.join(missing)}"
     labels = preds[0][1]
     if any(p[1].shape != labels.shape or not np.array_equal(p[1], labels) for p in preds):
-      return None
-    patients = results[0].patients(k)
-    if patients is not None and any(not np.array_equal(res.patients(k), patients) for res in results[1:]):
-      return None
+      return None, f"the runs were scored on different test sets ({k})"
+    patients = [res.patients(k) for res in results]
+    if any((p is None) != (patients[0] is None) or (p is not None and not np.array_equal(p, patients[0]))
+           for p in patients):
+      return None, f"the runs' test images name different patients ({k})"
     try:
-      _, cov = stats.delong_cov(np.stack([p[0] for p in preds]), labels, patients)
-    except UsageError:
-      return None
+      _, cov = stats.delong_cov(np.stack([p[0] for p in preds]), labels, patients[0])
+    except UsageError as e:
+      if key == "auc_mean":
+        continue  # A label without both classes has no AUC; auc_mean leaves it out too.
+      return None, str(e)
     total += cov
-  return total / len(keys) ** 2
+    used += 1
+  if not used:
+    return None, "no label has both classes in the test split"
+  return total / used ** 2, None
 
 
 def auc_contrast(ctx, model, cells, weights, key):
@@ -248,9 +268,18 @@ def auc_contrast(ctx, model, cells, weights, key):
   if any(not g and w for g, w in zip(groups, weights)):
     return None
   kept = [(g, w) for g, w in zip(groups, weights) if g]
-  cov = joint_test_cov([res for g, _ in kept for res in g], key)
-  return stats.contrast_interval([[res.test_metric(key) for res in g] for g, _ in kept], [w for _, w in kept],
-                                 level=LEVEL, cov=cov)
+  cov, why = joint_test_cov([res for g, _ in kept for res in g], key)
+  iv = stats.contrast_interval([[res.test_metric(key) for res in g] for g, _ in kept], [w for _, w in kept],
+                               level=LEVEL, cov=cov)
+  return _without_test_noise(iv, why)
+
+
+def _without_test_noise(iv, why):
+  """The interval with no CI when the test-set covariance is missing (`why`): the seed spread alone would be
+  narrower than the truth."""
+  if why is None or iv.lo is None:
+    return iv
+  return dataclasses.replace(iv, lo=None, hi=None, se=None, df=None, note=f"no test-set covariance: {why}")
 
 
 def group_interval(ctx, model, init, key, subset=None):
@@ -259,7 +288,8 @@ def group_interval(ctx, model, init, key, subset=None):
   group = _scored(ctx, model, init, key, subset)
   if not group:
     return None
-  return stats.t_interval([res.test_metric(key) for res in group], level=LEVEL, cov=joint_test_cov(group, key))
+  cov, why = joint_test_cov(group, key)
+  return _without_test_noise(stats.t_interval([res.test_metric(key) for res in group], level=LEVEL, cov=cov), why)
 
 
 def auc_difference(ctx, model, init_a, init_b, key, subset=None):
@@ -303,8 +333,11 @@ def still_improving(ctx, res):
   half = len(steps) - len(steps) // 2
   if half < 4:
     return None
+  if (res.result.get("stopped") or {}).get("reason") == "plateau":
+    return False  # It stopped because its curve had flattened (training/plateau.py).
   sel = (res.result.get("selected") or {}).get("step")
-  if sel is None or sel < steps[-1] - IMPROVING_TAIL * steps[-1]:
+  budget = max(steps[-1], (res.result.get("stopped") or {}).get("budget") or 0)
+  if sel is None or sel < budget - IMPROVING_TAIL * budget:
     return False
   x, y = np.asarray(steps[-half:], float), np.asarray(values[-half:], float)
   fit = sp_stats.linregress(x, y)
@@ -411,6 +444,8 @@ def fmt_interval(iv, scale=100.0, digits=1, signed=False):
     s += f" [{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]"
   elif iv.std is None and iv.n == 1:
     s += " (n=1, no CI)"
+  elif iv.note and iv.note != stats.FEW_SEEDS:
+    s += f" (no CI: {iv.note})"
   else:
     s += " (no CI: < 2 seeds per arm)"
   return s

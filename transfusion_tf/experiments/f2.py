@@ -11,6 +11,9 @@ random-vs-random baseline (a directional test with --similarity_margin as its ma
 little difference (an equivalence test with --similarity_margin), on runs trained to a plateau. Pairs with a stage
 below the minimum datapoints per neuron are left out of the readings.
 """
+import dataclasses
+import os
+
 from transfusion_tf.analysis import representation as rep
 from transfusion_tf.experiments import common, registry
 
@@ -44,6 +47,11 @@ def analysis(ctx, finished):
   return rep.figure_f2(data, f"{ctx.adir}/f2") if data["pairs"] else None
 
 
+def _key(run_dir):
+  """A run folder by its place in the study (model/init/seed), so a moved or copied study still matches its cache."""
+  return tuple(os.path.normpath(str(run_dir)).split(os.sep)[-3:])
+
+
 def _usable(pair):
   return not any(v.get("below_min") for v in pair["per_stage"].values())
 
@@ -51,9 +59,9 @@ def _usable(pair):
 def similarities(ctx, model, kind):
   """Top-two-stage similarities of the usable pairs of `kind`, and their permutation baselines."""
   data = ctx.analyses.get("F2") or {}
-  disjoint = {(a, b) for a, b, _ in pairs_of(ctx, list(ctx.results), model)}
+  disjoint = {(_key(a), _key(b)) for a, b, _ in pairs_of(ctx, list(ctx.results), model)}
   pairs = [p for p in data.get("pairs", []) if p["model"] == model and p["kind"] == kind and _usable(p)
-           and (p.get("run_a"), p.get("run_b")) in disjoint]
+           and (_key(p.get("run_a")), _key(p.get("run_b"))) in disjoint]
   base = [sum((p["per_stage"][s].get("baseline") or {}).get("svcca") or 0.0 for s in p["stages"]) / len(p["stages"])
           for p in pairs]
   return [p["similarity"] for p in pairs], base
@@ -86,6 +94,8 @@ def readings(ctx):
     pr, _ = similarities(ctx, m, "pretrained_vs_random")
     rr, _ = similarities(ctx, m, "random_vs_random")
     iv = common.diff_iv(rr, pr)
+    if iv is not None and iv.lo is None:
+      iv = dataclasses.replace(iv, note="fewer than 2 disjoint pairs of a kind: random-vs-random needs 4 random seeds")
     unit = "disjoint pairs of runs"
     if m in LARGE:
       verdict = common.read_direction(iv, what=(

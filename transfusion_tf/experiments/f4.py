@@ -11,7 +11,8 @@ pairs of both kinds into one fit (as this project did before) measures the dista
 (pairs that share a run are not independent): see `fit_panel`.
 
 Claims read (the paper: R² 0.75 and 0.84 for ResNet50 conv1, none for CBR-Small): at conv1, ResNet50's R² CI lies
-above 0.5 and CBR-Small's below it (read_threshold); fewer than 3 random-init runs in a panel is inconclusive.
+above 0.5 and CBR-Small's below it (read_threshold); fewer than MIN_RUNS (5) random-init runs in a panel is
+inconclusive.
 """
 import os
 
@@ -80,14 +81,16 @@ def analysis(ctx, finished):
   return figure(ctx, {"figure": "F4", "metric": "svcca", "subsets": SUBSETS, "points": points})
 
 
-MIN_RUNS = 3  # Runs per resampled role: fewer give a bootstrap over runs too few distinct resamples.
+MIN_RUNS = 5  # Random-init runs a panel needs: with 3, most resamples hold one pair and show only subset noise.
+MIN_PAIRS = 3  # A resample with fewer distinct pairs is dropped (its R² would be within-pair noise).
 
 
 def fit_panel(points, seed=0):
   """{"r2", "slope", "intercept", "n", "pairs", "runs", "r2_ci": [lo, hi] or None, "p_above", "p_below"}: the fit
   over `points` (usable only) and a bootstrap over RUNS, the independent units: each draw resamples the panel's
   random-init runs (and, for random-pretrained pairs, its pretrained runs) with replacement, and every pair of drawn
-  runs enters with the product of their counts. Needs at least MIN_RUNS random-init runs. p_above / p_below: the
+  runs enters with the product of their counts; a resample with fewer than MIN_PAIRS distinct pairs is dropped. Needs
+  at least MIN_RUNS random-init runs. p_above / p_below: the
   share of draws at or below / at or above R2_LINE (one-sided bootstrap p-values of "above" / "below")."""
   pts = [p for p in points if p["x"] is not None and p["y"] is not None
          and not (p["init"].get("below_min") or p["trained"].get("below_min"))]
@@ -112,8 +115,10 @@ def fit_panel(points, seed=0):
       count.update(dict.fromkeys(second, 0))
       for k in rng.choice(len(second), len(second)):
         count[second[k]] += 1
+    if sum(count[a] * count[b] > 0 for a, b in by_pair) < MIN_PAIRS:
+      continue
     sample = [xy for (a, b), xys in by_pair.items() for _ in range(count[a] * count[b]) for xy in xys]
-    r2 = rep.fit_r2([x for x, _ in sample], [y for _, y in sample])["r2"] if sample else None
+    r2 = rep.fit_r2([x for x, _ in sample], [y for _, y in sample])["r2"]
     if r2 is not None:
       draws.append(r2)
   if len(draws) >= BOOTSTRAP // 2:

@@ -7,7 +7,7 @@ a decided verdict with 80% probability: an equivalence claim "holds" (the TOST s
 claim "does not hold" (the CI rules out an effect of the margin). stats.seeds_needed gives the runs per arm at 1x,
 2x, 5x and 10x the pilot's test images; "more test images" means that no number of seeds is enough at that size
 (the noise shared by all runs alone is too large). Claims read without an interval of this kind (F4's bootstrap
-over runs) are listed with what they need in words.
+over runs, or a reading with no interval in the pilot) show "unknown".
 """
 from transfusion_tf.experiments import common, stats
 
@@ -19,7 +19,7 @@ def _needed(verdict, factor):
   parts = verdict.parts or (verdict,)
   out = 0
   for p in parts:
-    if p.interval is None or p.interval.seed_var is None:
+    if p.interval is None or p.interval.seed_var is None or p.margin is None:
       return None
     rule = "equivalence" if p.rule == "equivalence" else "direction"
     n = stats.seeds_needed(p.interval, p.margin, rule, test_factor=factor)
@@ -49,10 +49,15 @@ def pilot_text(ctx, experiments):
   n_test = None
   for res in ctx.results.values():
     preds = res.predictions
-    if ctx.primary in preds:
-      n_test = len(preds[ctx.primary][1])
+    key = ctx.primary if ctx.primary in preds else next(iter(preds), None)
+    if key is not None:
+      n_test = len(preds[key][1])
       break
-  lines = [f"Power from the pilot {ctx.cfg.out}: {len(ctx.results)} finished runs, {ctx.cfg.seeds} seed(s) per arm, "
+  per_arm = {}
+  for r in ctx.results:
+    per_arm[(r.model, r.init, r.subset)] = per_arm.get((r.model, r.init, r.subset), 0) + 1
+  seeds = "-".join(sorted({str(v) for v in per_arm.values()}, key=int)) or "0"
+  lines = [f"Power from the pilot {ctx.cfg.out}: {len(ctx.results)} finished runs, {seeds} seed(s) per arm, "
            f"{'?' if n_test is None else n_test} test images. Runs per arm each claim needs to be decidable with "
            "80% power when the true difference is 0 (equivalence: 'holds'; direction: 'does not hold'), at "
            + ", ".join(f"{f}x" for f in TEST_FACTORS) + " the pilot's test images:", ""]

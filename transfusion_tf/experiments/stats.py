@@ -46,6 +46,7 @@ from transfusion_tf.errors import UsageError
 HOLDS, DOES_NOT_HOLD, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 VERDICTS = (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE)
 FEW_SEEDS = "fewer than 2 seeds: the seed noise cannot be estimated"
+ZERO_SPREAD = "every run gave the same value and no test-set noise is known: no interval can be estimated"
 
 RULES = {
     "equivalence": "A 'no difference' claim holds when the 95% CI of the difference lies inside +-margin, does not "
@@ -53,8 +54,9 @@ RULES = {
                    "than 2 seeds per arm.",
     "direction": "A 'faster/larger' claim holds when the 95% CI of the difference excludes zero in the claimed "
                  "direction, does not hold when its claimed-side end lies below the directional margin (the CI rules "
-                 "out any effect that matters, or lies on the other side), and is inconclusive otherwise or with "
-                 "fewer than 2 seeds per arm.",
+                 "out any effect that matters, or lies on the other side) without excluding zero on the claimed side "
+                 "(a CI wholly between 0 and the margin holds, with the note that the effect is below the margin), "
+                 "and is inconclusive otherwise or with fewer than 2 seeds per arm.",
     "threshold": "A claim that a quantity is above (below) a threshold holds when its whole 95% CI is on that side, "
                  "does not hold when the whole CI is on the other side, and is inconclusive otherwise.",
     "family": "Every verdict is then adjusted by Holm-Bonferroni over all the study's readings with a test (per "
@@ -314,6 +316,8 @@ def contrast_interval(groups, weights, level=0.95, cov=None):
   if c is not None:
     uu = np.concatenate(u)
     test_var = max(float(uu @ c @ uu) - own_total, 0.0)
+  if sum(seed_parts) + test_var <= 0.0:
+    return Interval(est, None, None, None, n_total, None, None, level, ZERO_SPREAD)
   lo, hi, se, df = _t_bounds(est, float(sum(seed_parts)), float(sum(dens)), test_var, level)
   n_min = min(v.size for wi, v in zip(w, vals) if wi != 0)
   return Interval(est, None, float(lo), float(hi), n_total, float(df), float(se), level, seed_var=float(sum(seed_parts)),
@@ -393,17 +397,17 @@ def steps_to_threshold(steps, values, threshold, k=2):
 def curve_area(steps, values, up_to):
   """Mean value of the curve over [0, up_to] by the trapezoid rule (in the curve's units, e.g. AUC). Never censored.
 
-  steps, values: (E,) sorted by step; up_to must not exceed the last step (the value there is interpolated). Before
-  the first evaluation the curve is held at its first value (the trainer evaluates at step 0, so usually there is no
-  such stretch).
+  steps, values: (E,) sorted by step; up_to > 0 (the value there is interpolated). Before the first evaluation the
+  curve is held at its first value (the trainer evaluates at step 0, so usually there is no such stretch); past the
+  last evaluation it is held at its last value: a run that stopped at its plateau (training/plateau.py) stays there.
   """
   s, v = _curve(steps, values)
   if not np.all(np.isfinite(v)):
     raise UsageError("curve_area: the curve has NaN or inf values")
-  if not 0 < up_to <= s[-1]:
-    raise UsageError(f"curve_area: up_to={up_to} must be in (0, last evaluated step {s[-1]:g}]")
+  if not up_to > 0:
+    raise UsageError(f"curve_area: up_to={up_to} must be positive")
   xs = np.concatenate([[0.0], s[(s > 0) & (s < up_to)], [up_to]])
-  ys = np.interp(xs, s, v)  # Held at the first value left of steps[0].
+  ys = np.interp(xs, s, v)  # Held at the first value left of steps[0] and at the last right of steps[-1].
   return float(sp_integrate.trapezoid(ys, xs) / up_to)
 
 
@@ -698,22 +702,26 @@ def seeds_needed(interval: Interval, margin: float, rule: str, test_factor: floa
                  level: float = 0.95):
   """The fewest runs per arm (at test_factor x the pilot's test images) with which the claim is decidable with
   probability `power` when the true difference is 0: for "equivalence", the TOST at `level` shows |d| < margin
-  ((z_{1-alpha/2} + z_{1-beta/2}) se <= margin); for "direction", the CI rules out an effect of `margin` on the
-  claimed side ((z_{1-alpha/2} + z_{power}) se <= margin). Normal quantiles (the t ones depend on the design's df).
+  ((t_{1-alpha/2} + t_{1-beta/2}) se <= margin); for "direction", the CI rules out an effect of `margin` on the
+  claimed side ((t_{1-alpha/2} + t_{power}) se <= margin), t at 2 (seeds - 1) degrees of freedom.
   Returns an int, or None when unknown or when even MAX_SEEDS runs would not do (the shared test noise alone is
   too large: more test images are needed)."""
   if interval is None or margin is None or not margin > 0:
     return None
-  z = _quantile(math.inf, 0.5 + level / 2.0) + _quantile(
-      math.inf, 1.0 - (1.0 - power) / 2.0 if rule == "equivalence" else power)
-  target = margin / z
+
+  def enough(seeds):
+    # t quantiles at the pooled df of two arms of `seeds` runs (Welch's df is at most that): wider at few seeds.
+    df = 2.0 * (seeds - 1)
+    q = _quantile(df, 0.5 + level / 2.0) + _quantile(df, 1.0 - (1.0 - power) / 2.0 if rule == "equivalence"
+                                                     else power)
+    return predicted_se(interval, seeds, test_factor) * q <= margin
+
   lo, hi = 2, MAX_SEEDS
-  se = predicted_se(interval, hi, test_factor)
-  if se is None or se > target:
+  if predicted_se(interval, hi, test_factor) is None or not enough(hi):
     return None
-  while lo < hi:  # se falls with the number of seeds: bisect for the first that is small enough.
+  while lo < hi:  # The requirement falls with the number of seeds: bisect for the first that meets it.
     mid = (lo + hi) // 2
-    if predicted_se(interval, mid, test_factor) <= target:
+    if enough(mid):
       hi = mid
     else:
       lo = mid + 1

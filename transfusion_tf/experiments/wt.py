@@ -1,8 +1,9 @@
 """WT: weight transfusion, pretrained weights up to stage k and random above (none, conv1, ..., all).
 
-Claim read (the paper): most of the speed-up comes from the lowest layers. A directional test on validation
-curve areas of the contrast A(lowest stage) − (A(random) + A(full transfer)) / 2 > 0: transfusing the lowest
-stage alone closes more than half of the gap between random init and full transfer.
+Claim read (the paper): most of the speed-up comes from the lowest layers. A directional test on normalised
+validation curve areas (each run's progress to its own plateau) of the contrast A(lowest stage) − (A(random) +
+A(full transfer)) / 2 > 0: transfusing the lowest stage alone closes more than half of the gap between random init
+and full transfer.
 """
 import os
 
@@ -42,12 +43,13 @@ def figure_areas(ctx, model, labels, out_prefix):
 
 
 def lowest_share(ctx, model):
-  """Interval of A(lowest) − (A(random) + A(pretrained)) / 2 over seeds (seed variance), and the lowest label."""
+  """Interval of A(lowest) − (A(random) + A(pretrained)) / 2 over seeds (seed variance) on normalised curve areas
+  (each run's progress to its own plateau: common.normalized_area_group), and the lowest label."""
   labels = labels_of(ctx.cfg, model)
   if len(labels) < 3:
     return None, None
   low = labels[1]
-  groups = [common.area_group(ctx, model, lab) for lab in (low, "random", "pretrained")]
+  groups = [common.normalized_area_group(ctx, model, lab)[0] for lab in (low, "random", "pretrained")]
   return common.contrast_iv(groups, [1.0, -0.5, -0.5]), low
 
 
@@ -71,8 +73,8 @@ def readings(ctx):
                                "direction"))
       continue
     verdict = common.read_direction(iv, what=(
-        f"{m}: curve area of {low} minus the midpoint of random and full transfer (positive: the lowest stage "
-        "alone gives most of the speed-up, as the paper finds)"), margin=common.direction_margin(ctx.cfg, "auc"))
+        f"{m}: normalised curve area of {low} minus the midpoint of random and full transfer (positive: the lowest "
+        "stage alone gives most of the speed-up, as the paper finds)"), margin=common.direction_margin(ctx.cfg, "fraction"))
     out.append(common.gate_trained(ctx, verdict, common.arm_runs(ctx, m, (low, "random", "pretrained"))))
   return out
 

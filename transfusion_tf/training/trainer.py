@@ -439,7 +439,16 @@ class Trainer:
     restored = self.manager.restore_or_initialize()
     start = int(self.step.numpy())
     curve_path = os.path.join(self.run_dir, "curve.json")
-    curve = [p for p in (rundir.read_json(curve_path, []) if self.chief else []) if p["step"] <= start]
+    curve = [p for p in (_read_curve(curve_path) if self.chief else []) if p["step"] <= start]
+    if restored and self.chief:
+      # The checkpoint selection and the plateau stop resume from curve.json: a resumed run whose curve lost
+      # evaluations would select (and stop) differently from an uninterrupted one, silently.
+      expected = set(range(0, start + 1, cfg.eval_every))
+      lost = sorted(expected - {p["step"] for p in curve})
+      if lost:
+        raise UsageError(f"{curve_path} is missing the evaluations at steps {', '.join(map(str, lost[:5]))}"
+                         f"{' ...' if len(lost) > 5 else ''} of the run resumed at step {start}: restore it, or "
+                         "retrain with --overwrite")
     writer = summaries.Writer(self.tb_dir if self.chief else None)
     if restored:
       print(f"resuming {self.run_dir} from step {start}", flush=True)
@@ -597,6 +606,17 @@ class Trainer:
             "data": self.data.source_description, "init": self.init_info,
             "source_weights": self.init_info.get("source"), "seconds": round(total_seconds, 2),
             "global_batch": self.global_batch, "replicas": self.replicas}
+
+
+def _read_curve(path):
+  """curve.json's evaluations ([] when there is none), or a UsageError naming the file when it is damaged."""
+  try:
+    curve = rundir.read_json(path, [])
+  except (ValueError, OSError) as e:
+    raise UsageError(f"{path} is damaged ({e.__class__.__name__}): restore it, or retrain with --overwrite") from None
+  if not isinstance(curve, list) or not all(isinstance(p, dict) and "step" in p for p in curve):
+    raise UsageError(f"{path} is not a list of evaluations: restore it, or retrain with --overwrite")
+  return curve
 
 
 def _primary(point, metric):

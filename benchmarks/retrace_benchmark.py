@@ -18,7 +18,6 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -37,7 +36,7 @@ def main():
   p.add_argument("--partial", type=int, default=3, help="images in the last, partial eval batch")
   args = p.parse_args()
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from transfusion_tf.cli import import_tensorflow_quietly  # noqa: E402  pylint: disable=g-import-not-at-top
+  from transfusion_tf.cli import import_tensorflow_quietly  # pylint: disable=g-import-not-at-top
   import_tensorflow_quietly()  # TensorFlow without its C++ start-up lines
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from transfusion_tf import models  # pylint: disable=g-import-not-at-top

@@ -35,7 +35,6 @@ import resource
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # pylint: disable=g-import-not-at-top
@@ -152,7 +151,7 @@ def _cbr_small(size, num_outputs=5, model="cbr_small", width_multiplier=1.0):
 
 def learnability(args):
   """Trains a random-init CBR-Small on synthetic retina (or cxr with --task cxr); prints held-out AUC per eval."""
-  from transfusion_tf.cli import import_tensorflow_quietly  # noqa: E402  pylint: disable=g-import-not-at-top
+  from transfusion_tf.cli import import_tensorflow_quietly  # pylint: disable=g-import-not-at-top
   import_tensorflow_quietly()  # TensorFlow without its C++ start-up lines
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -226,7 +225,7 @@ def learnability(args):
 
 def source_filters(args):
   """Pretrains args.model on synthetic_source with the default recipe; prints conv1 orientation selectivity."""
-  from transfusion_tf.cli import import_tensorflow_quietly  # noqa: E402  pylint: disable=g-import-not-at-top
+  from transfusion_tf.cli import import_tensorflow_quietly  # pylint: disable=g-import-not-at-top
   import_tensorflow_quietly()  # TensorFlow without its C++ start-up lines
   from transfusion_tf.analysis import representation  # pylint: disable=g-import-not-at-top
   from transfusion_tf.training import policy, rundir, trainer  # pylint: disable=g-import-not-at-top

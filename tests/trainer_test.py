@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import flagsaver
 
+import transfusion_tf
 from transfusion_tf import models
 from transfusion_tf.cli import common
 from transfusion_tf.cli import evaluate as evaluate_cli
@@ -614,7 +615,7 @@ class MachineTest(tf.test.TestCase):
     code = "import os, transfusion_tf; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    self.assertEqual(out.stdout.strip(), "1" if platform.machine().lower() in ("x86_64", "amd64") else "None")
+    self.assertEqual(out.stdout.strip(), "1" if transfusion_tf.ONEDNN_DEFAULT_ON else "None")
     out = subprocess.run([sys.executable, "-c", code], env=dict(env, TF_ENABLE_ONEDNN_OPTS="0"),
                          capture_output=True, text=True, check=True)
     self.assertEqual(out.stdout.strip(), "0")

@@ -6,14 +6,25 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-INSTALL = '''# Colab: clone the repository and install the package (TensorFlow is already there).
+INSTALL = '''# Colab: install the package from the checkout this notebook sits in (TensorFlow is already there). Opened from
+# GitHub or uploaded alone, there is no checkout: set TRANSFUSION_TF_REPO to the URL of your clone or fork, e.g.
+#   os.environ["TRANSFUSION_TF_REPO"] = "https://github.com/YOU/transfusion_tf"
+# and run this cell again; it is cloned to /content/transfusion_tf.
 import os, subprocess, sys
 if "google.colab" in sys.modules:
-    REPO_URL = os.environ.get("TRANSFUSION_TF_REPO", "https://github.com/transfusion-tf/transfusion_tf")
-    if not os.path.exists("/content/transfusion_tf"):
-        subprocess.run(["git", "clone", "--depth=1", REPO_URL, "/content/transfusion_tf"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/transfusion_tf"], check=True)
-    os.chdir("/content/transfusion_tf")'''
+    here = os.getcwd()
+    checkout = next((d for d in (here, os.path.dirname(here), "/content/transfusion_tf")
+                     if os.path.exists(os.path.join(d, "setup.py")) and os.path.isdir(os.path.join(d, "transfusion_tf"))),
+                    None)
+    if checkout is None:
+        REPO_URL = os.environ.get("TRANSFUSION_TF_REPO")
+        if not REPO_URL:
+            raise SystemExit("no transfusion_tf checkout next to this notebook: set TRANSFUSION_TF_REPO to your "
+                             "clone's URL (see the comment above) and run this cell again")
+        checkout = "/content/transfusion_tf"
+        subprocess.run(["git", "clone", "--depth=1", REPO_URL, checkout], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", checkout], check=True)
+    os.chdir(checkout)'''
 
 FIND_ROOT = '''import os
 # The repository root holds flags/quick.cfg; notebooks run from colab/ locally and from the clone on Colab.
@@ -24,12 +35,16 @@ os.chdir(root)
 print("repository root:", root)'''
 
 RUN_QUICK = '''import subprocess, sys
-# The quick study (flags/quick.cfg): a few minutes on a 2-core CPU. Re-running finds it finished and trains nothing.
+# The quick study (flags/quick.cfg): a few minutes on a 2-core CPU. A finished one in OUT is reused (the study would
+# find it finished and train nothing); delete OUT to run it afresh.
 OUT = os.environ.get("TRANSFUSION_QUICK_OUT", "/tmp/transfusion_quick")
-proc = subprocess.run([sys.executable, "scripts/study.py", "--flagfile=flags/quick.cfg", f"--out={OUT}"],
-                      capture_output=True, text=True)
-print(proc.stdout[-2000:])
-assert proc.returncode == 0, proc.stderr[-2000:]'''
+if os.path.exists(os.path.join(OUT, "report.md")):
+    print("reusing the finished quick study in", OUT)
+else:
+    proc = subprocess.run([sys.executable, "scripts/study.py", "--flagfile=flags/quick.cfg", f"--out={OUT}"],
+                          capture_output=True, text=True)
+    print(proc.stdout[-2000:])
+    assert proc.returncode == 0, proc.stderr[-2000:]'''
 
 
 def quickstart():

@@ -14,7 +14,8 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # CPU (measured: a 2-core AMD EPYC) they are off, and a full-width ResNet50 at 64 px trained at 11.9 img/s instead
 # of 27.5 img/s with them on (benchmarks/trainer_benchmark.py). On by default on every x86-64 machine, so that one
 # kind of kernel runs everywhere; TF_ENABLE_ONEDNN_OPTS=0 turns them off.
-if _platform.machine().lower() in ("x86_64", "amd64"):
+ONEDNN_DEFAULT_ON = _platform.machine().lower() in ("x86_64", "amd64")
+if ONEDNN_DEFAULT_ON:
   _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"

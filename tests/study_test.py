@@ -63,7 +63,7 @@ class QuickStudyTest(tf.test.TestCase):
                               capture_output=True, text=True, timeout=600)
     self.assertEqual(plan_run.returncode, 0, plan_run.stderr[-3000:])
     self.assertIn(f"Power from the pilot {out}", plan_run.stdout)
-    self.assertIn("| exp | claim | pilot verdict | mde | seeds @ 1x test |", plan_run.stdout)
+    self.assertIn("| exp | claim | pilot verdict (before Holm) | mde | seeds @ 1x test |", plan_run.stdout)
     self.assertRegex(plan_run.stdout, r"\| T1 \| cbr_tiny: test AUC transfer − random")
     bad = subprocess.run(quick_study.study_command(out) + ["--study_stage=report", f"--pilot={out}"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)

@@ -61,7 +61,7 @@ def pilot_text(ctx, experiments):
            f"{'?' if n_test is None else n_test} test images. Runs per arm each claim needs to be decidable with "
            "80% power when the true difference is 0 (equivalence: 'holds'; direction: 'does not hold'), at "
            + ", ".join(f"{f}x" for f in TEST_FACTORS) + " the pilot's test images:", ""]
-  header = ["exp", "claim", "pilot verdict", "mde"] + [f"seeds @ {f}x test" for f in TEST_FACTORS]
+  header = ["exp", "claim", "pilot verdict (before Holm)", "mde"] + [f"seeds @ {f}x test" for f in TEST_FACTORS]
   rows = [[e, c, v, m] + ["unknown" if n is None else str(n) for n in needs]
           for e, c, v, m, needs in pilot_rows(ctx, experiments)]
   lines.append(common.table(header, rows) if rows else "No claims: the pilot has no finished runs of the "

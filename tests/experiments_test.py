@@ -10,7 +10,7 @@ from transfusion_tf import files
 from transfusion_tf.data import registry as data_registry
 from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
-from transfusion_tf.experiments import catalog, common, plan, registry, report, stats, study
+from transfusion_tf.experiments import answer, catalog, common, plan, registry, report, stats, study
 from transfusion_tf.training import metrics, trainer
 
 N_TEST = 3000
@@ -302,6 +302,53 @@ class ReportTest(tf.test.TestCase):
     text = open(report.write_report(ctx, catalog.experiments(), {}, {}, wall_seconds=1)).read()
     self.assertIn("Missing (left out): ", text)
     self.assertIn("cbr_small/pretrained/seed0", text)
+
+
+class AnswerTest(tf.test.TestCase):
+  """The report's first section (experiments/answer.py) on hand-made results."""
+
+  def _answers(self, **kw):
+    _, _, ctx = make_study(self, **kw)
+    text = open(report.write_report(ctx, catalog.experiments(), {}, {}, wall_seconds=1)).read()
+    self.assertLess(text.index("## The answer for this task"), text.index("## T1"))
+    section = text[text.index("## The answer for this task"):text.index("## T1")]
+    return {int(l[0]): l for l in section.splitlines() if l[:2] in ("1.", "2.", "3.", "4.", "5.")}
+
+  def test_questions_reach_their_verdicts(self):
+    a = self._answers()
+    self.assertRegex(a[1], r"cbr_small: [^;]*\*\*holds\*\*")
+    self.assertRegex(a[2], r"cbr_small: \+0\.\d+ \[[^]]+\], \*\*holds\*\*")
+    self.assertIn("transfusing up to conv1 closes more than half the gap", a[3])
+    self.assertIn("Mean-Var − random", a[3])
+    self.assertRegex(a[4], r"(cbr_small/\w+ \([\d,]+ parameters.*is equivalent to the best arm|is the smallest model)")
+    self.assertRegex(a[5], r"\d+ of \d+ readings are open")  # F2's random pairs with 3 seeds: one pair, no CI.
+    a = self._answers(effects={"pretrained": (1.6, 40.0)})  # Transfer better at test, no faster.
+    self.assertRegex(a[1], r"cbr_small: [^;]*\*\*does not hold\*\*")
+    self.assertRegex(a[2], r"cbr_small: [^;]*\*\*does not hold\*\*")
+    self.assertRegex(a[4], r"(No smaller arm|is equivalent to the best arm)")
+    a = self._answers(seeds=1)
+    self.assertRegex(a[1], r"cbr_small: [^;]*\*\*inconclusive\*\*")
+    self.assertRegex(a[5], r"\d+ of \d+ readings are open")
+    self.assertIn("--study_stage=plan --pilot=", a[5])
+
+  def test_cheapest_arm(self):
+    _, _, ctx = make_study(self)
+    for r, res in ctx.results.items():  # ResNet50 a tenth of a point better: the best arm is a ResNet50 one.
+      if r.model == "resnet50":
+        res.result["selected"]["test"]["auc_referable"] += 0.001
+    text = answer.q4(ctx, {})
+    self.assertRegex(text, r"^cbr_small/\w+ \(33,921 parameters.*is equivalent to the best arm resnet50/")
+    self.assertIn("**holds**", text)
+    for r, res in ctx.results.items():  # Now ResNet50 is 5 points better: no smaller arm is equivalent.
+      if r.model == "resnet50":
+        res.result["selected"]["test"]["auc_referable"] += 0.05
+    self.assertRegex(answer.q4(ctx, {}), r"^No smaller arm is shown to be equivalent within ±1.0 points to the best "
+                     r"arm resnet50/")
+
+  def test_a_question_without_its_experiments_names_the_flag(self):
+    a = self._answers(experiments=("T1",))
+    self.assertIn("--experiments=...,WT", a[3])
+    self.assertIn("--experiments=...,F3", a[3])
 
 
 class DamagedFilesTest(tf.test.TestCase):

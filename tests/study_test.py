@@ -56,6 +56,8 @@ class QuickStudyTest(tf.test.TestCase):
     self.assertRegex(report, r"readings: \d+ of \d+ conclusive")
     self.assertIn("Holm-Bonferroni", report)
     self.assertIn("(unit: runs)", report)  # One seed: no interval, so no minimum detectable effect either.
+    self.assertLess(report.index("## The answer for this task"), report.index("## T1"))
+    self.assertIn("1. **Does pretraining change the final test metric?**", report)
 
   def test_pilot_plan_prints_what_each_claim_needs(self):
     out = quick_study.run_quick_study()["out"]

@@ -9,7 +9,7 @@ import datetime
 import os
 
 from transfusion_tf import files
-from transfusion_tf.experiments import common, plan, stats
+from transfusion_tf.experiments import answer, common, plan, stats
 from transfusion_tf.training import plateau, policy
 
 
@@ -114,17 +114,18 @@ def write_report(ctx, experiments, manifests, sources, wall_seconds):
   """Writes OUT/report.md (and the CSV tables and figures the sections write). Returns its path."""
   cfg = ctx.cfg
   chosen = set(cfg.experiments)
-  lines = header(ctx, sources, wall_seconds)
-  readings = []
+  body, readings, titles = [], [], {}
   for exp in experiments:
     if not exp.selected(chosen):
       continue
-    lines += [f"## {exp.title}", ""] + list(exp.section(ctx)) + [""]
+    titles[exp.id] = exp.title
+    body += [f"## {exp.title}", ""] + list(exp.section(ctx)) + [""]
     if exp.id in manifests:
       note = common.datapoint_notes(common.stage_records(ctx.analyses.get(exp.id)))
-      lines += ([f"Datapoints: {note}.", ""] if note else []) + [_inputs_line(manifests[exp.id]), ""]
+      body += ([f"Datapoints: {note}.", ""] if note else []) + [_inputs_line(manifests[exp.id]), ""]
     if exp.id in chosen:
       readings += [(exp.id, v) for v in exp.readings(ctx)]
+  lines = header(ctx, sources, wall_seconds) + answer.section(ctx, titles, readings) + body
   lines += ["## Reading the results against the paper", ""]
   adjusted, adjusted_p = stats.holm([v for _, v in readings])
   tested = sum(p is not None for p in adjusted_p)

@@ -5,11 +5,13 @@ import subprocess
 import sys
 
 from absl import flags
+from absl.testing import flagsaver
 import pytest
 
 from transfusion_tf.cli import STARTUP_NOISE, VERBOSE_ENV
 from transfusion_tf.cli import common
 from transfusion_tf.errors import UsageError
+from transfusion_tf.experiments import parallel
 from transfusion_tf.models import weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,3 +117,41 @@ def test_weights_folder_or_other_file_is_one_line_naming_it(tmp_path):
   with pytest.raises(UsageError) as info:
     weights.read_weight_file(str(text))
   assert str(info.value) == f"--weights file {text} is not a readable HDF5 weights file (file signature not found)"
+
+
+def test_binary_flagfile_is_one_line_naming_it(tmp_path, capsys):
+  binary = tmp_path / "weights.h5"
+  binary.write_bytes(b"\x89HDF\r\n\x1a\n\xff\xfe" + bytes(range(256)))
+  outer = tmp_path / "outer.cfg"
+  outer.write_text(f"--flagfile={binary}\n")
+  for path in (binary, outer):  # Given directly, and nested in a text flagfile.
+    with flagsaver.flagsaver(), pytest.raises(SystemExit) as info:
+      common.parse_flags(["prog", f"--flagfile={path}"])
+    assert info.value.code == 2
+    assert nonempty(capsys.readouterr().err) == [
+        f"error: --flagfile={binary} is not a text flagfile (byte 0x89 at offset 0 is not UTF-8); pass a file of "
+        f"--flag=value lines"]
+
+
+def test_shard_auto_value_not_an_integer_names_the_variable():
+  with pytest.raises(UsageError, match=r"^--shard=auto: the job-array variable SLURM_ARRAY_TASK_ID='abc' is not an "
+                                       r"integer$"):
+    parallel.array_shard({"SLURM_ARRAY_TASK_ID": "abc", "SLURM_ARRAY_TASK_COUNT": "4"})
+  with pytest.raises(UsageError, match=r"SGE_TASK_LAST='x'"):
+    parallel.array_shard({"SGE_TASK_ID": "2", "SGE_TASK_LAST": "x"})
+  assert parallel.array_shard({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}) == (3, 4)
+
+
+def test_train_refuses_a_study_root(tmp_path, capsys):
+  from transfusion_tf.cli import train  # pylint: disable=import-outside-toplevel
+  (tmp_path / "plan.json").write_text("{}\n")
+  before = sorted(os.listdir(tmp_path))
+  with flagsaver.flagsaver(), pytest.raises(SystemExit) as info:
+    common.checked_main(train.main)(common.parse_flags(["transfusion-train", f"--run_dir={tmp_path}",
+                                                        "--dataset=synthetic_retina", "--model=cbr_tiny",
+                                                        "--train_steps=2", "--image_size=16"]))
+  assert info.value.code == 2
+  assert nonempty(capsys.readouterr().err) == [
+      f"error: --run_dir={tmp_path} is a study folder (it holds plan.json), not a run folder; pass a new folder, or "
+      f"let transfusion-study train the study's runs"]
+  assert sorted(os.listdir(tmp_path)) == before

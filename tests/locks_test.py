@@ -1,4 +1,7 @@
 """Tests for transfusion_tf.training.locks: atomic create, re-entry, stale takeover, other hosts, wait_for."""
+import contextlib
+import errno
+import io
 import json
 import os
 import socket
@@ -6,9 +9,11 @@ import subprocess
 import sys
 import threading
 import time
+from unittest import mock
 
 import tensorflow as tf
 
+from transfusion_tf.errors import UsageError
 from transfusion_tf.training import locks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,21 +120,67 @@ class LocksTest(tf.test.TestCase):
     self.assertIsNone(locks.try_acquire(self.dir, stale_after=60))
     old = time.time() - 120
     os.utime(locks.lock_path(self.dir), (old, old))
-    self.assertIsNone(locks.try_acquire(self.dir))  # Default: an hour.
+    self.assertIsNone(locks.try_acquire(self.dir))  # Default: 300 s.
     lock = locks.try_acquire(self.dir, stale_after=60)
     self.assertIsNotNone(lock)
     lock.refresh()
     self.assertGreater(os.path.getmtime(lock.path), old + 60)
     lock.release()
 
-  def test_empty_lock_file_gets_a_grace_period(self):
-    open(locks.lock_path(self.dir), "w").close()  # A holder that died between create and write, or is writing.
-    self.assertIsNone(locks.try_acquire(self.dir))
-    old = time.time() - locks.EMPTY_GRACE_SECONDS - 10
-    os.utime(locks.lock_path(self.dir), (old, old))
+  def test_empty_or_garbage_lock_file_is_stale_at_once(self):
+    # A holder that died on a full disk leaves a lock that holds nothing; no live process leaves one (the lock is
+    # linked into place whole), so the next run takes it over at once instead of waiting.
+    for text in ("", "{not json"):
+      with open(locks.lock_path(self.dir), "w") as f:
+        f.write(text)
+      self.assertIsNone(locks.holder(self.dir))
+      lock = locks.try_acquire(self.dir)
+      self.assertIsNotNone(lock)
+      self.assertEqual(json.load(open(lock.path))["pid"], os.getpid())
+      lock.release()
+
+  def test_full_disk_while_locking_leaves_no_lock_file(self):
+    def full(fd):
+      raise OSError(errno.ENOSPC, "No space left on device")
+    with mock.patch.object(os, "fsync", full):
+      with self.assertRaises(OSError) as caught:
+        locks.try_acquire(self.dir)
+    self.assertEqual(caught.exception.errno, errno.ENOSPC)
+    self.assertEqual(caught.exception.filename, locks.lock_path(self.dir))  # The one line names its folder.
+    parent = os.path.dirname(self.dir)
+    self.assertEqual(os.listdir(parent), [])
     lock = locks.try_acquire(self.dir)
     self.assertIsNotNone(lock)
     lock.release()
+
+  def test_other_host_rule_env_and_wait_line(self):
+    # A restarted container's lock (another host name) is stale 300 s after its last heartbeat, or after
+    # $TRANSFUSION_TF_LOCK_STALE_SECONDS; a live holder elsewhere keeps beating and keeps its lock.
+    self.assertEqual(locks.remote_stale_seconds(), 300.0)
+    write_lock(self.dir, host="elsewhere.example", pid=7, proc_start=None, acquired=0)
+    old = time.time() - 400
+    os.utime(locks.lock_path(self.dir), (old, old))
+    self.assertIsNone(locks.holder(self.dir))
+    os.utime(locks.lock_path(self.dir), (time.time() - 60,) * 2)
+    self.assertIsNotNone(locks.holder(self.dir))
+    with mock.patch.dict(os.environ, {locks.STALE_ENV: "30"}):
+      self.assertEqual(locks.remote_stale_seconds(), 30.0)
+      self.assertIsNone(locks.holder(self.dir))
+      out = io.StringIO()
+      with contextlib.redirect_stdout(out):
+        self.assertFalse(locks.wait_for(lambda: False, self.dir, timeout=1, poll_seconds=0.05))
+      self.assertEqual(out.getvalue(), "")  # Stale: nobody to wait for, nothing said.
+    with mock.patch.dict(os.environ, {locks.STALE_ENV: "120"}):
+      out = io.StringIO()
+      with contextlib.redirect_stdout(out):
+        self.assertFalse(locks.wait_for(lambda: False, self.dir, timeout=0.3, poll_seconds=0.05))
+      lines = out.getvalue().splitlines()
+      self.assertLen(lines, 1)  # Said once, however long the wait.
+      self.assertIn("elsewhere.example:7 on another host (last heartbeat 60 s ago)", lines[0])
+      self.assertIn(f"120 s without a heartbeat (set {locks.STALE_ENV}", lines[0])
+    with mock.patch.dict(os.environ, {locks.STALE_ENV: "soon"}):
+      with self.assertRaisesRegex(UsageError, locks.STALE_ENV):
+        locks.remote_stale_seconds()
 
   def test_racing_processes_on_a_stale_lock_end_with_one_holder(self):
     write_lock(self.dir, host=socket.gethostname(), pid=dead_pid(), proc_start=None, acquired=0)

@@ -374,6 +374,26 @@ class BuildDataTest(tf.test.TestCase):
       self.assertEqual(masks.shape, (4,) + label_shape)
       self.assertEqual(data.task.name, registry.task_name(dataset))
 
+  def test_check_classes_on_the_synthetic_tasks(self):
+    # The tiny synthetic splits the trainer's tests use hold both classes; a 4-image retina test split does not
+    # (grades 2, 2, 3, 3), and cxr needs one pathology with both classes.
+    for dataset in ("synthetic_retina", "synthetic_cxr", "synthetic_source"):
+      for sizes in (self.small, dict(num_train=32, num_val=16, num_test=16), dict(num_train=64, num_val=32,
+                                                                                    num_test=48)):
+        pipeline.check_classes(pipeline.build_data(dataset, 16, 4, "cbr_tiny", **dict(sizes, cache_dir=self.cache)))
+    data = pipeline.build_data("synthetic_retina", 16, 4, "cbr_tiny", num_train=24, num_val=12, num_test=4,
+                               cache_dir=self.cache)
+    with self.assertRaisesRegex(UsageError, r"^the test split of synthetic_retina .* one class only \(grades "
+                                            r"0:0 1:0 2:2 3:2 4:0, i\.e\. 4 referable \(grade >= 2\) and 0 not\)"):
+      pipeline.check_classes(data)
+    pipeline.check_classes(data, splits=("train", "validation"))
+    cxr = pipeline.build_data("synthetic_cxr", 16, 4, "cbr_tiny", **self.small)
+    labels, _ = cxr.labels("validation")
+    labels[:] = 0  # Every pathology negative: no AUC anywhere.
+    with self.assertRaisesRegex(UsageError, r"^the validation split .* one class only \(Atelectasis 0 positive/\d+ "
+                                            r"negative, Cardiomegaly"):
+      pipeline.check_classes(cxr)
+
   def test_synthetic_patients(self):
     # Retina: examples 2k and 2k+1 are the two eyes of patient k, whatever the split's size; splits share none.
     data = pipeline.build_data("synthetic_retina", 32, 4, "cbr_tiny", train_subset=16, **self.small)

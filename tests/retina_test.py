@@ -225,6 +225,20 @@ class FolderTest(tf.test.TestCase):
     self.assertIn("retina_csv", data.source_description)
 
 
+  def test_one_class_split_is_refused_naming_the_split_and_counts(self):
+    ids = make_aptos(self.root, n=30)
+    for grade, counts in ((0, r"0:\d+ 1:0 2:0 3:0 4:0, i\.e\. 0 referable \(grade >= 2\) and \d+ not"),
+                          (3, r"0:0 1:0 2:0 3:\d+ 4:0, i\.e\. \d+ referable \(grade >= 2\) and 0 not")):
+      _write_csv(os.path.join(self.root, "train.csv"), ["id_code", "diagnosis"], [(d, grade) for d in ids])
+      data = pipeline.build_data("retina_csv", 32, 4, "cbr_tiny", data_dir=self.root)
+      with self.assertRaisesRegex(UsageError, rf"^the train split of retina_csv.* has one class only \(grades "
+                                              rf"{counts}\), so its AUC is undefined"):
+        pipeline.check_classes(data)
+      with self.assertRaisesRegex(UsageError, "^the test split"):
+        pipeline.check_classes(data, splits=("test",))
+    _write_csv(os.path.join(self.root, "train.csv"), ["id_code", "diagnosis"], [(d, i % 5) for i, d in enumerate(ids)])
+    pipeline.check_classes(pipeline.build_data("retina_csv", 32, 4, "cbr_tiny", data_dir=self.root))
+
 class TfdsTest(tf.test.TestCase):
   """EyePACS through TFDS, always under tfds.testing.mock_data: nothing here may reach the network."""
 

@@ -1,5 +1,7 @@
 """Tests for transfusion_tf/data/synthetic.py: shapes, determinism, label statistics, caching, no global shortcut."""
+import contextlib
 import hashlib
+import io
 import os
 import tempfile
 from unittest import mock
@@ -169,6 +171,55 @@ class CacheTest(tf.test.TestCase):
       self.assertFalse([f for f in os.listdir(tmp) if f.startswith(".tmp")])  # No temp files left behind.
       mm = synthetic.load_or_generate("retina", "train", 12, 32, 0, cache_dir=tmp, mmap=True)
       np.testing.assert_array_equal(np.asarray(mm[0]), a[0])
+
+  def test_damaged_cache_of_the_right_size_is_generated_again(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      good = synthetic.load_or_generate("retina", "train", 12, 32, 0, cache_dir=tmp)
+      path = os.path.join(tmp, synthetic.cache_key("retina", "train", 12, 32, 0)) + ".images.npy"
+      size = os.path.getsize(path)
+      with open(path, "r+b") as f:  # Zero a stretch of pixels in place: same size, valid header.
+        f.seek(size // 2)
+        f.write(b"\0" * 4096)
+      with self.assertLogs(level="WARNING") as logs:
+        again = synthetic.load_or_generate("retina", "train", 12, 32, 0, cache_dir=tmp, mmap=True)
+      self.assertLen(logs.records, 1)
+      self.assertRegex(logs.output[0], r"images\.npy does not match its recorded sha256.*generating the retina "
+                       r"train split again")
+      np.testing.assert_array_equal(np.asarray(again[0]), good[0])
+      self.assertEqual(os.path.getsize(path), size)
+      synthetic.load_or_generate("retina", "train", 12, 32, 0, cache_dir=tmp)  # Repaired: no warning now.
+
+  def test_cache_without_checksum_is_generated_again(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      synthetic.load_or_generate("source", "test", 3, 24, 0, cache_dir=tmp)
+      stem = os.path.join(tmp, synthetic.cache_key("source", "test", 3, 24, 0))
+      os.remove(stem + ".sha256.json")  # As an older version left it.
+      real = synthetic.generate_with_meta
+      with mock.patch.object(synthetic, "generate_with_meta", side_effect=real) as gen:
+        with self.assertLogs(level="WARNING") as logs:
+          synthetic.load_or_generate("source", "test", 3, 24, 0, cache_dir=tmp)
+        self.assertEqual(gen.call_count, 1)
+        self.assertIn("has no checksum file", logs.output[0])
+        synthetic.load_or_generate("source", "test", 3, 24, 0, cache_dir=tmp)
+        self.assertEqual(gen.call_count, 1)
+      self.assertTrue(os.path.exists(stem + ".sha256.json"))
+
+  def test_too_large_split_is_refused_before_generating(self):
+    with mock.patch.object(synthetic, "available_memory", return_value=2 ** 30):
+      with self.assertRaisesRegex(UsageError, r"^--num_train=1000000: .* needs 6\.5 GiB of memory .*1\.0 GiB "
+                                              r"available"):
+        synthetic.load_or_generate("retina", "train", 10 ** 6, 48, 0, cache_dir=self.create_tempdir().full_path,
+                                   num_workers=1)
+    with self.assertRaisesRegex(UsageError, r"--num_val=1000000000: .* needs \d+\.\d GiB"):
+      synthetic.generate_with_meta("cxr", 10 ** 9, 24, 0, split="validation", num_workers=1)
+
+  def test_generation_prints_progress(self):
+    out = io.StringIO()
+    with mock.patch.object(synthetic, "PROGRESS_EVERY_S", 0.0), contextlib.redirect_stdout(out):
+      synthetic.generate_with_meta("source", 5, 16, 0, split="train", num_workers=1)
+    lines = out.getvalue().splitlines()
+    self.assertLen(lines, 4)  # After images 1-4; never after the last.
+    self.assertRegex(lines[0], r"^generating synthetic source train: 1/5 images \(20%\), ETA \d+m\d\ds$")
 
   def test_env_var_sets_cache_dir(self):
     with tempfile.TemporaryDirectory() as tmp:

@@ -107,11 +107,18 @@ def save_figure(fig, png_path):
   return png_path
 
 
+def portable(data):
+  """`data` as its JSON file holds it: "png" and "json" relative to that file's folder (their names), so a moved
+  or copied folder names its own figure, never the old folder's."""
+  return dict(data, **{k: os.path.basename(data[k]) for k in ("png", "json") if isinstance(data.get(k), str)})
+
+
 def _write(fig, data, out_prefix):
-  """Writes <out_prefix>.png and <out_prefix>.json; returns `data` with the two paths added."""
+  """Writes <out_prefix>.png and <out_prefix>.json; returns `data` with the two paths added (the file holds them
+  relative to its folder: `portable`)."""
   data = dict(data, png=f"{out_prefix}.png", json=f"{out_prefix}.json")
   save_figure(fig, data["png"])
-  rundir.atomic_write_json(data["json"], data)
+  rundir.atomic_write_json(data["json"], portable(data))
   return data
 
 

@@ -1,7 +1,10 @@
 """What every command-line entry point shares: absl flag errors and UsageError as one stderr line + exit 2."""
+import errno
 import os
 import re
+import signal
 import sys
+import threading
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -53,6 +56,33 @@ def flag_error_line(error, argv):
   return f"{msg} (in flagfile {path})"
 
 
+def _undecodable_flagfile(argv):
+  """(path, UnicodeDecodeError) of the first flagfile, nested ones followed, that is not UTF-8 text; else None."""
+  seen = set()
+
+  def scan(args):
+    for arg in args:
+      arg = arg.strip()
+      if not arg.startswith("--flagfile="):
+        continue
+      path = os.path.expanduser(arg[len("--flagfile="):])
+      if path in seen:
+        continue
+      seen.add(path)
+      try:
+        with open(path, "rb") as f:
+          text = f.read().decode("utf-8")
+      except OSError:
+        continue
+      except UnicodeDecodeError as e:
+        return path, e
+      found = scan(text.splitlines())
+      if found:
+        return found
+    return None
+  return scan(argv[1:])
+
+
 def parse_flags(argv):
   """Parses `argv` into absl's FLAGS; a flag error is one `error:` line on stderr and exit 2. Returns the rest."""
   try:
@@ -60,6 +90,12 @@ def parse_flags(argv):
   except flags.Error as e:
     # absl's own handler prints a usage banner and exits 1; a user mistake here is one line and status 2.
     print(f"error: {flag_error_line(e, argv)}", file=sys.stderr, flush=True)
+    sys.exit(2)
+  except UnicodeDecodeError as e:
+    # absl reads flagfiles as text and lets a binary file's decode error through as a traceback.
+    path, err = _undecodable_flagfile(argv) or ("(unknown)", e)
+    print(f"error: --flagfile={path} is not a text flagfile (byte 0x{err.object[err.start]:02x} at offset "
+          f"{err.start} is not UTF-8); pass a file of --flag=value lines", file=sys.stderr, flush=True)
     sys.exit(2)
 
 
@@ -72,8 +108,49 @@ def checked_main(main):
             flush=True)
       sys.exit(2)
     absl_logging.set_verbosity(absl_logging.WARNING)
-    return main(argv)
+    return ends_in_one_line(main, argv)
   return wrapped
+
+
+class Terminated(KeyboardInterrupt):
+  """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt so that the same cleanup runs."""
+
+
+def _raise_terminated(signum, frame):
+  del signum, frame
+  raise Terminated()
+
+
+def ends_in_one_line(main, argv):
+  """Runs `main(argv)`; Ctrl-C, SIGTERM and a full disk end it with one stderr line instead of a traceback.
+
+  Ctrl-C exits 130 and SIGTERM 143 (128 + the signal, as a shell reports them) after "interrupted at step N of
+  RUN (...); re-run the same command to resume"; the locks and an --overwrite's old run are put right on the way
+  out (context managers). A full disk exits 1 naming the folder. Other errors keep their tracebacks: they are bugs.
+  """
+  from transfusion_tf.training import trainer  # pylint: disable=import-outside-toplevel
+  main_thread = threading.current_thread() is threading.main_thread()
+  handlers = ({sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {})
+  if main_thread:
+    signal.signal(signal.SIGTERM, _raise_terminated)
+  try:
+    return main(argv)
+  except KeyboardInterrupt as e:
+    if main_thread:
+      signal.signal(signal.SIGINT, signal.SIG_IGN)  # A second Ctrl-C must not cut the way out short.
+    print(trainer.interrupted_line(), file=sys.stderr, flush=True)
+    sys.exit(143 if isinstance(e, Terminated) else 130)
+  except OSError as e:
+    if not trainer.no_space_left(e):
+      raise
+    path = e.filename if e.errno == errno.ENOSPC and e.filename else None
+    folder = path if path is None or os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    print(f"error: no space left on device writing {folder or 'the output folder'}; free space and re-run to "
+          "resume", file=sys.stderr, flush=True)
+    sys.exit(1)
+  finally:
+    for sig, handler in handlers.items():
+      signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def run_app(main):

@@ -1,4 +1,6 @@
 """`transfusion-train`: trains one model on one task with one init scheme and one seed into --run_dir."""
+import os
+
 from absl import flags
 
 from transfusion_tf.cli.common import run_app
@@ -15,9 +17,14 @@ def main(argv):
   del argv  # run_app refuses positional arguments.
   if not FLAGS.run_dir:
     raise UsageError("--run_dir is required")
+  if os.path.isfile(os.path.join(FLAGS.run_dir, "plan.json")):
+    # Training into a study's root would mix a run's files with the study's plan, runs and report.
+    raise UsageError(f"--run_dir={FLAGS.run_dir} is a study folder (it holds plan.json), not a run folder; pass a "
+                     f"new folder, or let transfusion-study train the study's runs")
   cfg = train_flags.config_from_flags()
-  result = trainer.train(cfg, FLAGS.run_dir, overwrite=FLAGS.overwrite, flags_text=train_flags.flags_text())
-  if result is None:  # A non-chief worker (the chief writes the results), or another process holds --run_dir.
+  result = trainer.train(cfg, FLAGS.run_dir, overwrite=FLAGS.overwrite, flags_text=train_flags.flags_text(),
+                         refuse_held=True)
+  if result is None:  # A non-chief worker (the chief writes the results).
     if not strategy_lib.is_chief():
       print("worker done", flush=True)
     return

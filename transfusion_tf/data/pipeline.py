@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from transfusion_tf.data import records as records_lib
 from transfusion_tf.data import registry
+from transfusion_tf.data import tasks as tasks_lib
 from transfusion_tf.data.sources import ArraySource, FileSource, TfdsSource, subset_source
 from transfusion_tf.errors import UsageError
 from transfusion_tf.models.preprocessing import preprocess, preprocessing_mode
@@ -402,6 +403,49 @@ class Data:
       checked = tf.cond(g > expected, lambda: gap(expected, g), lambda: g)
       return checked + 1, dict(el, g=checked)
     return ds.scan(tf.constant(start, tf.int64), step)
+
+
+def class_counts(task, labels, masks):
+  """What a split's AUC is computed from, as {name: (positives, negatives)}: grading -> {"referable": ...} (grade
+  >= 2 against the rest); multilabel -> one entry per pathology, counting the labels its mask keeps; multiclass
+  (scored on accuracy) -> {}. labels, masks: numpy, as `Data.labels` returns them."""
+  labels, masks = np.asarray(labels), np.asarray(masks)
+  if task.kind == "grading":
+    pos = int((labels >= tasks_lib.REFERABLE_MIN_GRADE).sum())
+    return {"referable": (pos, len(labels) - pos)}
+  if task.kind == "multilabel":
+    kept = masks > 0
+    return {name: (int(((labels[:, k] > 0.5) & kept[:, k]).sum()), int(((labels[:, k] <= 0.5) & kept[:, k]).sum()))
+            for k, name in enumerate(task.class_names)}
+  return {}
+
+
+def check_classes(data, splits=("train", "validation", "test")):
+  """A UsageError naming the first split of `splits` whose labels hold one class only, with its class counts.
+
+  The trainer selects checkpoints on the validation AUC and scores the test AUC: with one class there is no AUC
+  (nan in result.json), and a training split of one class teaches nothing. Grading needs referable and
+  non-referable images in every split; multilabel at least one pathology with both. The labels are known once the
+  dataset's builder has made its splits (`build_data`), before any image is decoded. TFDS splits (no labels without
+  a pass over the records) are not checked.
+  """
+  for split in splits:
+    held = data.labels(split) if split in data.num_examples else None
+    if held is None:
+      continue
+    labels, masks = held
+    counts = class_counts(data.task, labels, masks)
+    if not counts or any(pos and neg for pos, neg in counts.values()):
+      continue
+    if data.task.kind == "grading":
+      grades = np.bincount(np.asarray(labels, np.int64), minlength=len(data.task.class_names))
+      pos, neg = counts["referable"]
+      detail = (f"grades {' '.join(f'{g}:{c}' for g, c in enumerate(grades))}, i.e. {pos} referable (grade >= "
+                f"{tasks_lib.REFERABLE_MIN_GRADE}) and {neg} not")
+    else:
+      detail = ", ".join(f"{name} {pos} positive/{neg} negative" for name, (pos, neg) in counts.items())
+    raise UsageError(f"the {split} split of {data.source_description or 'the dataset'} has one class only "
+                     f"({detail}), so its AUC is undefined; give every split images of both classes")
 
 
 def build_data(dataset, image_size, batch_size, model_name, weights=None, seed=0, channels=None, options=None,

@@ -81,12 +81,16 @@ worker processes.
 Difficulty (0..1): lesion / finding / pattern contrast, overlap of lesion counts and sizes between grades, distractor
 rate, camera blur and noise all grow with it. DEFAULT_DIFFICULTY holds the calibrated defaults.
 """
+import contextlib
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
+from absl import logging
 import numpy as np
 from scipy import ndimage
 
@@ -123,6 +127,8 @@ RETINA_GRADE_PROBS = (0.45, 0.15, 0.20, 0.10, 0.10)
 DEFAULT_DIFFICULTY = {"retina": 0.35, "cxr": 0.4, "source": 0.3}
 CACHE_ENV = "TRANSFUSION_TF_CACHE"
 WORKERS_ENV = "TRANSFUSION_TF_SYNTH_WORKERS"
+PROGRESS_EVERY_S = 20.0  # Generation prints a progress line at most this often, the first after this long.
+_SPLIT_FLAG = {"train": "num_train", "validation": "num_val", "test": "num_test", None: "num_examples"}
 
 _TASK_ID = {"retina": 1, "cxr": 2, "source": 3}
 _SPLIT_ID = {None: 0, "train": 1, "validation": 2, "test": 3}
@@ -1089,9 +1095,10 @@ def _cxr_patients(seed, split, stop):
   return pid, study
 
 
-def _generate_range(task, start, stop, size, seed, d, split, grade_probs):
-  """Examples start..stop-1 (the worker entry point)."""
+def _generate_range(task, start, stop, size, seed, d, split, grade_probs, progress=None):
+  """Examples start..stop-1 (the worker entry point). progress: None, or called with the count drawn so far."""
   n = stop - start
+  progress = progress or (lambda done: None)
   ch = NUM_CHANNELS[task]
   images = np.zeros((n, size, size, ch), np.uint8)
   offset = _SPLIT_ID[split] * _PATIENT_ID_STRIDE
@@ -1114,6 +1121,7 @@ def _generate_range(task, start, stop, size, seed, d, split, grade_probs):
       for k in keys:
         meta[k][j] = m[k]
       meta["patient_id"][j] = offset + p
+      progress(j + 1)
   elif task == "cxr":
     labels = np.zeros((n, 5), np.int8)
     pid, study = _cxr_patients(seed, split, stop)
@@ -1132,12 +1140,14 @@ def _generate_range(task, start, stop, size, seed, d, split, grade_probs):
       meta["age"][j] = patient["age"]
       meta["sex"][j] = patient["sex"]
       meta["ctr"][j] = ctr
+      progress(j + 1)
   else:
     labels = np.zeros(n, np.int64)
     for j, i in enumerate(range(start, stop)):
       rng = _example_rng(seed, task, split, i)
       labels[j] = rng.integers(NUM_CLASSES["source"])
       images[j] = _render_source(rng, size, d, int(labels[j]))
+      progress(j + 1)
     meta["patient_id"] = offset + np.arange(start, stop, dtype=np.int64)
   return images, labels, meta
 
@@ -1183,9 +1193,70 @@ def generate_with_meta(task, num_examples, image_size, seed, difficulty=None, sp
   if grade_probs.shape != (5,) or (grade_probs < 0).any() or abs(grade_probs.sum() - 1) > 1e-6:
     raise UsageError(f"grade_probs must be 5 probabilities summing to 1, got {grade_probs.tolist()}")
   workers = _num_workers(num_workers, n, size)
-  if workers == 1 or n < 8 * workers:
-    return _generate_range(task, 0, n, size, seed, d, split, grade_probs)
+  if workers > 1 and n < 8 * workers:
+    workers = 1
+  check_memory(task, split, n, size, workers)
+  if workers == 1:
+    return _generate_range(task, 0, n, size, seed, d, split, grade_probs,
+                           progress=_Progress(f"synthetic {task} {split or 'examples'}", n, n))
   return _generate_parallel(task, n, size, seed, d, split, grade_probs, workers)
+
+
+def available_memory():
+  """Bytes a new allocation can get without swapping: MemAvailable of /proc/meminfo, else the free physical pages
+  (os.sysconf); None where neither is known."""
+  try:
+    with open("/proc/meminfo", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def memory_needed(task, n, size, workers=1):
+  """Peak bytes of generating n images of `task` at `size` px: the images, twice with workers (the parts are
+  joined into a new array), plus about 64 bytes a label and its meta."""
+  images = int(n) * int(size) ** 2 * NUM_CHANNELS[task]
+  return images * (2 if workers > 1 else 1) + 64 * int(n)
+
+
+def _gib(b):
+  return f"{b / 2 ** 30:.1f} GiB" if b >= 2 ** 30 else f"{b / 2 ** 20:.0f} MiB"
+
+
+def check_memory(task, split, n, size, workers=1):
+  """A UsageError naming the split's flag, the bytes needed and the bytes available when generating would not fit
+  in memory (numpy would fail part-way with a MemoryError traceback, or the machine would swap)."""
+  need, have = memory_needed(task, n, size, workers), available_memory()
+  if have is not None and need > have:
+    raise UsageError(f"--{_SPLIT_FLAG.get(split, 'num_examples')}={int(n)}: generating {int(n)} synthetic {task} "
+                     f"images at {int(size)} px needs {_gib(need)} of memory ({need} bytes), {_gib(have)} available; "
+                     f"ask for fewer images or a smaller --image_size")
+
+
+class _Progress:
+  """Called with this process's count drawn: prints `<what>: done/total images (p%), ETA` at most every
+  PROGRESS_EVERY_S seconds, so a large split says how far it is (small ones stay quiet). `mine` of the `total` are
+  drawn here; worker processes draw the rest at the same pace, so done = count * total / mine."""
+
+  def __init__(self, what, total, mine):
+    self.what, self.total, self.mine = what, int(total), max(1, int(mine))
+    self.start = self.last = time.monotonic()
+
+  def __call__(self, count):
+    now = time.monotonic()
+    if now - self.last < PROGRESS_EVERY_S or count >= self.mine:
+      return
+    self.last = now
+    done = min(self.total, count * self.total // self.mine)
+    eta = (now - self.start) * (self.mine - count) / count
+    print(f"generating {self.what}: {done}/{self.total} images ({100 * done // self.total}%), ETA "
+          f"{int(eta // 60)}m{int(eta % 60):02d}s", flush=True)
 
 
 def _generate_parallel(task, n, size, seed, d, split, grade_probs, workers):
@@ -1211,7 +1282,8 @@ def _generate_parallel(task, n, size, seed, d, split, grade_probs, workers):
       except OSError:
         proc = None
       procs.append((proc, a, b, out))
-    parts = [_generate_range(task, bounds[0][0], bounds[0][1], size, seed, d, split, grade_probs)]
+    progress = _Progress(f"synthetic {task} {split or 'examples'}", n, bounds[0][1] - bounds[0][0])
+    parts = [_generate_range(task, bounds[0][0], bounds[0][1], size, seed, d, split, grade_probs, progress)]
     for proc, a, b, out in procs:
       part = None
       if proc is not None:
@@ -1258,14 +1330,47 @@ def _atomic_save(path, writer):
     writer(f)
 
 
+def _sha256(path):
+  """Hex sha256 of a file's bytes, read in 4 MiB chunks (about 20 ms for 3,000 images at 48 px)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 22), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def _cache_damage(img_path, lab_path, sum_path):
+  """None when both cache files match the sha256 recorded beside them, else why not (one phrase)."""
+  try:
+    with open(sum_path, encoding="utf-8") as f:
+      sums = json.load(f)
+  except FileNotFoundError:
+    return f"it has no checksum file {os.path.basename(sum_path)} (an older version wrote it, or its write stopped)"
+  except (OSError, ValueError) as e:
+    return f"its checksum file {os.path.basename(sum_path)} cannot be read ({type(e).__name__})"
+  if not isinstance(sums, dict):
+    return f"its checksum file {os.path.basename(sum_path)} is damaged"
+  for key, path in (("images", img_path), ("labels", lab_path)):
+    try:
+      actual = _sha256(path)
+    except OSError as e:
+      return f"{os.path.basename(path)} cannot be read ({e.strerror or e})"
+    if sums.get(key) != actual:
+      return f"{os.path.basename(path)} does not match its recorded sha256 (damaged on disk)"
+  return None
+
+
 def load_or_generate(task, split, num_examples, image_size, seed, cache_dir=None, difficulty=None, mmap=False,
                      num_workers=None):
   """Returns (images, labels, meta) for a split, generating them once and caching them on disk.
 
   Splits draw from separate streams (and cxr/retina patients get split-specific ids), so train, validation and test
   share no example and no patient. The cache lives in `cache_dir`, else $TRANSFUSION_TF_CACHE, else
-  ~/.cache/transfusion_tf/synthetic: `<key>.images.npy` (mmap-able with mmap=True) and `<key>.labels.npz`, each
-  written to a temporary file first and renamed, the labels last, so a present labels file means a complete entry.
+  ~/.cache/transfusion_tf/synthetic: `<key>.images.npy` (mmap-able with mmap=True), `<key>.labels.npz` and
+  `<key>.sha256.json` (the sha256 of both), each written to a temporary file first and renamed, the checksums last.
+  Every load checks both files against their checksums; an entry that fails (damaged bytes of the right size, a
+  truncated file, or an entry from before checksums, which is never trusted blindly) is generated again, with one
+  warning that says why.
   """
   if split not in SPLITS:
     raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -1273,21 +1378,28 @@ def load_or_generate(task, split, num_examples, image_size, seed, cache_dir=None
   cache_dir = cache_dir or default_cache_dir()
   os.makedirs(cache_dir, exist_ok=True)
   stem = os.path.join(cache_dir, cache_key(task, split, num_examples, image_size, seed, difficulty))
-  img_path, lab_path = stem + ".images.npy", stem + ".labels.npz"
+  img_path, lab_path, sum_path = stem + ".images.npy", stem + ".labels.npz", stem + ".sha256.json"
   if os.path.exists(lab_path) and os.path.exists(img_path):
-    try:
-      images = np.load(img_path, mmap_mode="r" if mmap else None)
-      with np.load(lab_path) as z:
-        labels = z["labels"]
-        meta = {k[5:]: z[k] for k in z.files if k.startswith("meta_")}
-      if len(images) == len(labels) == int(num_examples):
-        return images, labels, meta
-    except (OSError, ValueError, KeyError):
-      pass  # A damaged entry: regenerate it.
+    damage = _cache_damage(img_path, lab_path, sum_path)
+    if damage is None:
+      try:
+        images = np.load(img_path, mmap_mode="r" if mmap else None)
+        with np.load(lab_path) as z:
+          labels = z["labels"]
+          meta = {k[5:]: z[k] for k in z.files if k.startswith("meta_")}
+        if len(images) == len(labels) == int(num_examples):
+          return images, labels, meta
+        damage = f"it holds {len(images)} images and {len(labels)} labels, not {int(num_examples)}"
+      except (OSError, ValueError, KeyError) as e:
+        damage = f"it cannot be read ({type(e).__name__})"
+    logging.warning("synthetic cache %s: %s; generating the %s %s split again", stem, damage, task, split)
   images, labels, meta = generate_with_meta(task, num_examples, image_size, seed, difficulty=difficulty, split=split,
                                             num_workers=num_workers)
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(sum_path)  # The old checksums must never vouch for the new files, even for a moment.
   _atomic_save(img_path, lambda f: np.save(f, images))
   _atomic_save(lab_path, lambda f: np.savez(f, labels=labels, **{"meta_" + k: v for k, v in meta.items()}))
+  files.atomic_write_json(sum_path, {"images": _sha256(img_path), "labels": _sha256(lab_path)}, indent=None)
   if mmap:
     images = np.load(img_path, mmap_mode="r")
   return images, labels, meta

@@ -164,7 +164,7 @@ def figure(ctx, data):
   data["png"] = os.path.join(ctx.adir, "f4.png")
   with files.atomic_open(data["png"], "wb") as f:
     fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-  files.atomic_write_json(os.path.join(ctx.adir, "f4.json"), data)
+  files.atomic_write_json(os.path.join(ctx.adir, "f4.json"), rep.portable(data))
   return data
 
 

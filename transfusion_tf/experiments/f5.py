@@ -48,7 +48,7 @@ def analysis(ctx, finished):
                          "moved": change["mean_relative_l2_change"],
                          "selectivity_before": float(rep.orientation_selectivity(e["before"]).mean()),
                          "selectivity_after": float(rep.orientation_selectivity(e["after"]).mean())})
-  files.atomic_write_json(data["json"], data)
+  files.atomic_write_json(data["json"], rep.portable(data))
   return data
 
 

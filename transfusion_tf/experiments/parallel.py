@@ -113,17 +113,27 @@ def wait(children):
 
 
 def array_shard(environ=None):
-  """(i, n) from a cluster job array's environment (Slurm, SGE, PBS), or a UsageError naming what is missing."""
+  """(i, n) from a cluster job array's environment (Slurm, SGE, PBS), or a UsageError naming what is missing or
+  which variable holds a value that is not an integer."""
   env = os.environ if environ is None else environ
+
+  def num(name, default=None):
+    value = env.get(name, default)
+    try:
+      return int(value)
+    except (TypeError, ValueError):
+      raise UsageError(f"--shard=auto: the job-array variable {name}={value!r} is not an integer") from None
   if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-    first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-    i, n = int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
+    first = num("SLURM_ARRAY_TASK_MIN", "0")
+    i, n = num("SLURM_ARRAY_TASK_ID") - first, num("SLURM_ARRAY_TASK_COUNT")
   elif "SGE_TASK_ID" in env and env.get("SGE_TASK_LAST", "undefined") != "undefined":
-    first, step = int(env.get("SGE_TASK_FIRST", "1")), int(env.get("SGE_TASK_STEPSIZE", "1"))
-    i = (int(env["SGE_TASK_ID"]) - first) // step
-    n = (int(env["SGE_TASK_LAST"]) - first) // step + 1
+    first, step = num("SGE_TASK_FIRST", "1"), num("SGE_TASK_STEPSIZE", "1")
+    if step < 1:
+      raise UsageError(f"--shard=auto: the job-array variable SGE_TASK_STEPSIZE={step} is not positive")
+    i = (num("SGE_TASK_ID") - first) // step
+    n = (num("SGE_TASK_LAST") - first) // step + 1
   elif "PBS_ARRAY_INDEX" in env and "TRANSFUSION_TF_ARRAY_COUNT" in env:
-    i, n = int(env["PBS_ARRAY_INDEX"]), int(env["TRANSFUSION_TF_ARRAY_COUNT"])
+    i, n = num("PBS_ARRAY_INDEX"), num("TRANSFUSION_TF_ARRAY_COUNT")
   else:
     raise UsageError("--shard=auto found no job array in the environment (Slurm SLURM_ARRAY_TASK_ID and "
                      "SLURM_ARRAY_TASK_COUNT, SGE SGE_TASK_ID/FIRST/LAST, or PBS_ARRAY_INDEX with "

@@ -199,8 +199,23 @@ def run_dir(cfg, run):
   return os.path.join(cfg.out, "runs", run.name)
 
 
+def result_problem(path):
+  """One line naming the run folder `path`'s result.json when it exists but cannot make the run finished (not valid
+  JSON, empty, or without a selected checkpoint); None when it is sound or absent."""
+  result_path = os.path.join(path, "result.json")
+  try:
+    res = rundir.read_json(result_path)
+  except (ValueError, OSError) as e:
+    return str(e) if isinstance(e, rundir.JSONDecodeError) else f"{result_path} is unreadable ({e.__class__.__name__})"
+  if res is not None and not (isinstance(res, dict) and isinstance(res.get("selected"), dict)):
+    return f"{result_path} is damaged: it holds no selected checkpoint"
+  return None
+
+
 def is_done(path):
-  return os.path.exists(os.path.join(path, "result.json"))
+  """Whether the run in `path` is finished: its result.json exists and is sound (a damaged one makes it
+  unfinished; result_problem names it)."""
+  return os.path.exists(os.path.join(path, "result.json")) and result_problem(path) is None
 
 
 def done_as_planned(cfg, run, sources):
@@ -213,8 +228,24 @@ def run_differences(cfg, run, sources):
   result.json once finished) differs from what the study plans for it; [] when the folder holds no run or the
   planned one. sources: source_plan's."""
   path = run_dir(cfg, run)
-  return sorted({k for recorded in trainer.recorded_configs(path)
+  return sorted({k for recorded in _recorded_configs(path)
                  for k in recorded_differences(cfg, run, sources, recorded, finished=is_done(path))})
+
+
+def _recorded_configs(path):
+  """trainer.recorded_configs, except that a damaged file records nothing instead of raising: a damaged result.json
+  makes the run unfinished (result_problem), and the trainer names a damaged config.json when it reaches it."""
+  out = []
+  for name, key in (("config.json", "train"), ("result.json", "flags")):
+    try:
+      recorded = rundir.read_json(os.path.join(path, name))
+    except (ValueError, OSError):
+      continue
+    if name == "config.json" and isinstance(recorded, dict):
+      out.append(recorded.get("train", {}))  # As the trainer: a config without its settings differs in all.
+    elif isinstance(recorded, dict) and isinstance(recorded.get(key), dict):
+      out.append(recorded[key])
+  return out
 
 
 def recorded_differences(cfg, run, sources, recorded, finished=True):
@@ -319,8 +350,17 @@ def plan_record(cfg, runs, sources):
 
 
 def read_plan(out):
-  """OUT/plan.json, or a UsageError when `out` holds no study (e.g. a mistyped --out with --study_stage=report)."""
-  plan = rundir.read_json(os.path.join(out, "plan.json"))
+  """OUT/plan.json, or a UsageError when `out` holds no study (e.g. a mistyped --out with --study_stage=report) or a
+  damaged plan.json (naming it)."""
+  path = os.path.join(out, "plan.json")
+  again = ("; the training stage writes it again: re-run the study with --study_stage=all or train (finished runs "
+           "are not retrained)")
+  try:
+    plan = rundir.read_json(path)
+  except ValueError as e:
+    raise UsageError(f"{e}{again}") from None
   if plan is None:
     raise UsageError(f"--out={out} holds no study (no plan.json); run the study there first, or check the path")
+  if not isinstance(plan, dict) or not isinstance(plan.get("runs"), list):
+    raise UsageError(f"{path} is damaged: it holds no list of runs{again}")
   return plan

@@ -2,11 +2,13 @@
 
 It is a loop over the experiment registry (experiments/registry.py, catalog.py): the plan is the union of the
 selected experiments' runs; the analyses are theirs, each cached with the exact runs it used (name, final step and
-a fingerprint of result.json) and recomputed whenever that set or the analysis settings change; the report is their
-sections and readings in order.
+a fingerprint of result.json) and recomputed whenever that set or the analysis settings change, its cache is
+damaged or its figure is gone (the cache holds paths relative to the study, so a moved study keeps it); the report
+is their sections and readings in order.
 
-Resumable at every level: a finished run (result.json) is skipped, an unfinished one resumes from its checkpoint,
-a finished analysis is reused while its inputs are unchanged; `force` redoes everything. A run counts as the
+Resumable at every level: a finished run (a sound result.json; a damaged one is set aside) is skipped, an
+unfinished one resumes from its checkpoint, a finished analysis is reused while its inputs are unchanged; `force`
+redoes everything. A run counts as the
 study's only while its recorded configuration is the one the study plans (plan.run_differences): one recorded with
 other settings stops the study before it trains anything, and `overwrite` retrains it; the report checks every run
 it reads again, so a run retrained by another command in the meantime never enters it. `shard=(i, n)` trains every
@@ -38,6 +40,10 @@ def check_out(out):
   """Raises UsageError unless `out` is (or can become) a writable folder."""
   if os.path.exists(out) and not os.path.isdir(out):
     raise UsageError(f"--out={out} is an existing file, not a folder")
+  if os.path.isdir(out) and not os.path.isfile(os.path.join(out, "plan.json")):
+    for name in ("config.json", "result.json"):
+      if os.path.isfile(os.path.join(out, name)):
+        raise UsageError(f"--out={out} is a run folder (it holds {name}), not a study folder; pass a new folder")
   parent = out
   while not os.path.exists(parent):
     parent = os.path.dirname(os.path.abspath(parent))
@@ -62,8 +68,9 @@ def check_inputs(cfg, runs, sources):
                          f"({', '.join(diff)} differ); pass --force to redo the study, or choose another --out")
   from transfusion_tf.data import pipeline  # pylint: disable=import-outside-toplevel
   # Building the data reads and checks the folders, CSVs and images (and generates the synthetic cache once).
-  pipeline.build_data(cfg.base.dataset, image_size=cfg.base.image_size, batch_size=cfg.base.batch_size,
-                      model_name=cfg.models[0], seed=0, channels=3, **cfg.base.data_kwargs)
+  data = pipeline.build_data(cfg.base.dataset, image_size=cfg.base.image_size, batch_size=cfg.base.batch_size,
+                             model_name=cfg.models[0], seed=0, channels=3, **cfg.base.data_kwargs)
+  pipeline.check_classes(data)  # A split of one class has no AUC: refuse before training anything.
 
 
 def stale_line(cfg, stale, report=False):
@@ -222,6 +229,22 @@ def ensure_sources(cfg, sources, wait=True):
   return out
 
 
+def set_aside_damaged_result(run, path):
+  """Renames a damaged result.json of `run` (plan.result_problem) to result.json.damaged, saying so in one line: the
+  run is then unfinished, and training it resumes from its last checkpoint, which for a finished run only scores the
+  selected checkpoint again and writes result.json anew (the trainer would stop on the damaged file)."""
+  problem = plan.result_problem(path)
+  if problem is None:
+    return
+  src = os.path.join(path, "result.json")
+  try:
+    os.replace(src, src + ".damaged")
+  except FileNotFoundError:
+    return  # Another process of this study set it aside first and says so.
+  print(f"  {problem}: {run.name} counts as unfinished and resumes from its last checkpoint (the file is kept as "
+        "result.json.damaged)", flush=True)
+
+
 def run_sweep(cfg, runs, sources, procs=1):
   """Pretrains and trains every run of this shard of `runs` (resuming). A run another live process holds is
   skipped, and waited for at the end (trained here if its holder dies without finishing it), so two processes on one
@@ -241,6 +264,7 @@ def run_sweep(cfg, runs, sources, procs=1):
     held = []
     for r in pending:
       path = plan.run_dir(cfg, r)
+      set_aside_damaged_result(r, path)
       if r not in redo:
         diff = plan.run_differences(cfg, r, sources)
         if diff and not cfg.overwrite:  # Written since the check before the sweep, by another command.
@@ -329,6 +353,56 @@ def analysis_manifest(ctx, used):
                        "min_datapoints_per_neuron": cfg.analysis_min_datapoints}}
 
 
+PATH_KEYS = ("png", "json", "run", "run_a", "run_b", "init_from")  # Analysis data keys that hold files of the study.
+
+
+def _relocate(obj, fn):
+  """`obj` (analysis data) with fn applied to every string under a PATH_KEYS key, at any depth."""
+  if isinstance(obj, dict):
+    return {k: fn(v) if k in PATH_KEYS and isinstance(v, str) else _relocate(v, fn) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_relocate(v, fn) for v in obj]
+  return obj
+
+
+def _checksum(payload):
+  return hashlib.sha256(json.dumps(payload, sort_keys=True, default=files.json_default).encode()).hexdigest()
+
+
+def write_cached_analysis(path, out, manifest, data):
+  """Writes an analysis cache entry: its manifest, its data with the study's files as paths relative to the study
+  `out` (a moved or copied study links its own figures) and a checksum of both, which read_cached_analysis checks."""
+  root = os.path.abspath(out)
+
+  def rel(p):
+    r = os.path.relpath(os.path.abspath(p), root)
+    return p if r.startswith(os.pardir) else r  # Outside the study: kept as given.
+
+  payload = json.loads(json.dumps({"manifest": manifest, "data": _relocate(data, rel)},
+                                  default=files.json_default))  # As it reads back (tuples as lists).
+  files.atomic_write_json(path, dict(payload, sha256=_checksum(payload)))
+
+
+def read_cached_analysis(path, out):
+  """(cache entry {"manifest", "data"} with its paths under the study `out`, None) from an analysis cache file;
+  (None, None) when there is none, (None, why) when it is damaged (not JSON, not an entry, or a checksum that does not
+  match what was written, as from an older version without one)."""
+  try:
+    cached = rundir.read_json(path)
+  except (ValueError, OSError) as e:
+    return None, (f"{path} is damaged: not valid JSON" if isinstance(e, ValueError) else
+                  f"{path} is unreadable ({e.__class__.__name__})")
+  if cached is None:
+    return None, None
+  if not isinstance(cached, dict) or not {"manifest", "data"} <= set(cached):
+    return None, f"{path} is damaged: it holds no analysis"
+  payload = {"manifest": cached["manifest"], "data": cached["data"]}
+  if cached.get("sha256") != _checksum(payload):
+    return None, f"{path} is damaged: its checksum does not match its contents"
+  payload["data"] = _relocate(payload["data"], lambda p: p if os.path.isabs(p) else os.path.join(out, p))
+  return payload, None
+
+
 def run_analyses(ctx, experiments):
   """Computes (or reuses, while their inputs are unchanged) the analyses of the selected experiments into
   ctx.analyses; returns {id: manifest}."""
@@ -361,15 +435,23 @@ def run_analyses(ctx, experiments):
     used = exp.analysis_runs(ctx)
     manifest = analysis_manifest(ctx, used)
     path = os.path.join(ctx.adir, f"{exp.id.lower()}.analysis.json")
-    cached = rundir.read_json(path)
-    if cached is not None and cached.get("manifest") == manifest and not ctx.cfg.force:
+    cached, problem = read_cached_analysis(path, ctx.cfg.out)
+    if problem:
+      print(f"  {exp.id}: {problem}; computing it again", flush=True)
+    fresh = cached is not None and cached["manifest"] == manifest and not ctx.cfg.force
+    png = isinstance(cached, dict) and isinstance(cached["data"], dict) and cached["data"].get("png")
+    if fresh and png and not os.path.exists(png):
+      # A figure is drawn with its analysis: one deleted since is drawn again by computing the analysis again.
+      print(f"  {exp.id}: {png} is missing; computing {exp.id} again to draw it", flush=True)
+      fresh = False
+    if fresh:
       data = cached["data"]
     elif not used:
       data = None
     else:
       t = time.time()
       data = exp.analysis(ctx, used)
-      files.atomic_write_json(path, {"manifest": manifest, "data": data})
+      write_cached_analysis(path, ctx.cfg.out, manifest, data)
       print(f"  {exp.id} computed in {time.time() - t:.0f} s from {len(used)} runs", flush=True)
       note = common.datapoint_notes(common.stage_records(data))
       if note:
@@ -386,10 +468,9 @@ def pilot_power(cfg, pilot, experiments):
   cached analyses (those whose inputs are unchanged); trains and computes nothing. Returns the lines printed."""
   if not os.path.isdir(pilot):
     raise UsageError(f"--pilot={pilot} is not a folder: give a finished study's --out")
-  try:
-    plan.read_plan(pilot)
-  except UsageError:
-    raise UsageError(f"--pilot={pilot} holds no study (no plan.json): give a finished study's --out") from None
+  if not os.path.exists(os.path.join(pilot, "plan.json")):
+    raise UsageError(f"--pilot={pilot} holds no study (no plan.json): give a finished study's --out")
+  plan.read_plan(pilot)  # A damaged plan.json: its own line.
   pcfg = dataclasses.replace(cfg, out=pilot)
   runs = plan.plan_runs(pcfg, experiments)
   ctx = common.load_context(pcfg, runs)
@@ -399,8 +480,8 @@ def pilot_power(cfg, pilot, experiments):
   for exp in experiments:
     if exp.analysis is None or not exp.selected(chosen):
       continue
-    cached = rundir.read_json(os.path.join(pilot, "analysis", f"{exp.id.lower()}.analysis.json"))
-    if isinstance(cached, dict) and cached.get("manifest") == analysis_manifest(ctx, exp.analysis_runs(ctx)):
+    cached, _ = read_cached_analysis(os.path.join(pilot, "analysis", f"{exp.id.lower()}.analysis.json"), pilot)
+    if cached is not None and cached["manifest"] == analysis_manifest(ctx, exp.analysis_runs(ctx)):
       ctx.analyses[exp.id] = cached["data"]
   lines = power.pilot_text(ctx, experiments)
   for r, why in ctx.damaged.items():
@@ -438,7 +519,8 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
     print(f"study plan: {len(runs)} training runs, sources {sources}", flush=True)
     for r in runs:
       diff = plan.run_differences(cfg, r, sources)
-      state = (f"  (other settings: {', '.join(diff)} differ)" if diff
+      problem = plan.result_problem(plan.run_dir(cfg, r))
+      state = (f"  (other settings: {', '.join(diff)} differ)" if diff else f"  (unfinished: {problem})" if problem
                else "  (done)" if plan.is_done(plan.run_dir(cfg, r)) else "")
       print(f"  {r.name}{state}", flush=True)
     if pilot is not None:

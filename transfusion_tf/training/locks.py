@@ -1,7 +1,8 @@
 """Directory locks: one process at a time trains into a run directory or pretrains a source.
 
 The lock on a directory DIR is the file `DIR.lock`, a sibling (so that DIR itself can be created, moved aside or
-removed while it is held). It is created atomically with os.open(O_CREAT | O_EXCL) and holds one JSON object:
+removed while it is held). It is created atomically (written to a private file, then os.link'ed to its name, which
+fails when the name exists; os.open(O_CREAT | O_EXCL) where there are no hard links) and holds one JSON object:
 {"host", "pid", "proc_start" (the process start time in clock ticks since boot, from /proc; null elsewhere),
 "acquired" (unix seconds)}. While it is held, a daemon thread touches it every HEARTBEAT_SECONDS, so its mtime
 says when its holder was last seen alive.
@@ -9,9 +10,12 @@ says when its holder was last seen alive.
 A lock is stale, and is taken over, when
   - it names this host and its pid is not alive, is a zombie, or is a different process (the pid was reused:
     its start time differs), or
-  - it names another host and its last heartbeat is older than `stale_after` seconds (REMOTE_STALE_SECONDS by
-    default), or
-  - it is empty or unreadable (a holder died between creating and writing it) and older than EMPTY_GRACE_SECONDS.
+  - it names another host and its last heartbeat is older than `stale_after` seconds (default: the environment
+    variable TRANSFUSION_TF_LOCK_STALE_SECONDS, else REMOTE_STALE_SECONDS = 300 s, ten missed heartbeats), or
+  - it holds nothing or no JSON object (its holder died on a full disk, say): stale at once. A live process never
+    leaves such a file: the lock is written in full to a private file first and then linked to its name (only
+    where a file system has no hard links is a lock briefly empty while it is written).
+An unreadable lock file (permissions) is judged like another host's, by its heartbeat.
 A takeover renames the stale file to a name of our own (only one process wins the rename), checks that it moved
 the very lock it judged stale, deletes it and creates a fresh lock with O_EXCL. Two processes racing for one stale
 lock therefore end with one holder. (If a third process creates a lock in the instant between another's rename and
@@ -27,6 +31,8 @@ API:
   holder(directory, stale_after=None) -> dict or None: the live holder's {"host", "pid", ...} (None: free or stale)
   wait_for(predicate, lock_dir, timeout=None, poll_seconds=2.0, stale_after=None) -> bool
   describe(info) -> "host:pid"
+  remote_wait_line(lock_dir, info, stale_after=None) -> the line wait_for prints once for another host's holder
+  remote_stale_seconds(stale_after=None) -> seconds without a heartbeat after which another host's lock is stale
 """
 import contextlib
 import json
@@ -37,10 +43,12 @@ import time
 import uuid
 
 HEARTBEAT_SECONDS = 30.0
-# Another host's lock is live while its heartbeat is younger than this (clocks of hosts sharing a file system
-# may differ by seconds, not by an hour).
-REMOTE_STALE_SECONDS = 3600.0
-EMPTY_GRACE_SECONDS = 60.0
+# Another host's lock is live while its heartbeat is younger than this: ten missed heartbeats. A live holder on
+# another machine sharing the folder (shards of one study) beats every 30 s, clocks of hosts sharing a file system
+# differ by seconds and NFS caches attributes for up to a minute; a container restarted under a new host name
+# leaves a lock that is stale 5 minutes after its last beat. STALE_ENV (seconds) overrides it.
+REMOTE_STALE_SECONDS = 300.0
+STALE_ENV = "TRANSFUSION_TF_LOCK_STALE_SECONDS"
 
 _registry = {}  # lock path -> [Lock, depth]: the locks this process holds.
 _registry_lock = threading.Lock()
@@ -95,16 +103,38 @@ def _own_info():
           "acquired": time.time()}
 
 
+def remote_stale_seconds(stale_after=None):
+  """Seconds without a heartbeat after which another host's lock is stale: `stale_after`, else $STALE_ENV, else
+  REMOTE_STALE_SECONDS. A value of STALE_ENV that is not a number >= 0 is a UsageError."""
+  if stale_after is not None:
+    return float(stale_after)
+  text = os.environ.get(STALE_ENV, "").strip()
+  if not text:
+    return REMOTE_STALE_SECONDS
+  try:
+    value = float(text)
+  except ValueError:
+    value = float("nan")
+  if not 0 <= value < float("inf"):
+    from transfusion_tf.errors import UsageError  # pylint: disable=import-outside-toplevel
+    raise UsageError(f"{STALE_ENV}={text!r} must be a number of seconds >= 0")
+  return value
+
+
 def _read(path):
-  """(info dict or None when empty or unreadable, mtime); (None, None) when the file does not exist."""
+  """(info, mtime): info is the dict the file holds, None when it holds nothing or no JSON object, or
+  {"unreadable": reason} when it cannot be read; (None, None) when the file does not exist."""
   try:
     mtime = os.stat(path).st_mtime
+  except FileNotFoundError:
+    return None, None
+  try:
     with open(path) as f:
       text = f.read()
   except FileNotFoundError:
     return None, None
-  except OSError:
-    return None, time.time()
+  except OSError as e:
+    return {"unreadable": e.__class__.__name__}, mtime
   try:
     info = json.loads(text)
   except ValueError:
@@ -114,11 +144,10 @@ def _read(path):
 
 def _is_stale(info, mtime, stale_after):
   if info is None:
-    return time.time() - mtime > EMPTY_GRACE_SECONDS
+    return True  # Holds nothing: no live process leaves its lock unwritten (see _create).
   if info.get("host") == socket.gethostname():
     return not _pid_alive(info.get("pid", -1), info.get("proc_start"))
-  limit = REMOTE_STALE_SECONDS if stale_after is None else float(stale_after)
-  return time.time() - mtime > limit
+  return time.time() - mtime > remote_stale_seconds(stale_after)
 
 
 def describe(info):
@@ -202,12 +231,52 @@ def _take_over(path, stale_info):
   return False
 
 
+def _write(fd, info, path):
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(info, f)
+      f.flush()
+      os.fsync(f.fileno())
+  except OSError as e:
+    if e.filename is None:  # Name the file, so that a full disk's one line names the folder.
+      raise OSError(e.errno, e.strerror, path) from None
+    raise
+
+
+def _create(path, info):
+  """Creates the lock file `path` holding `info`, whole or not at all; FileExistsError when `path` exists.
+
+  The JSON goes to a private file first, which is then hard-linked to `path` (atomic, and refused when `path`
+  exists): no process ever sees a lock that holds nothing, and a full disk leaves no lock behind.
+  """
+  private = f"{path}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  try:
+    _write(os.open(private, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644), info, path)
+    try:
+      os.link(private, path)
+      return
+    except FileExistsError:
+      raise
+    except OSError:
+      pass  # No hard links on this file system (some network or FUSE ones): create in place below.
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(private)
+  fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  try:
+    _write(fd, info, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(path)  # Half written (a full disk): leave nothing that blocks the next run.
+    raise
+
+
 def try_acquire(directory, stale_after=None):
   """Takes the lock of `directory` (its parent must exist). Returns a Lock, or None when another live process
   holds it. A stale lock (see the module docstring) is taken over; a lock this process holds is re-entered.
 
   stale_after: seconds without a heartbeat after which another host's lock counts as stale (default
-  REMOTE_STALE_SECONDS).
+  remote_stale_seconds()).
   """
   path = lock_path(directory)
   with _registry_lock:
@@ -218,21 +287,17 @@ def try_acquire(directory, stale_after=None):
       owner = _registry[path][0]
       return Lock(owner.directory, path, owner.info, nested=True)
   for _ in range(5):
+    info = _own_info()
     try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      _create(path, info)
     except FileExistsError:
-      info, mtime = _read(path)
+      found, mtime = _read(path)
       if mtime is None:
         continue  # Released between our create and our read.
-      if not _is_stale(info, mtime, stale_after):
+      if not _is_stale(found, mtime, stale_after):
         return None
-      _take_over(path, info)
+      _take_over(path, found)
       continue
-    info = _own_info()
-    with os.fdopen(fd, "w") as f:
-      json.dump(info, f)
-      f.flush()
-      os.fsync(f.fileno())
     lock = Lock(str(directory), path, info)
     with _registry_lock:
       _registry[path] = [lock, 1]
@@ -261,6 +326,20 @@ def holder(directory, stale_after=None):
   return info or {}
 
 
+def remote_wait_line(lock_dir, info, stale_after=None):
+  """The line said once when `lock_dir` is held by `info` from another host (None when it is this host's): who, when
+  last seen, and when the lock counts as stale."""
+  if not info or info.get("host") == socket.gethostname():
+    return None
+  try:
+    ago = f"{time.time() - os.stat(lock_path(lock_dir)).st_mtime:.0f} s ago"
+  except OSError:
+    ago = "unknown"
+  limit = remote_stale_seconds(stale_after)
+  return (f"  {lock_dir} is held by {describe(info)} on another host (last heartbeat {ago}); waiting until it "
+          f"finishes, or until its lock is {limit:.0f} s without a heartbeat (set {STALE_ENV} to change)")
+
+
 def wait_for(predicate, lock_dir, timeout=None, poll_seconds=2.0, stale_after=None):
   """Waits while another live process holds `lock_dir` and `predicate()` is false.
 
@@ -273,11 +352,18 @@ def wait_for(predicate, lock_dir, timeout=None, poll_seconds=2.0, stale_after=No
   deadline = None if timeout is None else time.time() + float(timeout)
   entry = _registry.get(lock_path(lock_dir))
   mine = entry is not None and entry[0].info["pid"] == os.getpid()
+  told = False
   while True:
     if predicate():
       return True
-    if mine or holder(lock_dir, stale_after) is None:
+    info = None if mine else holder(lock_dir, stale_after)
+    if info is None:
       return bool(predicate())
+    if not told:
+      told = True
+      line = remote_wait_line(lock_dir, info, stale_after)
+      if line:
+        print(line, flush=True)
     if deadline is not None and time.time() >= deadline:
       return False
     time.sleep(poll_seconds if deadline is None else max(0.0, min(poll_seconds, deadline - time.time())))

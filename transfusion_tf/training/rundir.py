@@ -31,12 +31,23 @@ def atomic_write_json(path, obj):
   files.atomic_write_json(path, obj)  # Keys keep their order: readers take stage orders from them.
 
 
+class JSONDecodeError(UsageError, ValueError):
+  """read_json's error for a file that is not valid JSON (truncated, emptied, overwritten). A UsageError, so a caller
+  that cannot recover ends with one line naming the file, and a ValueError, so the callers that recover (a damaged
+  file makes a run unfinished, a damaged cache is rebuilt) catch it as before; named as json's own error, which
+  their messages name."""
+
+
 def read_json(path, default=None):
-  """Reads JSON from `path`; returns `default` when the file does not exist."""
+  """Reads JSON from `path`; returns `default` when the file does not exist. Raises JSONDecodeError (one line naming
+  the file) when it is not valid JSON."""
   if not os.path.exists(path):
     return default
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except ValueError as e:  # json.JSONDecodeError, or UnicodeDecodeError for binary garbage.
+    raise JSONDecodeError(f"{path} is damaged: not valid JSON ({' '.join(str(e).split())[:120]})") from None
 
 
 def save_config(run_dir, config):

@@ -15,14 +15,18 @@ the test split is scored once, and result.json["selected"] plus test_predictions
 Safety. A run directory is locked (training/locks.py) by the process training into it; another process finding
 a live lock skips it. Every input (config, weights, data) is checked before an --overwrite touches the old run,
 which is moved to DIR.previous and deleted once the new run has written its first checkpoint (put back if the new
-run fails before that).
+run fails before that). A damaged newest checkpoint falls back to the previous one (two are kept). A full disk
+(ResourceExhaustedError from TensorFlow, OSError from h5py) is re-raised as OSError(ENOSPC, ..., run folder), and
+interrupted_line() says where a Ctrl-C or SIGTERM stopped: cli/common.py turns both into one line.
 """
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -47,6 +51,9 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 SELECTION_RULE = "best {split} {metric}, ties to the earlier step"
 # Config keys that do not change what is trained: a resumed run may differ in these.
 _NON_SEMANTIC = ("strategy", "jit", "log_every_seconds")
+# The run this process is training, for the one line a signal ends it with (interrupted_line): {"run_dir", "step",
+# "checkpoint" (step of the last checkpoint; None before the first)}; empty between runs.
+_now_training = {}
 
 
 @dataclasses.dataclass
@@ -147,7 +154,10 @@ def recorded_configs(run_dir):
   """The TrainConfig dicts `run_dir` records: config.json's "train" (written when training starts) and, once
   finished, result.json's "flags"; a missing file records nothing."""
   config = rundir.read_json(os.path.join(run_dir, "config.json"))
-  result = rundir.read_json(os.path.join(run_dir, "result.json"))
+  try:
+    result = rundir.read_json(os.path.join(run_dir, "result.json"))
+  except ValueError:
+    result = None  # Damaged: it records nothing (existing_result makes the run unfinished).
   out = [] if config is None else [config.get("train", {})]
   if isinstance(result, dict) and isinstance(result.get("flags"), dict):
     out.append(result["flags"])
@@ -169,6 +179,12 @@ def existing_result(run_dir, cfg, overwrite):
   it holds; "different" (the study's --overwrite) replaces only a different configuration, and keeps (or resumes)
   the same one.
   """
+  previous = os.path.abspath(run_dir).rstrip(os.sep) + ".previous"
+  if (overwrite is not True and os.path.lexists(previous) and locks.holder(run_dir) is None
+      and not tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))):
+    raise UsageError(f"{previous} holds the run an interrupted --overwrite was replacing (stopped before the new "
+                     f"run's first checkpoint); to restore it: rm -rf {run_dir} && mv {previous} {run_dir}; to "
+                     "replace it after all, re-run with --overwrite")
   if overwrite is True:
     return None
   diff = config_differences(run_dir, cfg)
@@ -177,7 +193,23 @@ def existing_result(run_dir, cfg, overwrite):
                      "differ); pass --overwrite to replace it or choose another --run_dir")
   if diff:
     return None
-  return rundir.read_json(os.path.join(run_dir, "result.json"))
+  return _sound_result(run_dir)
+
+
+def _sound_result(run_dir):
+  """result.json of `run_dir` when it is a finished run's (a JSON object with a selected checkpoint), else None: a
+  damaged one makes the run unfinished, so training resumes from its checkpoints and scores it again."""
+  path = os.path.join(run_dir, "result.json")
+  try:
+    res = rundir.read_json(path)
+  except (ValueError, OSError) as e:
+    print(f"warning: {path} is damaged ({e.__class__.__name__}): the run counts as unfinished and resumes",
+          flush=True)
+    return None
+  if res is not None and not (isinstance(res, dict) and isinstance(res.get("selected"), dict)):
+    print(f"warning: {path} holds no selected checkpoint: the run counts as unfinished and resumes", flush=True)
+    return None
+  return res
 
 
 def _replaces(run_dir, cfg, overwrite):
@@ -340,6 +372,7 @@ class Trainer:
     if not self.data.num_examples.get("test"):
       raise UsageError(f"{self.data.source_description} has no test split, which scores the selected checkpoint; "
                        "give it one (synthetic data: --num_test; a folder: test rows in its split column)")
+    pipeline.check_classes(self.data)  # One class in a split: no AUC (nan in result.json); refuse before training.
     with self.strategy.scope():
       # `initialize` below sets every weight, so the model is built without its own (identical) random init.
       self.model = models.build_model(cfg.model, self.task.num_outputs, (cfg.image_size, cfg.image_size, 3),
@@ -424,20 +457,65 @@ class Trainer:
     try:
       return self._run()
     except tf.errors.OpError as e:
+      if no_space_left(e):  # TensorFlow reports a full disk (checkpoint, TensorBoard) as ResourceExhaustedError.
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.work_dir) from None
       # An image that passed the up-front check but fails to decode in tf.data: one line naming the file.
       raise pipeline.as_usage_error(e) or e
+    except OSError as e:
+      if no_space_left(e) and (e.errno != errno.ENOSPC or not e.filename):  # h5py's says neither errno nor file.
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.work_dir) from None
+      raise
+    finally:
+      if not isinstance(sys.exc_info()[1], KeyboardInterrupt):  # Kept for the line an interrupt ends with.
+        _now_training.clear()
 
   def _drop_previous(self):
     if self._previous and os.path.exists(self._previous):
       shutil.rmtree(self._previous)
     self._previous = None
 
+  def _restore(self):
+    """Restores the newest readable checkpoint; returns its path, None when there is none (a fresh run).
+
+    A damaged newest checkpoint (a file cut short by a full disk or a copy) falls back to the one before it (the
+    manager keeps 2), saying so in one line; its files are overwritten when training reaches its step again. When
+    none can be read, a UsageError names the folder.
+    """
+    folder = os.path.join(self.work_dir, "checkpoints")
+    # The manager's list, and any ckpt-N whose entry a damaged or lost `checkpoint` file no longer holds.
+    found = {int(name[5:-6]): os.path.join(folder, name[:-6]) for name in tf.io.gfile.listdir(folder)
+             if re.fullmatch(r"ckpt-\d+\.index", name)} if tf.io.gfile.isdir(folder) else {}
+    found.update({int(re.search(r"(\d+)$", p).group(1)): p for p in self.manager.checkpoints})
+    damaged = []
+    for _, path in sorted(found.items(), reverse=True):
+      try:
+        self.ckpt.restore(path)
+      except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
+        damaged.append((path, f"{e.__class__.__name__}: {' '.join(str(e).split())[:120]}"))
+        continue
+      if damaged:
+        print(f"warning: checkpoint {', '.join(p for p, _ in damaged)} is damaged ({damaged[0][1]}); resuming "
+              f"from the previous one, {os.path.basename(path)} (step {int(self.step.numpy())})", flush=True)
+      return path
+    if damaged:
+      why = "; ".join(f"{os.path.basename(p)}: {reason}" for p, reason in damaged)
+      raise UsageError(f"no readable checkpoint in {folder} ({why}): retrain this run with --overwrite")
+    return None
+
   def _run(self):
     cfg = self.cfg
-    self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(self.work_dir, "checkpoints"),
-                                              max_to_keep=2)
-    restored = self.manager.restore_or_initialize()
+    folder = os.path.join(self.work_dir, "checkpoints")
+    try:
+      self.manager = tf.train.CheckpointManager(self.ckpt, folder, max_to_keep=2)
+    except ValueError as e:  # Its `checkpoint` file (the list of checkpoints) is damaged: set aside, rebuilt.
+      state = os.path.join(folder, "checkpoint")
+      os.replace(state, state + ".damaged")
+      print(f"warning: {state} is damaged ({' '.join(str(e).split())[:80]}); moved to checkpoint.damaged and "
+            "the checkpoints found in the folder are tried instead", flush=True)
+      self.manager = tf.train.CheckpointManager(self.ckpt, folder, max_to_keep=2)
+    restored = self._restore()
     start = int(self.step.numpy())
+    _now_training.update(run_dir=self.run_dir, step=start, checkpoint=start if restored else None)
     curve_path = os.path.join(self.run_dir, "curve.json")
     curve = [p for p in (_read_curve(curve_path) if self.chief else []) if p["step"] <= start]
     if restored and self.chief:
@@ -490,6 +568,7 @@ class Trainer:
     while step < cfg.train_steps and not stopped:
       loss = float(self._train_step(iterator))
       step += 1
+      _now_training["step"] = step
       losses.append(loss)
       images_since += self.global_batch
       if not np.isfinite(loss):
@@ -506,6 +585,7 @@ class Trainer:
         self.step.assign(step)
         self.elapsed.assign(seconds())
         self.manager.save(checkpoint_number=step)
+        _now_training["checkpoint"] = step
         self._drop_previous()
         if self.chief and _better(point, best, self.task.primary_metric):
           best = point
@@ -554,7 +634,8 @@ class Trainer:
     if best["step"] == start:
       self._export_best(start)
       return best, 0
-    print(f"warning: {self.run_dir} has no weights of its best step {best['step']} (begun before the test protocol); "
+    print(f"warning: {self.run_dir} has no weights of its best step {best['step']} (begun before the test protocol, "
+          "or resumed from an older checkpoint than its newest); "
           f"the checkpoint is selected from step {start} on", flush=True)
     best = _select([p for p in curve if p["step"] >= start], self.task.primary_metric)
     if best is not None:
@@ -606,6 +687,21 @@ class Trainer:
             "data": self.data.source_description, "init": self.init_info,
             "source_weights": self.init_info.get("source"), "seconds": round(total_seconds, 2),
             "global_batch": self.global_batch, "replicas": self.replicas}
+
+
+def no_space_left(error):
+  """Whether `error` (an OSError, or TensorFlow's ResourceExhaustedError) says the disk is full."""
+  return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
+
+
+def interrupted_line():
+  """The line a Ctrl-C or SIGTERM ends a command with: where the run in progress stopped and how to go on."""
+  if not _now_training:
+    return "interrupted; re-run the same command to resume"
+  step, ckpt = _now_training["step"], _now_training["checkpoint"]
+  kept = f"last checkpoint: step {ckpt}" if ckpt is not None else "no checkpoint yet: it starts over"
+  return (f"interrupted at step {step} of {_now_training['run_dir']} ({kept}); re-run the same command to "
+          "resume")
 
 
 def _read_curve(path):
@@ -715,15 +811,19 @@ def _remove_if_empty(paths):
 
 
 @contextlib.contextmanager
-def _run_lock(run_dir):
+def _run_lock(run_dir, refuse_held=False):
   """Yields True while this process holds `run_dir` (non-chief workers write under the chief's), False when
-  another live process does, after printing who."""
+  another live process does, after printing who; with refuse_held, that is a UsageError naming the holder."""
   if not strategy_lib.is_chief():
     yield True
     return
   with locks.hold(run_dir) as lock:
     if lock is None:
-      print(f"{run_dir} is held by {locks.describe(locks.holder(run_dir))}, skipped", flush=True)
+      holder = locks.describe(locks.holder(run_dir))
+      if refuse_held:
+        raise UsageError(f"--run_dir={run_dir} is being trained by {holder} (a study?); nothing was done: re-run "
+                         "this command once it has finished")
+      print(f"{run_dir} is held by {holder}, skipped", flush=True)
     yield lock is not None
 
 
@@ -746,7 +846,7 @@ def _move_aside(run_dir):
   return previous
 
 
-def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_dir=None):
+def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_dir=None, refuse_held=False):
   """Runs (or resumes, or skips when finished) training `cfg` into `run_dir`. Returns the result dict; None on a
   non-chief worker, or when another live process holds `run_dir` (it prints "<run_dir> is held by host:pid,
   skipped" and writes nothing there).
@@ -756,7 +856,8 @@ def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_
   `run_dir`.previous; it is deleted after the new run's first checkpoint, or put back when the new run fails
   before). A usage error leaves no directory it created behind.
   tb_dir: TensorBoard log directory (default <run_dir>/tb; the study puts every run under one root). overwrite: True,
-  False or "different" (see existing_result).
+  False or "different" (see existing_result). refuse_held: a run directory another live process holds is a
+  UsageError (transfusion-train, whose only job is this run) instead of a skip (a study, which moves on).
   """
   validate(cfg)
   check_paths(run_dir, tb_dir)
@@ -764,16 +865,17 @@ def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_
   if finished is not None:
     print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
     return finished
-  return _locked(run_dir, _train_held, cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir)
+  return _locked(run_dir, _train_held, cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir,
+                 refuse_held=refuse_held)
 
 
-def _locked(run_dir, work, *args):
-  """Runs work(*args) holding the lock of `run_dir`; None when another live process holds it. A UsageError
-  removes the empty folders this call created."""
+def _locked(run_dir, work, *args, refuse_held=False):
+  """Runs work(*args) holding the lock of `run_dir`; None when another live process holds it (a UsageError with
+  refuse_held). A UsageError removes the empty folders this call created."""
   _check_lock_parent(run_dir)
   created = _make_parents(run_dir) + ([] if os.path.exists(run_dir) else [os.path.abspath(run_dir)])
   try:
-    with _run_lock(run_dir) as held:
+    with _run_lock(run_dir, refuse_held) as held:
       if not held:
         return None
       return work(*args)

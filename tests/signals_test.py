@@ -1,0 +1,111 @@
+"""Ctrl-C (SIGINT) and SIGTERM end `transfusion-train` with one line and 130 / 143, and the same command resumes."""
+import contextlib
+import errno
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import tensorflow as tf
+
+from transfusion_tf.cli import common
+from transfusion_tf.training import locks, rundir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def wait_for_checkpoint_after(proc, ckpt_dir, after, timeout=120):
+  """Waits until `proc` has saved a checkpoint past step `after`; returns its step (None: proc ended first)."""
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    steps = [int(m.group(1)) for f in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else [])
+             for m in [re.match(r"ckpt-(\d+)\.index$", f)] if m]
+    if any(s > after for s in steps):
+      return max(steps)
+    time.sleep(0.05)
+  return None
+
+
+def end_of(main):
+  """(exit status, stderr) of `main` run as every command runs it (cli.common.checked_main)."""
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err):
+    try:
+      common.checked_main(main)(["prog"])
+      code = 0
+    except SystemExit as e:
+      code = e.code
+  return code, err.getvalue()
+
+
+class SignalsTest(tf.test.TestCase):
+
+  def test_in_process_sigterm_and_full_disk_lines(self):
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminated(argv):
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(5)  # The handler raises here.
+
+    code, err = end_of(terminated)
+    self.assertEqual((code, err), (143, "interrupted; re-run the same command to resume\n"))
+    # Restored for whatever runs next (an ignored SIGINT would be inherited by the processes it starts).
+    self.assertEqual(signal.getsignal(signal.SIGTERM), before)
+    self.assertEqual(signal.getsignal(signal.SIGINT), signal.default_int_handler)
+    # A full disk anywhere (the report, the analyses) is one line naming the folder, exit 1.
+    tmp = self.create_tempdir().full_path
+
+    def report_on_a_full_disk(argv):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(tmp, "report.md.tmp"))
+
+    code, err = end_of(report_on_a_full_disk)
+    self.assertEqual((code, err), (1, f"error: no space left on device writing {tmp}; free space and re-run to "
+                                      "resume\n"))
+
+    def other_os_error(argv):
+      raise PermissionError(errno.EACCES, "Permission denied", tmp)
+
+    with self.assertRaises(PermissionError):  # Anything else keeps its traceback.
+      end_of(other_os_error)
+
+  def test_sigint_and_sigterm_end_with_one_line_and_resume(self):
+    run_dir = os.path.join(self.create_tempdir().full_path, "run")
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    args = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--model=cbr_tiny", "--image_size=32",
+            "--width_multiplier=0.25", "--train_steps=200", "--eval_every=25", "--batch_size=8", "--num_train=256",
+            "--num_val=64", "--num_test=64", f"--run_dir={run_dir}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    line = re.compile(rf"^interrupted at step (\d+) of {re.escape(run_dir)} \(last checkpoint: step (\d+)\); "
+                      r"re-run the same command to resume$")
+    last = 0
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+      proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      saved = wait_for_checkpoint_after(proc, ckpt_dir, last)
+      self.assertIsNotNone(saved, "training ended before it could be interrupted; make the run longer")
+      proc.send_signal(sig)
+      out, err = proc.communicate(timeout=120)
+      self.assertEqual(proc.returncode, code, err[-3000:])
+      self.assertNotIn("Traceback", err)
+      said = [l for l in err.splitlines() if "interrupted" in l]
+      self.assertLen(said, 1, err)
+      match = line.match(said[0])
+      self.assertIsNotNone(match, said[0])
+      self.assertGreaterEqual(int(match.group(1)), int(match.group(2)))
+      self.assertGreaterEqual(int(match.group(2)), saved)
+      self.assertFalse(os.path.exists(locks.lock_path(run_dir)))  # Released on the way out.
+      if last:
+        self.assertIn(f"resuming {run_dir} from step", out)
+      last = int(match.group(2))
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    self.assertIn(f"resuming {run_dir} from step {last}", done.stdout)
+    curve = rundir.read_json(os.path.join(run_dir, "curve.json"))
+    self.assertEqual([p["step"] for p in curve], list(range(0, 201, 25)))
+    self.assertEqual(rundir.read_json(os.path.join(run_dir, "result.json"))["final"]["step"], 200)
+
+
+if __name__ == "__main__":
+  tf.test.main()

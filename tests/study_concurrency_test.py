@@ -55,13 +55,13 @@ class ConcurrencyTest(tf.test.TestCase):
     res = results(out)
     self.assertLen(res, 4)
     self.assertTrue(all(v is not None for v in res.values()), res.keys())
-    trained = re.findall(r"^training cbr_tiny on synthetic_retina", stdout, re.M)
+    trained = re.findall(r"^\[cbr_tiny/\w+/seed\d\] training cbr_tiny on synthetic_retina", stdout, re.M)
     self.assertLen(trained, 4, stdout[-4000:])  # Each run trained exactly once over both processes.
     for name in res:
       events = glob.glob(os.path.join(out, "tb", name.replace("/", "_"), "**", "events.out.tfevents.*"),
                          recursive=True)
       self.assertLen(events, 1, name)  # One writer: the run was not trained twice.
-    pretrained = re.findall(r"^training cbr_tiny on synthetic_source", stdout, re.M)
+    pretrained = re.findall(r"^\[pretrain/cbr_tiny\] training cbr_tiny on synthetic_source", stdout, re.M)
     self.assertLen(pretrained, 1, stdout[-4000:])  # One process pretrained the source, the other waited for it.
 
   def test_parallel_runs_match_one_process_then_a_new_seed_recomputes_and_a_rerun_is_identical(self):
@@ -77,6 +77,15 @@ class ConcurrencyTest(tf.test.TestCase):
     # The sweep's processes ran on a share of the cores each; the analyses get a fresh process with all of them,
     # and its report counts the wall time from the command's start.
     self.assertIn("== analyses and report: a fresh process", two.stdout)
+    # Output a person can follow (issue 24): every line of a run names it, one header per run this process trains,
+    # and no "held by" line for the runs its own children train.
+    run_lines = [l for l in two.stdout.splitlines() if re.search(r"step \d+/\d+|^\S*\s*eval |^\S* ?training ", l)]
+    self.assertNotEmpty(run_lines)
+    for line in run_lines:
+      self.assertRegex(line, r"^\[(pretrain/)?[a-z0-9_]+(/[a-z0-9_:]+/seed\d+)?\] ", line)
+    headers = re.findall(r"== run \d+/\d+: (\S+)", two.stdout)
+    self.assertEqual(len(headers), len(set(headers)), headers)
+    self.assertNotIn("is held by", two.stdout)
     self.assertIn("report written to", two.stdout)
     a, b = results(serial), results(par)
     self.assertEqual(sorted(a), sorted(b))

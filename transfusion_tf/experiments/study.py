@@ -210,9 +210,10 @@ def ensure_sources(cfg, sources, wait=True):
       path, folder = plan.pretrained_path(cfg, model), plan.pretrain_dir(cfg, model)
       if os.path.exists(path) and model not in redo:
         continue
-      print(f"== pretraining {model} on synthetic_source (standing in for ImageNet)", flush=True)
+      line = f"== pretraining {model} on synthetic_source (standing in for ImageNet)"
       done = trainer.pretrain(plan.pretrain_config(cfg, model), folder, path, overwrite=model in redo,
-                              tb_dir=os.path.join(cfg.out, "tb", "pretrain", model))
+                              tb_dir=os.path.join(cfg.out, "tb", "pretrain", model),
+                              log_prefix=f"[pretrain/{model}] ", on_start=lambda h=line: print(h, flush=True))
       keras.backend.clear_session()
       if done is None:
         held.append(model)
@@ -275,14 +276,17 @@ def run_sweep(cfg, runs, sources, procs=1):
         held.append(r)
         continue
       k = shard_runs.index(r) + 1
-      print(f"== run {k}/{len(shard_runs)}: {r.name}  (elapsed {_fmt_seconds(time.time() - t0)}"
-            + (f", estimate {_fmt_seconds(estimate)})" if estimate else ")"), flush=True)
+      header = (f"== run {k}/{len(shard_runs)}: {r.name}  (elapsed {_fmt_seconds(time.time() - t0)}"
+                + (f", estimate {_fmt_seconds(estimate)})" if estimate else ")"))
       try:
         # --overwrite replaces only a run of other settings: one another process has meanwhile finished with these
-        # settings is kept.
+        # settings is kept. The header comes once this process holds the run: a run another process (a
+        # --parallel_runs child, say) trains gets no header and no "held" line here.
         result = trainer.train(plan.run_config(cfg, r, weights.get(r.model)), path,
                                overwrite=True if r in redo else "different" if cfg.overwrite else False,
-                               tb_dir=os.path.join(cfg.out, "tb", r.name.replace("/", "_")))
+                               tb_dir=os.path.join(cfg.out, "tb", r.name.replace("/", "_")),
+                               log_prefix=f"[{r.name}] ",
+                               on_start=lambda h=header: print(h, flush=True))
       except UsageError:
         diff = plan.run_differences(cfg, r, sources)
         if diff:  # Another command started it with other settings after the check above: the study's line.

@@ -203,11 +203,11 @@ def _sound_result(run_dir):
   try:
     res = rundir.read_json(path)
   except (ValueError, OSError) as e:
-    print(f"warning: {path} is damaged ({e.__class__.__name__}): the run counts as unfinished and resumes",
+    _print(f"warning: {path} is damaged ({e.__class__.__name__}): the run counts as unfinished and resumes",
           flush=True)
     return None
   if res is not None and not (isinstance(res, dict) and isinstance(res.get("selected"), dict)):
-    print(f"warning: {path} holds no selected checkpoint: the run counts as unfinished and resumes", flush=True)
+    _print(f"warning: {path} holds no selected checkpoint: the run counts as unfinished and resumes", flush=True)
     return None
   return res
 
@@ -339,7 +339,7 @@ class _Progress:
     done = step - self.start_step
     eta = (now - self.t0) / done * (self.total - step) if done > 0 else float("nan")
     eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?"
-    print(f"step {step}/{self.total}  loss {loss:.4f}  {images_per_second:.1f} img/s  ETA {eta_s}", flush=True)
+    _print(f"step {step}/{self.total}  loss {loss:.4f}  {images_per_second:.1f} img/s  ETA {eta_s}", flush=True)
 
 
 def predict_function(model, image_size, channels=3):
@@ -494,7 +494,7 @@ class Trainer:
         damaged.append((path, f"{e.__class__.__name__}: {' '.join(str(e).split())[:120]}"))
         continue
       if damaged:
-        print(f"warning: checkpoint {', '.join(p for p, _ in damaged)} is damaged ({damaged[0][1]}); resuming "
+        _print(f"warning: checkpoint {', '.join(p for p, _ in damaged)} is damaged ({damaged[0][1]}); resuming "
               f"from the previous one, {os.path.basename(path)} (step {int(self.step.numpy())})", flush=True)
       return path
     if damaged:
@@ -510,7 +510,7 @@ class Trainer:
     except ValueError as e:  # Its `checkpoint` file (the list of checkpoints) is damaged: set aside, rebuilt.
       state = os.path.join(folder, "checkpoint")
       os.replace(state, state + ".damaged")
-      print(f"warning: {state} is damaged ({' '.join(str(e).split())[:80]}); moved to checkpoint.damaged and "
+      _print(f"warning: {state} is damaged ({' '.join(str(e).split())[:80]}); moved to checkpoint.damaged and "
             "the checkpoints found in the folder are tried instead", flush=True)
       self.manager = tf.train.CheckpointManager(self.ckpt, folder, max_to_keep=2)
     restored = self._restore()
@@ -529,14 +529,14 @@ class Trainer:
                          "retrain with --overwrite")
     writer = summaries.Writer(self.tb_dir if self.chief else None)
     if restored:
-      print(f"resuming {self.run_dir} from step {start}", flush=True)
+      _print(f"resuming {self.run_dir} from step {start}", flush=True)
     else:
       if self.chief:
         self._write_config()
         rundir.save_model_weights(self.model, self.run_dir, "step0", **self._attrs())
         writer.hparams(cfg.to_dict(), self.run_dir)
         writer.images("train/examples", self.data.sample_images(4)[0], 0)
-      print(f"training {cfg.model} on {self.data.source_description}; init {cfg.init}"
+      _print(f"training {cfg.model} on {self.data.source_description}; init {cfg.init}"
             + (f" from {self.init_info['source']}" if self.init_info.get("source") else ""), flush=True)
     t_start, base_elapsed = time.time(), float(self.elapsed.numpy())
 
@@ -591,12 +591,12 @@ class Trainer:
           best = point
           self._export_best(step)
         progress.update(step, loss, ips, force=True)
-        print("  eval " + "  ".join(f"{k} {v:.4f}" for k, v in point.items() if k not in ("step", "seconds")),
+        _print("  eval " + "  ".join(f"{k} {v:.4f}" for k, v in point.items() if k not in ("step", "seconds")),
               flush=True)
         stopped = plateau.plateau_reached(curve, self.task.primary_metric, cfg.plateau_patience,
                                           cfg.plateau_min_delta or 0.0, cfg.min_train_steps)
         if stopped and step < cfg.train_steps:
-          print(f"  plateau at step {step} of {cfg.train_steps}: "
+          _print(f"  plateau at step {step} of {cfg.train_steps}: "
                 + plateau.describe(cfg.plateau_patience, cfg.plateau_min_delta or 0.0, cfg.min_train_steps), flush=True)
     writer.close()
     rundir.save_model_weights(self.model, self.work_dir, "final", **self._attrs())
@@ -634,7 +634,7 @@ class Trainer:
     if best["step"] == start:
       self._export_best(start)
       return best, 0
-    print(f"warning: {self.run_dir} has no weights of its best step {best['step']} (begun before the test protocol, "
+    _print(f"warning: {self.run_dir} has no weights of its best step {best['step']} (begun before the test protocol, "
           "or resumed from an older checkpoint than its newest); "
           f"the checkpoint is selected from step {start} on", flush=True)
     best = _select([p for p in curve if p["step"] >= start], self.task.primary_metric)
@@ -704,6 +704,14 @@ def interrupted_line():
           "resume")
 
 
+_PREFIX = [""]  # The current run's "[name] " (train/pretrain's log_prefix): one process may print for several runs.
+
+
+def _print(text, **kwargs):
+  """print() with the current run's name in front, so the lines of runs trained side by side can be told apart."""
+  print(_PREFIX[0] + text, **kwargs)
+
+
 def _read_curve(path):
   """curve.json's evaluations ([] when there is none), or a UsageError naming the file when it is damaged."""
   try:
@@ -759,7 +767,7 @@ def split_patients(data, split, num_scored):
   """
   patients = data.patients(split)
   if patients is not None and len(patients) != num_scored:
-    print(f"warning: {split} has {len(patients)} patient ids but {num_scored} scored images (undecodable images "
+    _print(f"warning: {split} has {len(patients)} patient ids but {num_scored} scored images (undecodable images "
           f"skipped?); the patients are left out and each image counts as its own cluster", flush=True)
     return None
   return patients
@@ -811,7 +819,7 @@ def _remove_if_empty(paths):
 
 
 @contextlib.contextmanager
-def _run_lock(run_dir, refuse_held=False):
+def _run_lock(run_dir, refuse_held=False, quiet=False):
   """Yields True while this process holds `run_dir` (non-chief workers write under the chief's), False when
   another live process does, after printing who; with refuse_held, that is a UsageError naming the holder."""
   if not strategy_lib.is_chief():
@@ -823,7 +831,8 @@ def _run_lock(run_dir, refuse_held=False):
       if refuse_held:
         raise UsageError(f"--run_dir={run_dir} is being trained by {holder} (a study?); nothing was done: re-run "
                          "this command once it has finished")
-      print(f"{run_dir} is held by {holder}, skipped", flush=True)
+      if not quiet:
+        _print(f"{run_dir} is held by {holder}, skipped", flush=True)
     yield lock is not None
 
 
@@ -846,7 +855,8 @@ def _move_aside(run_dir):
   return previous
 
 
-def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_dir=None, refuse_held=False):
+def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_dir=None, refuse_held=False,
+          log_prefix="", on_start=None):
   """Runs (or resumes, or skips when finished) training `cfg` into `run_dir`. Returns the result dict; None on a
   non-chief worker, or when another live process holds `run_dir` (it prints "<run_dir> is held by host:pid,
   skipped" and writes nothing there).
@@ -858,26 +868,36 @@ def train(cfg, run_dir, overwrite=False, flags_text=None, export_attrs=None, tb_
   tb_dir: TensorBoard log directory (default <run_dir>/tb; the study puts every run under one root). overwrite: True,
   False or "different" (see existing_result). refuse_held: a run directory another live process holds is a
   UsageError (transfusion-train, whose only job is this run) instead of a skip (a study, which moves on).
+  log_prefix: put in front of every line this run prints (the study: "[model/init/seedN] "). on_start: called once
+  this process holds the run, before it trains (the study prints its header there, so a run held by another process
+  gets none); with it, a held run is skipped without a line.
   """
   validate(cfg)
   check_paths(run_dir, tb_dir)
-  finished = existing_result(run_dir, cfg, overwrite)
-  if finished is not None:
-    print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
-    return finished
-  return _locked(run_dir, _train_held, cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir,
-                 refuse_held=refuse_held)
+  previous, _PREFIX[0] = _PREFIX[0], log_prefix
+  try:
+    finished = existing_result(run_dir, cfg, overwrite)
+    if finished is not None:
+      _print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
+      return finished
+    return _locked(run_dir, _train_held, cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir,
+                   refuse_held=refuse_held, on_start=on_start)
+  finally:
+    _PREFIX[0] = previous
 
 
-def _locked(run_dir, work, *args, refuse_held=False):
+def _locked(run_dir, work, *args, refuse_held=False, on_start=None):
   """Runs work(*args) holding the lock of `run_dir`; None when another live process holds it (a UsageError with
-  refuse_held). A UsageError removes the empty folders this call created."""
+  refuse_held). on_start: called once the lock is held (and then a held run prints nothing). A UsageError removes
+  the empty folders this call created."""
   _check_lock_parent(run_dir)
   created = _make_parents(run_dir) + ([] if os.path.exists(run_dir) else [os.path.abspath(run_dir)])
   try:
-    with _run_lock(run_dir, refuse_held) as held:
+    with _run_lock(run_dir, refuse_held, quiet=on_start is not None) as held:
       if not held:
         return None
+      if on_start is not None:
+        on_start()
       return work(*args)
   except UsageError:
     _remove_if_empty(created)
@@ -887,7 +907,7 @@ def _locked(run_dir, work, *args, refuse_held=False):
 def _train_held(cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir):
   finished = existing_result(run_dir, cfg, overwrite)  # Again: another process may have finished it meanwhile.
   if finished is not None:
-    print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
+    _print(f"{run_dir} is already finished (result.json exists); nothing to do", flush=True)
     return finished
   caller_policy = keras.mixed_precision.global_policy()
   try:
@@ -907,9 +927,10 @@ def _train_held(cfg, run_dir, overwrite, flags_text, export_attrs, tb_dir):
     keras.mixed_precision.set_global_policy(caller_policy)  # Models built after this run keep the caller's policy.
 
 
-def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None, tb_dir=None):
+def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None, tb_dir=None, log_prefix="", on_start=None):
   """Trains `cfg` (a source task) into `run_dir` and copies its final weights to `export`. Returns the path; None
-  when another live process holds `run_dir` (skipped: wait for its export with locks.wait_for)."""
+  when another live process holds `run_dir` (skipped: wait for its export with locks.wait_for). log_prefix and
+  on_start as in `train`."""
   if not cfg.dataset.endswith("source") and cfg.dataset != "imagenet_tfds":
     raise UsageError(f"--dataset={cfg.dataset} is not a source task; use synthetic_source or imagenet_tfds")
   validate(cfg)
@@ -917,11 +938,12 @@ def pretrain(cfg, run_dir, export=None, overwrite=False, flags_text=None, tb_dir
   if export:
     rundir.check_writable_dir(os.path.dirname(os.path.abspath(os.path.expanduser(export))), "--export")
   # The lock is held over training and export; train() re-enters it.
-  return _locked(run_dir, _pretrain_held, cfg, run_dir, export, overwrite, flags_text, tb_dir)
+  return _locked(run_dir, _pretrain_held, cfg, run_dir, export, overwrite, flags_text, tb_dir, log_prefix,
+                 on_start=on_start)
 
 
-def _pretrain_held(cfg, run_dir, export, overwrite, flags_text, tb_dir):
-  train(cfg, run_dir, overwrite=overwrite, flags_text=flags_text, tb_dir=tb_dir)
+def _pretrain_held(cfg, run_dir, export, overwrite, flags_text, tb_dir, log_prefix=""):
+  train(cfg, run_dir, overwrite=overwrite, flags_text=flags_text, tb_dir=tb_dir, log_prefix=log_prefix)
   export = export or os.path.join(run_dir, "pretrained.weights.h5")
   # Weight decay shrank the BatchNorm-followed conv kernels (same function, inflated effective learning rate when
   # fine-tuned). One global factor brings their overall scale back to He-normal's and keeps the per-layer profile,

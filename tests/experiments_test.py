@@ -370,7 +370,7 @@ class DamagedFilesTest(tf.test.TestCase):
     for r in victims:
       self.assertNotIn(r, ctx.results)
     self.assertIn("test_predictions.npz is missing or damaged", ctx.damaged[victims[0]])
-    self.assertIn("result.json is not valid JSON", ctx.damaged[victims[2]])
+    self.assertIn("result.json is damaged: not valid JSON", ctx.damaged[victims[2]])
     self.assertIn("curve.json is not valid JSON", ctx.damaged[victims[3]])
     text = open(report.write_report(ctx, catalog.experiments(), {}, {}, wall_seconds=1)).read()
     for r in victims:

@@ -39,15 +39,21 @@ class CheckWritableTest(tf.test.TestCase):
         rundir.check_writable_dir(os.path.join(locked, "a", "run"), "--run_dir")
 
 
+def cxr_outputs(seed, n, masked):
+  """A CXR task (uncertain labels ignored) and random (labels, masks, logits) float32 (n, 5) for it, a share
+  `masked` of the labels masked out."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, (n, 5)).astype(np.float32)
+  masks = (rng.random((n, 5)) > masked).astype(np.float32)
+  logits = rng.normal(size=(n, 5)).astype(np.float32)
+  return tasks.get_task("cxr", uncertainty_policy="ignore"), labels, masks, logits
+
+
 class TestPredictionsTest(tf.test.TestCase):
 
   def test_round_trip_reproduces_compute_metrics_exactly(self):
-    rng = np.random.default_rng(3)
-    task = tasks.get_task("cxr", uncertainty_policy="ignore")
     n = 97
-    labels = rng.integers(0, 2, (n, 5)).astype(np.float32)
-    masks = (rng.random((n, 5)) > 0.2).astype(np.float32)
-    logits = rng.normal(size=(n, 5)).astype(np.float32)
+    task, labels, masks, logits = cxr_outputs(3, n, 0.2)
     logits[:10] = 40.0  # Saturated sigmoids: ties at 1.0 that the saved scores must keep.
     run_dir = self.create_tempdir().full_path
     inputs = metrics.auc_inputs(task, labels, masks, logits)
@@ -72,12 +78,8 @@ class TestPredictionsTest(tf.test.TestCase):
       rundir.load_test_patients(self.create_tempdir().full_path)
 
   def test_patients_round_trip_and_align_with_each_key(self):
-    rng = np.random.default_rng(5)
-    task = tasks.get_task("cxr", uncertainty_policy="ignore")
     n = 40
-    labels = rng.integers(0, 2, (n, 5)).astype(np.float32)
-    masks = (rng.random((n, 5)) > 0.3).astype(np.float32)
-    logits = rng.normal(size=(n, 5)).astype(np.float32)
+    task, labels, masks, logits = cxr_outputs(5, n, 0.3)
     patients = np.repeat(np.arange(100, 120), 2)  # Two images a patient.
     inputs, indices = metrics.auc_inputs(task, labels, masks, logits), metrics.auc_indices(task, masks, n)
     with_ids, without = self.create_tempdir().full_path, self.create_tempdir().full_path

@@ -149,7 +149,7 @@ def q4(ctx, titles):
                f"parameters, {_throughput(ctx.group(*best))})")
   for arm in cheaper:
     group_a, group_b = ctx.group(*arm), ctx.group(*best)
-    iv = _cross_difference(ctx, group_a, group_b, key)
+    iv = common.runs_contrast([group_a, group_b], [1.0, -1.0], key)
     v = common.gate_trained(ctx, common.read_equivalence(iv, ctx.cfg.equivalence_margin, what="x"),
                             group_a + group_b)
     if v.verdict == stats.HOLDS:
@@ -169,14 +169,6 @@ def _throughput(group):
   rates = [r.result["final"]["step"] * r.result.get("global_batch", 0) / r.result["seconds"] for r in group
            if r.result.get("seconds") and r.result.get("global_batch") and (r.result.get("final") or {}).get("step")]
   return f"{sum(rates) / len(rates):.0f} training img/s here" if rates else "training speed not recorded"
-
-
-def _cross_difference(ctx, group_a, group_b, key):
-  """mean test AUC of group_a − group_b (any models, one test set) with the joint covariance."""
-  cov, why = common.joint_test_cov(group_a + group_b, key)
-  iv = stats.diff_interval([r.test_metric(key) for r in group_a], [r.test_metric(key) for r in group_b],
-                           cov=cov, level=common.LEVEL)
-  return common._without_test_noise(iv, why)  # pylint: disable=protected-access
 
 
 def q5(ctx, readings):

@@ -158,36 +158,33 @@ class Context:
 
 
 def check_run_files(run_dir):
-  """(result dict, curve list) of a finished run after checking its files, or (None, reason) naming the file.
+  """(result dict, curve list, test predictions or None, problem) of a run after checking its files: problem is None
+  for a finished run whose files check out, and for a run without result.json (then the rest is None too); else the
+  rest is None and problem one line naming the file at fault.
 
-  A run counts as finished only when result.json is a JSON object with a "selected" checkpoint, curve.json is a JSON
+  A run counts as finished only when result.json is a finished run's (rundir.read_result), curve.json is a JSON
   list, and the test_predictions.npz it names opens with every metric's scores and labels of one length: a damaged
   or missing file must never make an interval narrower or a selection different, so it makes the run unfinished."""
-  path = os.path.join(run_dir, "result.json")
-  if not os.path.exists(path):
-    return None, None
-  try:
-    res = rundir.read_json(path)
-  except (ValueError, OSError) as e:
-    return None, f"{path} is not valid JSON ({e.__class__.__name__})"
-  if not isinstance(res, dict) or not isinstance(res.get("selected"), dict):
-    return None, f"{path} holds no selected checkpoint"
+  res, problem = rundir.read_result(run_dir)
+  if res is None:
+    return None, None, None, problem
   curve_path = os.path.join(run_dir, "curve.json")
   try:
     curve = rundir.read_json(curve_path)
   except (ValueError, OSError) as e:
-    return None, f"{curve_path} is not valid JSON ({e.__class__.__name__})"
+    return None, None, None, f"{curve_path} is not valid JSON ({e.__class__.__name__})"
   if not isinstance(curve, list):
-    return None, f"{curve_path} is missing or not a list of evaluations"
+    return None, None, None, f"{curve_path} is missing or not a list of evaluations"
+  preds = None
   if res["selected"].get("predictions"):
     preds_path = os.path.join(run_dir, res["selected"]["predictions"])
     try:
       preds = rundir.load_test_predictions(run_dir)
     except (UsageError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-      return None, f"{preds_path} is missing or damaged ({e.__class__.__name__})"
+      return None, None, None, f"{preds_path} is missing or damaged ({e.__class__.__name__})"
     if not preds or any(len(sc) != len(lb) for sc, lb in preds.values()):
-      return None, f"{preds_path} holds no usable test scores"
-  return res, curve
+      return None, None, None, f"{preds_path} holds no usable test scores"
+  return res, curve, preds, None
 
 
 def load_context(cfg, runs, analyses=None):
@@ -196,26 +193,17 @@ def load_context(cfg, runs, analyses=None):
   results, damaged = {}, {}
   for r in runs:
     d = plan.run_dir(cfg, r)
-    res, curve = check_run_files(d)
-    if res is not None:
+    res, curve, preds, problem = check_run_files(d)
+    if problem is not None:
+      damaged[r] = problem
+    elif res is not None:
       results[r] = RunResult(r, d, res, curve)
-    elif curve is not None:
-      damaged[r] = curve
+      if preds is not None:
+        results[r].predictions = preds  # Read once by the check; the cached property keeps them.
   return Context(cfg, list(runs), results, dict(analyses or {}), damaged=damaged)
 
 
 # -- AUC comparisons ---------------------------------------------------------------------------------------------
-
-
-def auc_group(ctx, model, init, key, subset=None):
-  """([test AUC per seed], [DeLong variance per seed or None]) of a group."""
-  vals, vars_ = [], []
-  for res in ctx.group(model, init, subset):
-    v, var = res.auc_with_var(key)
-    if v is not None:
-      vals.append(v)
-      vars_.append(var)
-  return vals, vars_
 
 
 def _scored(ctx, model, init, key, subset):
@@ -261,10 +249,15 @@ def joint_test_cov(results, key):
 
 
 def auc_contrast(ctx, model, cells, weights, key):
-  """The Interval of sum_i w_i * mean test AUC of cells[i] ((init, subset) pairs of `model`) with the runs' joint
-  test-set covariance (stats.contrast_interval), or None when a weighted cell is empty. Without predictions, the
-  seed spread alone."""
-  groups = [_scored(ctx, model, init, key, subset) for init, subset in cells]
+  """The Interval of sum_i w_i * mean test AUC of cells[i] ((init, subset) pairs of `model`): runs_contrast."""
+  return runs_contrast([ctx.group(model, init, subset) for init, subset in cells], weights, key)
+
+
+def runs_contrast(groups, weights, key):
+  """The Interval of sum_i w_i * mean test AUC of `key` over groups[i] (lists of RunResults, any models, one test
+  set) with the runs' joint test-set covariance (stats.contrast_interval); None when a weighted group has no run with
+  a test value; no CI (with the reason) when the covariance cannot be formed."""
+  groups = [[res for res in g if res.test_metric(key) is not None] for g in groups]
   if any(not g and w for g, w in zip(groups, weights)):
     return None
   kept = [(g, w) for g, w in zip(groups, weights) if g]
@@ -396,12 +389,6 @@ def convergence(ctx, res):
 def area_group(ctx, model, init):
   """[curve area per seed] of a group (validation, up to cfg.area_steps)."""
   return [a for a in (convergence(ctx, res)[2] for res in ctx.group(model, init)) if a is not None]
-
-
-def area_difference(ctx, model, init_a, init_b):
-  """Interval of the mean curve area of init_a minus init_b across seeds (seed variance only: every run is
-  evaluated on the same validation images, and the claim is about training, not about the test population)."""
-  return diff_iv(area_group(ctx, model, init_a), area_group(ctx, model, init_b))
 
 
 def normalized_area_group(ctx, model, init):

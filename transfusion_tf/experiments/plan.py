@@ -201,15 +201,8 @@ def run_dir(cfg, run):
 
 def result_problem(path):
   """One line naming the run folder `path`'s result.json when it exists but cannot make the run finished (not valid
-  JSON, empty, or without a selected checkpoint); None when it is sound or absent."""
-  result_path = os.path.join(path, "result.json")
-  try:
-    res = rundir.read_json(result_path)
-  except (ValueError, OSError) as e:
-    return str(e) if isinstance(e, rundir.JSONDecodeError) else f"{result_path} is unreadable ({e.__class__.__name__})"
-  if res is not None and not (isinstance(res, dict) and isinstance(res.get("selected"), dict)):
-    return f"{result_path} is damaged: it holds no selected checkpoint"
-  return None
+  JSON, empty, or without a selected checkpoint); None when it is sound or absent (rundir.read_result)."""
+  return rundir.read_result(path)[1]
 
 
 def is_done(path):
@@ -228,24 +221,10 @@ def run_differences(cfg, run, sources):
   result.json once finished) differs from what the study plans for it; [] when the folder holds no run or the
   planned one. sources: source_plan's."""
   path = run_dir(cfg, run)
-  return sorted({k for recorded in _recorded_configs(path)
+  # A damaged file records nothing here: a damaged result.json makes the run unfinished (result_problem), and the
+  # trainer names a damaged config.json when it reaches it.
+  return sorted({k for recorded in trainer.recorded_configs(path, skip_damaged=True)
                  for k in recorded_differences(cfg, run, sources, recorded, finished=is_done(path))})
-
-
-def _recorded_configs(path):
-  """trainer.recorded_configs, except that a damaged file records nothing instead of raising: a damaged result.json
-  makes the run unfinished (result_problem), and the trainer names a damaged config.json when it reaches it."""
-  out = []
-  for name, key in (("config.json", "train"), ("result.json", "flags")):
-    try:
-      recorded = rundir.read_json(os.path.join(path, name))
-    except (ValueError, OSError):
-      continue
-    if name == "config.json" and isinstance(recorded, dict):
-      out.append(recorded.get("train", {}))  # As the trainer: a config without its settings differs in all.
-    elif isinstance(recorded, dict) and isinstance(recorded.get(key), dict):
-      out.append(recorded[key])
-  return out
 
 
 def recorded_differences(cfg, run, sources, recorded, finished=True):

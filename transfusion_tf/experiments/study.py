@@ -233,7 +233,8 @@ def ensure_sources(cfg, sources, wait=True):
 def set_aside_damaged_result(run, path):
   """Renames a damaged result.json of `run` (plan.result_problem) to result.json.damaged, saying so in one line: the
   run is then unfinished, and training it resumes from its last checkpoint, which for a finished run only scores the
-  selected checkpoint again and writes result.json anew (the trainer would stop on the damaged file)."""
+  selected checkpoint again and writes result.json anew (the trainer would do the same, but overwrite the damaged
+  file, which is kept here for a person to look at)."""
   problem = plan.result_problem(path)
   if problem is None:
     return

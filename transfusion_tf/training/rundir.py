@@ -50,6 +50,20 @@ def read_json(path, default=None):
     raise JSONDecodeError(f"{path} is damaged: not valid JSON ({' '.join(str(e).split())[:120]})") from None
 
 
+def read_result(run_dir):
+  """(result.json of `run_dir` as a finished run's, or None; one line naming the file when it exists but cannot make
+  the run finished: not valid JSON, empty, or without a selected checkpoint). The one check of a run's result that
+  the trainer, the study and the report share; a missing file is (None, None)."""
+  path = os.path.join(run_dir, "result.json")
+  try:
+    res = read_json(path)
+  except (ValueError, OSError) as e:
+    return None, str(e) if isinstance(e, JSONDecodeError) else f"{path} is unreadable ({e.__class__.__name__})"
+  if res is not None and not (isinstance(res, dict) and isinstance(res.get("selected"), dict)):
+    return None, f"{path} is damaged: it holds no selected checkpoint"
+  return res, None
+
+
 def save_config(run_dir, config):
   """Writes config.json. Keys used downstream: model, num_outputs, image_size, channels, model_kwargs (dict for
   build_model), dataset, data_kwargs (dict for data.pipeline.build_data), init, weights, seed, preprocessing."""

@@ -150,17 +150,23 @@ def train_config_differences(recorded, cfg):
                 if old.get(k) != new.get(k) and not (k == "weights" and _same_file(old.get(k), new.get(k))))
 
 
-def recorded_configs(run_dir):
+def recorded_configs(run_dir, skip_damaged=False):
   """The TrainConfig dicts `run_dir` records: config.json's "train" (written when training starts) and, once
-  finished, result.json's "flags"; a missing file records nothing."""
-  config = rundir.read_json(os.path.join(run_dir, "config.json"))
-  try:
-    result = rundir.read_json(os.path.join(run_dir, "result.json"))
-  except ValueError:
-    result = None  # Damaged: it records nothing (existing_result makes the run unfinished).
-  out = [] if config is None else [config.get("train", {})]
-  if isinstance(result, dict) and isinstance(result.get("flags"), dict):
-    out.append(result["flags"])
+  finished, result.json's "flags"; a missing file records nothing, and so does a damaged result.json (the run is
+  unfinished: existing_result). A damaged config.json is a UsageError naming it, or records nothing with
+  skip_damaged (the study, which leaves it to the trainer)."""
+  out = []
+  for name, key in (("config.json", "train"), ("result.json", "flags")):
+    try:
+      recorded = rundir.read_json(os.path.join(run_dir, name))
+    except ValueError:
+      if name == "config.json" and not skip_damaged:
+        raise
+      continue
+    if name == "config.json" and isinstance(recorded, dict):
+      out.append(recorded.get("train", {}))  # A config without its settings differs in all of them.
+    elif isinstance(recorded, dict) and isinstance(recorded.get(key), dict):
+      out.append(recorded[key])
   return out
 
 
@@ -197,18 +203,11 @@ def existing_result(run_dir, cfg, overwrite):
 
 
 def _sound_result(run_dir):
-  """result.json of `run_dir` when it is a finished run's (a JSON object with a selected checkpoint), else None: a
-  damaged one makes the run unfinished, so training resumes from its checkpoints and scores it again."""
-  path = os.path.join(run_dir, "result.json")
-  try:
-    res = rundir.read_json(path)
-  except (ValueError, OSError) as e:
-    _print(f"warning: {path} is damaged ({e.__class__.__name__}): the run counts as unfinished and resumes",
-          flush=True)
-    return None
-  if res is not None and not (isinstance(res, dict) and isinstance(res.get("selected"), dict)):
-    _print(f"warning: {path} holds no selected checkpoint: the run counts as unfinished and resumes", flush=True)
-    return None
+  """result.json of `run_dir` when it is a finished run's, else None: a damaged one (rundir.read_result) makes the run
+  unfinished, so training resumes from its checkpoints and scores it again."""
+  res, problem = rundir.read_result(run_dir)
+  if problem:
+    _print(f"warning: {problem}: the run counts as unfinished and resumes", flush=True)
   return res
 
 

@@ -155,3 +155,12 @@ def test_train_refuses_a_study_root(tmp_path, capsys):
       f"error: --run_dir={tmp_path} is a study folder (it holds plan.json), not a run folder; pass a new folder, or "
       f"let transfusion-study train the study's runs"]
   assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_study_init_seeds_bad_items_name_the_flag():
+  from transfusion_tf.cli import study as study_cli  # pylint: disable=g-import-not-at-top
+  assert study_cli._init_seeds(["random=5", "meanvar=2"]) == {"random": 5, "meanvar": 2}
+  with pytest.raises(UsageError, match=r"^--study_init_seeds item 'random' must look like random=5$"):
+    study_cli._init_seeds(["random"])
+  with pytest.raises(UsageError, match=r"^--study_init_seeds has an unknown init 'rnadom'"):
+    study_cli._init_seeds(["rnadom=5"])

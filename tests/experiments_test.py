@@ -6,7 +6,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from transfusion_tf import files
+from transfusion_tf import files, models
 from transfusion_tf.data import registry as data_registry
 from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
@@ -164,6 +164,16 @@ class RegistryTest(tf.test.TestCase):
   def test_register_twice_is_refused(self):
     with self.assertRaises(ValueError):
       registry.register(registry.get("T1"))
+
+  def test_init_seeds_override_the_seed_count_per_init_label(self):
+    cfg = plan.StudyConfig(out="/x", base=_base(), models=("cbr_tiny",), inits=("random", "pretrained", "meanvar"),
+                           seeds=3, init_seeds={"random": 5, "meanvar": 2}, experiments=("T1",))
+    runs = plan.plan_runs(cfg, catalog.experiments())
+    count = {i: sorted(r.seed for r in runs if r.init == i) for i in cfg.inits}
+    self.assertEqual(count, {"random": [0, 1, 2, 3, 4], "pretrained": [0, 1, 2], "meanvar": [0, 1]})
+    self.assertEqual(cfg.describe_seeds(), "3 seed(s) (meanvar 2, random 5)")
+    with self.assertRaisesRegex(UsageError, r"--study_init_seeds=random=0: need at least 1 seed"):
+      plan.plan_runs(dataclasses.replace(cfg, init_seeds={"random": 0}), catalog.experiments())
 
   def test_unknown_experiment_is_one_usage_error(self):
     with self.assertRaisesRegex(UsageError, "unknown ids"):
@@ -377,6 +387,20 @@ class DamagedFilesTest(tf.test.TestCase):
       self.assertIn(f"**Left out as unfinished:** {r.name}: ", text)
     cbr = [v for v in registry.get("T1").readings(ctx) if v.text.startswith("cbr_small")][0]
     self.assertEqual(cbr.verdict, "inconclusive")  # Both arms lost their runs: no interval, never a narrower one.
+
+
+class StudyModelKwargsTest(tf.test.TestCase):
+
+  def test_zero_init_residual_reaches_resnet50_runs_only(self):
+    base = trainer.TrainConfig(dataset="synthetic_retina", image_size=48,
+                               model_kwargs={"width_multiplier": 0.5, "zero_init_residual": True})
+    cfg = plan.StudyConfig(out="/x", base=base, models=("cbr_small", "resnet50"),
+                           width_multipliers={"resnet50": 0.25})
+    self.assertEqual(cfg.model_kwargs("resnet50"), {"width_multiplier": 0.25, "zero_init_residual": True})
+    self.assertEqual(cfg.model_kwargs("cbr_small"), {"width_multiplier": 0.5})
+    # Both build: a CBR model given zero_init_residual would raise UsageError.
+    for m in cfg.models:
+      models.build_model(m, 5, (48, 48, 3), initialize_weights=False, **cfg.model_kwargs(m))
 
 
 class AnalysisImagesTest(tf.test.TestCase):

@@ -53,6 +53,8 @@ flags.DEFINE_integer("curve_area_steps", None, "Step up to which the area under 
                      "(default: --train_steps).")
 flags.DEFINE_list("study_width_multipliers", [], "Per-model width multipliers, e.g. resnet50=0.25 (others use "
                   "--width_multiplier).")
+flags.DEFINE_list("study_init_seeds", [], "Per-init-label seed counts overriding --study_seeds, e.g. random=5,meanvar=3 "
+                  "(F4's bootstrap needs 5 random-init runs per model; other arms may need fewer).")
 flags.DEFINE_boolean("force", False, "Redo every run and analysis even when finished.")
 flags.DEFINE_string("shard", "0/1", "i/n: train only every n-th run starting at i (then run the report unsharded); "
                     "auto: i and n from a cluster job array (Slurm, SGE, PBS; see the README).")
@@ -88,6 +90,18 @@ def _widths(items):
   return out
 
 
+def _init_seeds(items):
+  out = {}
+  for item in items:
+    name, _, value = item.partition("=")
+    try:
+      out[name] = int(value)
+    except ValueError:
+      raise UsageError(f"--study_init_seeds item {item!r} must look like random=5") from None
+    plan.check_init_label(name, flag="--study_init_seeds")
+  return out
+
+
 def config_from_flags():
   """StudyConfig from the parsed flags; the training/model/data flags give every run's base configuration."""
   if not FLAGS.out:
@@ -105,7 +119,7 @@ def config_from_flags():
       converge_k=FLAGS.converge_k, curve_area_steps=FLAGS.curve_area_steps, force=FLAGS.force,
       overwrite=FLAGS.overwrite,
       shard=_shard(FLAGS.shard), parallel_runs=FLAGS.parallel_runs,
-      width_multipliers=_widths(FLAGS.study_width_multipliers))
+      width_multipliers=_widths(FLAGS.study_width_multipliers), init_seeds=_init_seeds(FLAGS.study_init_seeds))
 
 
 @exit_on_usage_error

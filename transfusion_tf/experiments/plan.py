@@ -61,10 +61,25 @@ class StudyConfig:
   shard: tuple = (0, 1)
   parallel_runs: str = "1"  # "auto" or N: concurrent training runs (experiments/parallel.py).
   width_multipliers: dict = dataclasses.field(default_factory=dict)
+  init_seeds: dict = dataclasses.field(default_factory=dict)  # init label -> seeds, overriding `seeds` for it.
+
+  def seeds_for(self, init):
+    """The number of seeds (0..n-1) of init label `init`: its --study_init_seeds entry, else --study_seeds."""
+    return self.init_seeds.get(init, self.seeds)
+
+  def describe_seeds(self):
+    """"3 seed(s)", or "5 seeds (meanvar 3)" when some init labels override --study_seeds."""
+    if not self.init_seeds:
+      return f"{self.seeds} seed(s)"
+    return f"{self.seeds} seed(s) ({', '.join(f'{k} {v}' for k, v in sorted(self.init_seeds.items()))})"
 
   def model_kwargs(self, model):
-    """build_model kwargs for `model`: the base flags with this model's width multiplier, if the study sets one."""
+    """build_model kwargs for `model`: the base flags with this model's width multiplier, if the study sets one.
+    --zero_init_residual reaches ResNet50 runs only (it names ResNet50's residual blocks), so one flagfile can set it
+    for a study that also trains CBR models."""
     kw = {k: v for k, v in self.base.model_kwargs.items() if k != "slim"}
+    if model != "resnet50":
+      kw.pop("zero_init_residual", None)
     if model in self.width_multipliers:
       kw["width_multiplier"] = self.width_multipliers[model]
     return kw
@@ -103,15 +118,16 @@ def scheme_of(label):
   return label, "low"
 
 
-def check_init_label(label):
-  """Raises UsageError unless `label` names an init scheme (the study's labels: the schemes, gabor_low, gabor_high)."""
+def check_init_label(label, flag="--study_inits"):
+  """Raises UsageError unless `label` names an init scheme (the study's labels: the schemes, gabor_low, gabor_high);
+  the message names `flag`."""
   scheme, freq = scheme_of(label)
   if scheme == "gabor" and freq not in ("low", "high"):
-    raise UsageError(f"--study_inits has {label!r}: the Gabor labels are gabor_low and gabor_high")
+    raise UsageError(f"{flag} has {label!r}: the Gabor labels are gabor_low and gabor_high")
   try:
     init_lib.parse_scheme(scheme)
   except UsageError as e:
-    raise UsageError(f"--study_inits has an unknown init {label!r}: {e}") from None
+    raise UsageError(f"{flag} has an unknown init {label!r}: {e}") from None
 
 
 def figure_models(cfg):
@@ -153,6 +169,9 @@ def validate_config(cfg, experiments):
   experiment ids, image sizes, margins."""
   if cfg.seeds < 1:
     raise UsageError(f"--study_seeds={cfg.seeds}: need at least 1 seed (the paper: 3)")
+  for label, n in cfg.init_seeds.items():
+    if n < 1:
+      raise UsageError(f"--study_init_seeds={label}={n}: need at least 1 seed")
   if not cfg.models:
     raise UsageError("--study_models is empty")
   for m in cfg.models:
@@ -190,7 +209,7 @@ def plan_runs(cfg, experiments):
       wanted += list(exp.runs(cfg))
   runs = []
   for model, init, subset in wanted:
-    for s in range(cfg.seeds):
+    for s in range(cfg.seeds_for(init)):
       runs.append(Run(model, init, s, subset))
   return list(dict.fromkeys(runs))
 

@@ -18,7 +18,7 @@ flags.DEFINE_float("bn_momentum", None, "Momentum of every BatchNorm's moving st
                    "runs evaluate with statistics that have not settled at 0.99; the quick and demo presets use 0.9.")
 flags.DEFINE_boolean("zero_init_residual", None, "ResNet50: start every residual block's last BatchNorm gamma at 0, so "
                      "each block starts as its shortcut (default: on in transfusion-pretrain, whose source a standard "
-                     "init leaves near chance, off elsewhere).")
+                     "init leaves near chance, off elsewhere; in transfusion-study it reaches the ResNet50 runs only).")
 flags.DEFINE_enum("gabor_frequency", "low", ["low", "high"], "Frequency set of the synthetic Gabor conv1 (--init=gabor).")
 flags.DEFINE_enum("meanvar_bn", "identity", ["identity", "resample", "copy"],
                   "BatchNorm under --init=meanvar: identity (the paper's 'BN Identity Init': gamma 1, beta 0, moving "

@@ -353,12 +353,141 @@ class AnswerTest(tf.test.TestCase):
       if r.model == "resnet50":
         res.result["selected"]["test"]["auc_referable"] += 0.05
     self.assertRegex(answer.q4(ctx, {}), r"^No smaller arm is shown to be equivalent within ±1.0 points to the best "
-                     r"arm resnet50/")
+                     r"arm resnet50/.*: cbr_small/\w+ [^;]*\*\*does not hold\*\*")
 
   def test_a_question_without_its_experiments_names_the_flag(self):
     a = self._answers(experiments=("T1",))
     self.assertIn("--experiments=...,WT", a[3])
     self.assertIn("--experiments=...,F3", a[3])
+
+
+class AnswerVerdictsTest(tf.test.TestCase):
+  """Each question of the answer section reaches each of its outcomes on hand-made results: holds, does not hold,
+  inconclusive, and not run (naming the flag) or planned but unfinished; the cost figures of Q4; --experiments=ANSWER."""
+
+  @staticmethod
+  def _drop(ctx, inits, planned):
+    """ctx without the finished runs of `inits` (still in the plan when `planned`, else not planned either)."""
+    ctx = dataclasses.replace(ctx, results={r: v for r, v in ctx.results.items() if r.init not in inits})
+    return ctx if planned else dataclasses.replace(ctx, runs=[r for r in ctx.runs if r.init not in inits])
+
+  def test_refuted_inconclusive_and_not_run(self):
+    slow = {"pretrained": (1.6, 40.0), "transfuse:conv1": (1.0, 40.0), "transfuse:block1": (1.0, 40.0)}
+    _, _, ctx = make_study(self, effects=slow, experiments=("T1", "MV", "WT"))
+    self.assertRegex(answer.q1(ctx, {}), r"cbr_small: [^;]*\*\*does not hold\*\*")
+    self.assertRegex(answer.q2(ctx, {}), r"cbr_small: [^;]*\*\*does not hold\*\*")
+    q3 = answer.q3(ctx, {})
+    self.assertRegex(q3, r"cbr_small: no transfused prefix closes more than half the gap \(up to conv1: [^)]+\), "
+                     r"\*\*does not hold\*\*")
+    # Transfer no faster than random: the share's denominator may be 0, so Fieller's interval is unbounded.
+    self.assertRegex(q3, r"cbr_small: Mean-Var − random [^;]*share -?\d+\.\d+, 95% CI unbounded")
+    self.assertIn("Least changed stages: not run: F3 (add it with `--experiments=...,F3`, or `--experiments=ANSWER`",
+                  q3)
+    # The questions whose runs the study did not plan name the flag; planned but unfinished ones say so.
+    for planned, expected in ((False, "not run: random and pretrained runs of one model (add it with "
+                                      "`--study_inits=random,pretrained`, or `--experiments=ANSWER`"),
+                              (True, "no finished runs yet: random and pretrained runs of one model are planned")):
+      bare = self._drop(ctx, ("pretrained",), planned)
+      self.assertStartsWith(answer.q1(bare, {}), expected)
+      self.assertStartsWith(answer.q2(bare, {}), expected)
+    self.assertIn("Mean-Var's share of the speed-up, (Mean-Var − random) / (transfer − random) of normalised curve "
+                  "areas, the part that weight scale rather than features gives, with Fieller's 95% CI for a ratio of "
+                  "means over seeds: not run: Mean-Var runs (add it with `--experiments=...,MV`",
+                  answer.q3(self._drop(ctx, ("meanvar",), False), {}))
+    self.assertIn("no finished runs yet: Mean-Var runs are planned",
+                  answer.q3(self._drop(ctx, ("meanvar",), True), {}))
+    unfinished_wt = self._drop(ctx, ("transfuse:conv1", "transfuse:block1"), True)
+    self.assertIn("no finished runs yet: weight transfusion runs are planned", answer.q3(unfinished_wt, {}))
+    self.assertStartsWith(answer.q4(self._drop(ctx, ("random", "pretrained", "meanvar"), False), {}),
+                          "not run: random or pretrained runs")
+    self.assertIn("weight transfusion runs (add it with `--experiments=...,WT`",
+                  answer.q3(dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, experiments=("T1",))), {}))
+    # One seed per arm: every reading is inconclusive, the share has no CI, Q4's smaller arms are inconclusive.
+    _, _, one = make_study(self, seeds=1, experiments=("T1", "MV", "WT"))
+    for r, res in one.results.items():  # ResNet50 a tenth of a point better: Q4 reads the smaller CBR arms.
+      if r.model == "resnet50":
+        res.result["selected"]["test"]["auc_referable"] += 0.001
+    self.assertRegex(answer.q1(one, {}), r"cbr_small: [^;]*\*\*inconclusive\*\*")
+    self.assertRegex(answer.q2(one, {}), r"cbr_small: [^;]*\*\*inconclusive\*\*")
+    q3 = answer.q3(one, {})
+    self.assertRegex(q3, r"cbr_small: no transfused prefix is shown to close more than half the gap .*"
+                     r"\*\*inconclusive\*\*")
+    self.assertIn(f"(no CI: {stats.FEW_SEEDS})", q3)
+    self.assertRegex(answer.q4(one, {}), r"^No smaller arm is shown to be equivalent within ±1\.0 points to the best "
+                     r"arm resnet50/\w+ .*: cbr_small/\w+ [^;]*\*\*inconclusive\*\*")
+
+  def test_mean_var_share_is_fieller_on_the_curve_areas(self):
+    _, _, ctx = make_study(self, experiments=("T1", "MV"))
+    groups = [common.normalized_area_group(ctx, "cbr_small", i)[0] for i in ("random", "meanvar", "pretrained")]
+    iv = answer.mv_share(ctx, "cbr_small")
+    self.assertEqual(iv, stats.share_interval(*groups))
+    self.assertBetween(iv.mean, 0.3, 0.9)  # Time constants 40 (random), 20 (Mean-Var), 10 (transfer).
+    self.assertLess(iv.lo, iv.mean)
+    self.assertIn(f"cbr_small: Mean-Var − random", answer.q3(ctx, {}))
+    self.assertIn(f"share {iv.mean:.2f} [{iv.lo:.2f}, {iv.hi:.2f}]", answer.q3(ctx, {}))
+
+  def test_cheapest_arm_gives_the_recorded_costs_beside_the_best_arms(self):
+    _, _, ctx = make_study(self, experiments=("T1",))
+    recorded = {"resnet50": (1_000_000, 2_500_000_000, 40.0, 150.0), "cbr_small": (30_000, 4_000_000, 500.0, 2000.0)}
+    for r, res in ctx.results.items():
+      params, flops, train, infer = recorded[r.model]
+      res.result["cost"] = {"params": params, "macs_per_image": flops // 2, "flops_per_image": flops,
+                            "image_size": [32, 32], "train_images_per_second": train + r.seed,
+                            "inference_images_per_second": infer - r.seed, "device": "CPU: test"}
+      if r.model == "resnet50":  # The best arm is a ResNet50 one.
+        res.result["selected"]["test"]["auc_referable"] += 0.001
+    text = answer.q4(ctx, {})
+    self.assertRegex(text, r"^cbr_small/\w+ \(30,000 parameters, 4\.0 MFLOPs per image, 501 training and 1,999 "
+                     r"inference img/s\) is equivalent to the best arm resnet50/\w+ \([\d.]+ test AUC, 1,000,000 "
+                     r"parameters, 2\.50 GFLOPs per image, 41 training and 149 inference img/s\): difference .* "
+                     r"\*\*holds\*\*")
+    self.assertIn("Costs at 32 px: FLOPs are 2 × the multiply-adds", text)
+    # Runs from before the cost record: FLOPs counted from the model, training speed estimated, inference unknown.
+    for res in ctx.results.values():
+      del res.result["cost"]
+      res.result["global_batch"] = 8
+    text = answer.q4(ctx, {})
+    flops = common.model_cost(ctx.cfg, "cbr_small")["flops_per_image"]
+    self.assertIn(f"33,921 parameters, {flops / 1e6:.1f} MFLOPs per image, ≈3,200 training img/s (evaluations "
+                  "included), inference speed not recorded", text)  # 400 steps x 8 images in 1 s.
+
+  def test_q5_lists_what_each_open_reading_needs(self):
+    iv = stats.diff_interval([0.80, 0.81, 0.79], [0.795, 0.80, 0.805])
+    open_ = stats.read_equivalence(iv, 0.001, what="cbr_small")
+    self.assertEqual(open_.verdict, stats.INCONCLUSIVE)
+    _, _, ctx = make_study(self, seeds=2, experiments=("T1",))
+    text = answer.q5(ctx, [("T1", open_), ("T1", stats.read_equivalence(iv, 0.5, what="resnet50"))])
+    self.assertRegex(text, r"^1 of 2 readings are open\. .*T1 cbr_small: (\d+ seeds per arm|more test images) at "
+                     r"this study's test images, (\d+ seeds per arm|more test images) at 10x\. `transfusion-study")
+    self.assertEqual(answer.q5(ctx, [("T1", stats.read_equivalence(iv, 0.5, what="x"))]),
+                     "Nothing: every reading is decided.")
+    self.assertStartsWith(answer.q5(ctx, []), "Nothing to settle yet: no readings were made")
+
+
+class AnswerPresetTest(tf.test.TestCase):
+
+  def test_answer_expands_to_the_experiments_the_questions_read(self):
+    self.assertEqual(registry.expand(["ANSWER"]), ("T1", "T2", "F3", "MV", "WT"))
+    self.assertEqual(registry.expand(["T3", "ANSWER", "MV"]), ("T3", "T1", "T2", "F3", "MV", "WT"))
+    for exp_id in registry.PRESETS["ANSWER"]:
+      self.assertIn(exp_id, registry.selectable_ids())
+    cfg = plan.StudyConfig(out="/x", base=_base(), models=("cbr_tiny",), experiments=("ANSWER",),
+                           wt_stages=("none", "conv1"))
+    self.assertEqual(cfg.experiments, ("T1", "T2", "F3", "MV", "WT"))
+    self.assertEqual(dataclasses.replace(cfg, seeds=2).experiments, cfg.experiments)
+    inits = {r.init for r in plan.plan_runs(cfg, catalog.experiments())}
+    self.assertEqual(inits, {"random", "pretrained", "meanvar", "transfuse:conv1"})
+    with self.assertRaisesRegex(UsageError, r"unknown ids \['ANSWR'\].*or a preset: ANSWER"):
+      plan.plan_runs(dataclasses.replace(cfg, experiments=("ANSWR",)), catalog.experiments())
+
+  def test_a_study_of_answer_answers_every_question(self):
+    _, _, ctx = make_study(self, experiments=("ANSWER",))
+    text = open(report.write_report(ctx, catalog.experiments(), {}, {}, wall_seconds=1)).read()
+    section = text[text.index("## The answer for this task"):text.index("## T1")]
+    self.assertNotIn("not run", section)
+    self.assertNotIn("no finished runs", section)
+    for link in ("[T1]", "[convergence]", "[WT]", "[MV]", "[F3]"):
+      self.assertIn(link, section)
 
 
 class DamagedFilesTest(tf.test.TestCase):

@@ -58,6 +58,10 @@ class QuickStudyTest(tf.test.TestCase):
     self.assertIn("(unit: runs)", report)  # One seed: no interval, so no minimum detectable effect either.
     self.assertLess(report.index("## The answer for this task"), report.index("## T1"))
     self.assertIn("1. **Does pretraining change the final test metric?**", report)
+    # Q4 reads each run's recorded cost: FLOPs per image and both measured throughputs, never "not recorded".
+    q4 = next(line for line in report.splitlines() if line.startswith("4. **"))
+    self.assertRegex(q4, r"[\d,]+ parameters, [\d.]+ [MG]FLOPs per image, [\d,]+ training and [\d,]+ inference img/s")
+    self.assertNotIn("not recorded", q4)
 
   def test_pilot_plan_prints_what_each_claim_needs(self):
     out = quick_study.run_quick_study()["out"]

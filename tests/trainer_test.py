@@ -26,6 +26,7 @@ from transfusion_tf.cli import train as train_cli
 from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
 from transfusion_tf.experiments import stats
+from transfusion_tf.models import cost as cost_lib
 from transfusion_tf.training import locks, metrics, rundir, trainer
 from transfusion_tf.training import policy
 
@@ -286,6 +287,15 @@ class TrainerTest(tf.test.TestCase):
     self.assertEqual(set(sel["test"]), {"auc_referable", "accuracy", "kappa_quadratic"})
     self.assertEqual(sel["test_examples"], 100)
     self.assertEqual(result["best"]["auc_referable"], best["auc_referable"])  # Kept: per-metric max.
+    # The cost: the model's own counts at the run's image size, and throughputs that were measured (not compared).
+    cost = result["cost"]
+    model, _ = rundir.load_run_model(run_dir, "best")
+    self.assertEqual(cost["params"], model.count_params())
+    self.assertEqual(cost["macs_per_image"], cost_lib.macs_per_image(model))
+    self.assertEqual(cost["flops_per_image"], 2 * cost["macs_per_image"])
+    self.assertEqual(cost["image_size"], [32, 32])
+    self.assertGreater(cost["train_images_per_second"], 0)
+    self.assertGreater(cost["inference_images_per_second"], 0)
     with h5py.File(rundir.weights_path(run_dir, "best"), "r") as f:
       self.assertEqual(int(f.attrs["step"]), sel["step"])
     scores, labels = rundir.load_test_predictions(run_dir)["auc_referable"]

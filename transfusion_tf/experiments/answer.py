@@ -4,18 +4,24 @@ with its number, its 95% CI, its verdict by the study's rules and a link to the 
   1. Does pretraining change the final test metric?   transfer − random test AUC per model, read for equivalence (T1/T2).
   2. Does it speed up training?                       normalised validation curve area, transfer − random, per model.
   3. Where does the benefit come from?                the fewest lowest stages whose transfusion closes more than half
-                                                      of the random-to-transfer gap (WT), Mean-Var's share (MV), the
-                                                      stages that change least from their init (F3).
-  4. What is the cheapest model that does as well?    the smallest arm whose test AUC is equivalent to the best arm's.
-  5. What would settle what is still open?            per open answer, its minimum detectable effect, and the command
-                                                      that prints the seeds and test images it needs.
+                                                      of the random-to-transfer gap (WT), Mean-Var's share of the
+                                                      speed-up with Fieller's 95% CI (MV), the stages that change
+                                                      least from their init (F3).
+  4. What is the cheapest model that does as well?    the smallest arm whose test AUC is equivalent to the best arm's,
+                                                      with both arms' parameters, FLOPs per image and measured
+                                                      training and inference images/s (result.json "cost").
+  5. What would settle what is still open?            per open reading, the seeds per arm it needs at 1x and 10x the
+                                                      test images (experiments/power.py, the plan command's estimate).
 
 Every number goes through the same functions as the sections below (common.auc_contrast, curves.read_faster, the
 trained-run gate), so an answer never says more than its section. A question whose experiments the study did not
-run says so and names the flag that adds them. Verdicts here are the unadjusted ones; the readings section applies
-Holm over the whole study.
+run says so and names the flag that adds them (`--experiments=ANSWER` selects all of them: registry.PRESETS); one
+whose runs are planned but not finished says that. Verdicts here are the unadjusted ones; the readings section
+applies Holm over the whole study.
 """
-from transfusion_tf.experiments import common, curves, plan, stats
+import math
+
+from transfusion_tf.experiments import common, curves, plan, power, stats
 
 TITLE = "The answer for this task"
 
@@ -44,7 +50,17 @@ def _has(ctx, model, init):
 
 
 def _missing(what, flag):
-  return f"not run: {what} (add it with `{flag}`)."
+  return f"not run: {what} (add it with `{flag}`, or `--experiments=ANSWER` for every question)."
+
+
+def _absent(ctx, inits, what, flag):
+  """Why an answer has no data: its runs are planned but unfinished, or the study did not plan them (naming the flag
+  that adds them). inits: the init labels it reads together on one model (planned: all of them, on some model), or
+  a function model -> those labels."""
+  labels = inits if callable(inits) else lambda m: inits
+  if any(labels(m) and all(ctx.planned(m, i) for i in labels(m)) for m in ctx.cfg.models):
+    return f"no finished runs yet: {what} are planned but not finished (re-run the study to finish them)."
+  return _missing(what, flag)
 
 
 def q1(ctx, titles):
@@ -59,7 +75,8 @@ def q1(ctx, titles):
                             common.arm_runs(ctx, m, ("pretrained", "random")))
     parts.append(f"{m}: {_ci(iv)} AUC points, **{v.verdict}**")
   if not parts:
-    return _missing("random and pretrained runs of one model", "--study_inits=random,pretrained")
+    return _absent(ctx, ("random", "pretrained"), "random and pretrained runs of one model",
+                   "--study_inits=random,pretrained")
   return (f"Test `{key}`, transfer − random, read as 'no difference within ±{ctx.cfg.equivalence_margin * 100:.1f} "
           f"points': " + "; ".join(parts) + "." + _link(ctx, exp, titles))
 
@@ -74,50 +91,92 @@ def q2(ctx, titles):
     b, _ = common.normalized_area_group(ctx, m, "random")
     parts.append(f"{m}: {_ci(common.diff_iv(a, b), scale=1, digits=3)}, **{v.verdict}**")
   if not parts:
-    return _missing("random and pretrained runs of one model", "--study_inits=random,pretrained")
+    return _absent(ctx, ("random", "pretrained"), "random and pretrained runs of one model",
+                   "--study_inits=random,pretrained")
   return ("Normalised validation curve area (progress to each run's own plateau, to step "
           f"{ctx.cfg.area_steps}), transfer − random: " + "; ".join(parts) + "."
           + _link(ctx, "convergence", titles))
 
 
+def wt_labels(ctx, m):
+  """The init labels of `m`'s WT sweep (random, the transfused prefixes, full transfer)."""
+  return tuple(dict.fromkeys([plan.wt_label(s) for s in plan.wt_stages(ctx.cfg, m)] + ["pretrained"]))
+
+
 def _wt_answer(ctx, m):
   """The fewest lowest WT stages whose normalised area exceeds the midpoint of random and full transfer (a
-  directional reading that holds), or why not."""
+  directional reading that holds), or why not: every prefix refuted (does not hold), or the lowest prefix's reading
+  (inconclusive). None when the model has no finished WT arm."""
   labels = [plan.wt_label(s) for s in plan.wt_stages(ctx.cfg, m)][1:]
+  labels = [lab for lab in labels if lab != "pretrained"]
   if not labels or not _has(ctx, m, "random") or not _has(ctx, m, "pretrained"):
     return None
   rnd, _ = common.normalized_area_group(ctx, m, "random")
   full, _ = common.normalized_area_group(ctx, m, "pretrained")
+  read = []
   for lab in labels:
     low, _ = common.normalized_area_group(ctx, m, lab)
     if not low:
       continue
     iv = common.contrast_iv([low, rnd, full], [1.0, -0.5, -0.5])
     v = common.read_direction(iv, what=lab, margin=common.direction_margin(ctx.cfg, "fraction"))
+    v = common.gate_trained(ctx, v, common.arm_runs(ctx, m, (lab, "random", "pretrained")))
     if v.verdict == stats.HOLDS:
-      return f"{m}: transfusing up to {lab.split(':')[-1]} closes more than half the gap ({_ci(iv, 1, 3)}, holds)"
-  return f"{m}: no transfused prefix is shown to close more than half the gap (inconclusive or does not hold)"
+      return (f"{m}: transfusing up to {lab.split(':')[-1]} closes more than half the gap ({_ci(iv, 1, 3)}), "
+              "**holds**")
+    read.append((lab, iv, v))
+  if not read:
+    return None
+  lab, iv, v = read[0]
+  if all(x.verdict == stats.DOES_NOT_HOLD for _, _, x in read):
+    return (f"{m}: no transfused prefix closes more than half the gap (up to {lab.split(':')[-1]}: {_ci(iv, 1, 3)}), "
+            "**does not hold**")
+  return (f"{m}: no transfused prefix is shown to close more than half the gap (up to {lab.split(':')[-1]}: "
+          f"{_ci(iv, 1, 3)}), **inconclusive**")
+
+
+def _share_text(iv):
+  """Mean-Var's share and its Fieller interval as text."""
+  if iv.lo is not None:
+    return f"share {iv.mean:.2f} [{iv.lo:.2f}, {iv.hi:.2f}]"
+  if iv.note == stats.UNBOUNDED:
+    return f"share {iv.mean:.2f}, 95% CI unbounded (transfer − random's CI includes 0)"
+  return f"share n/a ({iv.note})" if math.isnan(iv.mean) else f"share {iv.mean:.2f} (no CI: {iv.note})"
+
+
+def mv_share(ctx, m):
+  """stats.share_interval of (Mean-Var − random) / (transfer − random) on `m`'s normalised validation curve areas
+  (one value per run; Fieller's 95% CI over seeds), or None when an arm has no finished run."""
+  groups = [common.normalized_area_group(ctx, m, i)[0] for i in ("random", "meanvar", "pretrained")]
+  if not all(groups):
+    return None
+  return stats.share_interval(*groups, level=common.LEVEL)
 
 
 def q3(ctx, titles):
   out = []
   chosen = set(ctx.cfg.experiments)
   wt = [a for a in (_wt_answer(ctx, m) for m in ctx.cfg.models) if a] if "WT" in chosen else []
-  out.append("Weight transfusion: " + ("; ".join(wt) + "." + _link(ctx, "WT", titles) if wt else
-                                        _missing("weight transfusion", "--experiments=...,WT")))
+  out.append("Weight transfusion, read as 'the contrast A(prefix) − (A(random) + A(transfer)) / 2 of normalised "
+             "curve areas is above 0': " + ("; ".join(wt) + "." + _link(ctx, "WT", titles) if wt else
+                                              _absent(ctx, lambda m: wt_labels(ctx, m) if "WT" in chosen else (),
+                                                      "weight transfusion runs", "--experiments=...,WT")))
   mv = []
   for m in ctx.cfg.models:
-    if all(_has(ctx, m, i) for i in ("random", "meanvar", "pretrained")):
-      r, _ = common.normalized_area_group(ctx, m, "random")
-      v, _ = common.normalized_area_group(ctx, m, "meanvar")
-      p, _ = common.normalized_area_group(ctx, m, "pretrained")
-      gain, full = common.diff_iv(v, r), common.diff_iv(p, r)
-      share = (f"{gain.mean / full.mean:.2f}" if gain is not None and full is not None and abs(full.mean) > 1e-9
-               else "n/a")
-      mv.append(f"{m}: Mean-Var − random {_ci(gain, 1, 3)} of transfer − random {_ci(full, 1, 3)} (share {share}, "
-                "point estimate; the share of weight scale rather than features)")
-  out.append("Mean-Var: " + ("; ".join(mv) + "." + _link(ctx, "MV", titles) if mv else
-                              _missing("Mean-Var init", "--study_inits=...,meanvar --experiments=...,MV")))
+    share = mv_share(ctx, m)
+    if share is None:
+      continue
+    r, _ = common.normalized_area_group(ctx, m, "random")
+    v, _ = common.normalized_area_group(ctx, m, "meanvar")
+    p, _ = common.normalized_area_group(ctx, m, "pretrained")
+    gain, full = common.diff_iv(v, r), common.diff_iv(p, r)
+    mv.append(f"{m}: Mean-Var − random {_ci(gain, 1, 3)} of transfer − random {_ci(full, 1, 3)}, "
+              f"{_share_text(share)}")
+  out.append("Mean-Var's share of the speed-up, (Mean-Var − random) / (transfer − random) of normalised curve areas, "
+             "the part that weight scale rather than features gives, with Fieller's 95% CI for a ratio of means over "
+             "seeds: " + ("; ".join(mv) + "." + _link(ctx, "MV", titles) if mv else
+                          _absent(ctx, ("random", "meanvar", "pretrained"), "Mean-Var runs",
+                                  "--experiments=...,MV")))
   f3 = ctx.analyses.get("F3") if "F3" in chosen else None
   if f3:
     from transfusion_tf.experiments import f3 as f3_mod  # pylint: disable=import-outside-toplevel
@@ -130,56 +189,120 @@ def q3(ctx, titles):
         least.append(f"{m}: {', '.join(f'{s} ({means[s]:.2f})' for s in top)}")
     out.append("Least changed from their (pretrained) init, mean SVCCA to init: " + "; ".join(least) + "."
                + _link(ctx, "F3", titles))
+  elif "F3" in chosen:
+    out.append("Least changed stages: no F3 analysis yet (it runs once the pretrained and random runs are finished).")
   else:
     out.append("Least changed stages: " + _missing("F3", "--experiments=...,F3"))
   return " ".join(out)
 
 
+def _mean(values):
+  values = [v for v in values if v is not None]
+  return sum(values) / len(values) if values else None
+
+
+def arm_cost(ctx, model, group, counted):
+  """The cost of an arm (a model and init's finished runs `group`): {"params", "flops_per_image", "train_ips",
+  "inference_ips", "estimated_train"}. Parameters and FLOPs (2 x multiply-accumulates per image, models/cost.py)
+  from the runs' result.json "cost", else counted from the model as the study builds it (`counted`: a dict cache
+  {model: common.model_cost}); images/s: the mean over the runs that measured them (None where none did; runs
+  from before the cost record get a training rate of steps x batch / seconds, evaluations included, flagged by
+  "estimated_train")."""
+  costs = [r.result.get("cost") for r in group if isinstance(r.result.get("cost"), dict)]
+  if costs:
+    params, flops = costs[0].get("params"), costs[0].get("flops_per_image")
+  else:
+    if model not in counted:
+      counted[model] = common.model_cost(ctx.cfg, model)
+    params, flops = counted[model]["params"], counted[model]["flops_per_image"]
+  train = _mean([c.get("train_images_per_second") for c in costs])
+  estimated = False
+  if train is None:
+    train = _mean([r.result["final"]["step"] * r.result["global_batch"] / r.result["seconds"] for r in group
+                   if r.result.get("seconds") and r.result.get("global_batch")
+                   and (r.result.get("final") or {}).get("step")])
+    estimated = train is not None
+  return {"params": params, "flops_per_image": flops, "train_ips": train,
+          "inference_ips": _mean([c.get("inference_images_per_second") for c in costs]), "estimated_train": estimated}
+
+
+def _flops(n):
+  if n is None:
+    return "FLOPs not known"
+  return f"{n / 1e9:.2f} GFLOPs" if n >= 1e8 else f"{n / 1e6:.1f} MFLOPs"
+
+
+def _cost_text(c):
+  """'P parameters, F GFLOPs per image, T training and I inference img/s' of an arm_cost."""
+  train, infer = c["train_ips"], c["inference_ips"]
+  if train is not None and infer is not None and not c["estimated_train"]:
+    speeds = f"{train:,.0f} training and {infer:,.0f} inference img/s"
+  else:
+    speeds = ", ".join((
+        "training speed not recorded" if train is None else
+        f"≈{train:,.0f} training img/s (evaluations included)" if c["estimated_train"] else
+        f"{train:,.0f} training img/s",
+        "inference speed not recorded" if infer is None else f"{infer:,.0f} inference img/s"))
+  return f"{c['params']:,} parameters, {_flops(c['flops_per_image'])} per image, {speeds}"
+
+
 def q4(ctx, titles):
   key = ctx.primary
   arms = [(m, i) for m in ctx.cfg.models for i in ("random", "pretrained", "meanvar") if _has(ctx, m, i)]
-  if not arms:
-    return "No finished arm."
   means = {a: common.group_interval(ctx, a[0], a[1], key) for a in arms}
   means = {a: iv for a, iv in means.items() if iv is not None}
+  if not means:
+    return _absent(ctx, ("random",), "random or pretrained runs", "--study_inits=random,pretrained")
   best = max(means, key=lambda a: means[a].mean)
-  params = {m: common.param_count(ctx.cfg, m) for m in dict.fromkeys(m for m, _ in means)}
-  cheaper = sorted((a for a in means if params[a[0]] < params[best[0]]), key=lambda a: params[a[0]])
-  best_text = (f"the best arm {best[0]}/{best[1]} ({means[best].mean * 100:.1f} test AUC, {params[best[0]]:,} "
-               f"parameters, {_throughput(ctx.group(*best))})")
+  counted = {}
+  cost = {a: arm_cost(ctx, a[0], ctx.group(*a), counted) for a in means}
+  cheaper = sorted((a for a in means if cost[a]["params"] < cost[best]["params"]), key=lambda a: cost[a]["params"])
+  size = ctx.cfg.base.image_size
+  best_text = f"the best arm {best[0]}/{best[1]} ({means[best].mean * 100:.1f} test AUC, {_cost_text(cost[best])})"
+  where = (f" Costs at {size} px: FLOPs are 2 × the multiply-adds of the conv and dense layers per image; img/s as "
+           "each run's result.json records them, measured where it trained"
+           + (f" ({ctx.group(*best)[0].result['device']})" if ctx.group(*best)[0].result.get("device") else "")
+           + ".")
+  link = _link(ctx, "T1" if ctx.task.kind == "grading" else "T2", titles)
+  if not cheaper:
+    return f"{best_text[0].upper() + best_text[1:]} is the smallest model studied." + link + where
+  tried = []
   for arm in cheaper:
     group_a, group_b = ctx.group(*arm), ctx.group(*best)
     iv = common.runs_contrast([group_a, group_b], [1.0, -1.0], key)
     v = common.gate_trained(ctx, common.read_equivalence(iv, ctx.cfg.equivalence_margin, what="x"),
                             group_a + group_b)
     if v.verdict == stats.HOLDS:
-      return (f"{arm[0]}/{arm[1]} ({params[arm[0]]:,} parameters, {_throughput(group_a)}) is equivalent to "
-              f"{best_text}: difference {_ci(iv)} AUC points, **holds**." + _link(ctx, "T1", titles)
-              + " FLOPs per image and inference speed are not measured yet.")
-  if not cheaper:
-    return (f"{best_text[0].upper() + best_text[1:]} is the smallest model studied." + _link(ctx, "T1", titles)
-            + " FLOPs per image and inference speed are not measured yet.")
+      return (f"{arm[0]}/{arm[1]} ({_cost_text(cost[arm])}) is equivalent to {best_text}: difference {_ci(iv)} AUC "
+              "points, **holds**." + link + where)
+    tried.append(f"{arm[0]}/{arm[1]} {_ci(iv)}, **{v.verdict}**")
   return (f"No smaller arm is shown to be equivalent within ±{ctx.cfg.equivalence_margin * 100:.1f} points to "
-          f"{best_text}." + _link(ctx, "T1", titles) + " FLOPs per image and inference speed are not measured yet.")
+          f"{best_text}: " + "; ".join(tried) + "." + link + where)
 
 
-def _throughput(group):
-  """Training images per second of a group's runs as result.json records them (steps x global batch / seconds,
-  evaluations included), as text."""
-  rates = [r.result["final"]["step"] * r.result.get("global_batch", 0) / r.result["seconds"] for r in group
-           if r.result.get("seconds") and r.result.get("global_batch") and (r.result.get("final") or {}).get("step")]
-  return f"{sum(rates) / len(rates):.0f} training img/s here" if rates else "training speed not recorded"
+MAX_LISTED = 6  # Open readings named in Q5; the plan command's table has them all.
+
+
+def _needed_text(v):
+  needs = [power.needed(v, f) for f in (1, 10)]
+  if needs[0] is None:
+    return "seeds needed unknown (no interval of that kind)"
+  words = ["more test images" if n == "more test images" else f"{n} seeds per arm" for n in needs]
+  return f"{words[0]} at this study's test images, {words[1]} at 10x"
 
 
 def q5(ctx, readings):
-  open_ = [v for _, v in readings if v.verdict == stats.INCONCLUSIVE]
+  if not readings:
+    return "Nothing to settle yet: no readings were made (no finished runs of the selected experiments)."
+  open_ = [(e, v) for e, v in readings if v.verdict == stats.INCONCLUSIVE]
   if not open_:
     return "Nothing: every reading is decided."
-  with_mde = [v for v in open_ if v.mde is not None]
-  return (f"{len(open_)} of {len(readings)} readings are open; their minimum detectable effects (80% power) are in "
-          f"the readings below ({len(with_mde)} of them have one). `transfusion-study --flagfile=... "
-          f"--study_stage=plan --pilot={ctx.cfg.out}` prints, for each claim, the seeds per arm it needs at 1x-10x "
-          "this study's test images, from this study's variances (experiments/power.py).")
+  listed = [f"{e} {v.text.split(':')[0]}: {_needed_text(v)}" for e, v in open_[:MAX_LISTED]]
+  more = f"; and {len(open_) - MAX_LISTED} more" if len(open_) > MAX_LISTED else ""
+  return (f"{len(open_)} of {len(readings)} readings are open. What each needs to be decided with 80% power if the "
+          "true difference is 0, from this study's variances (experiments/power.py): " + "; ".join(listed) + more
+          + f". `transfusion-study --flagfile=... --study_stage=plan --pilot={ctx.cfg.out}` prints the table for "
+          "every claim at 1x-10x the test images.")
 
 
 def section(ctx, titles, readings):

@@ -465,15 +465,22 @@ def figure_link(ctx, what, png):
   return f"![{what}]({ctx.rel(png)})"
 
 
-def param_count(cfg, model):
-  """Parameters of `model` as the study builds it (widths included)."""
+def model_cost(cfg, model):
+  """models/cost.py's {"params", "macs_per_image", "flops_per_image", "image_size"} of `model` as the study builds it
+  (widths included, a 5-logit head) at the study's image size (at least the model's minimum)."""
   from transfusion_tf import models  # pylint: disable=import-outside-toplevel
+  from transfusion_tf.models import cost  # pylint: disable=import-outside-toplevel
   import keras  # pylint: disable=import-outside-toplevel
   size = max(cfg.base.image_size, models.MIN_SIZE[model])
   m = models.build_model(model, 5, (size, size, 3), initialize_weights=False, **cfg.model_kwargs(model))
-  n = m.count_params()
+  out = cost.model_cost(m)
   keras.backend.clear_session()
-  return n
+  return out
+
+
+def param_count(cfg, model):
+  """Parameters of `model` as the study builds it (widths included)."""
+  return model_cost(cfg, model)["params"]
 
 
 def analysis_kwargs(cfg):

@@ -16,6 +16,7 @@ import keras
 
 from transfusion_tf import models
 from transfusion_tf.errors import UsageError
+from transfusion_tf.experiments import registry
 from transfusion_tf.models import init as init_lib
 from transfusion_tf.models import weights as weights_lib
 from transfusion_tf.training import policy, rundir, trainer
@@ -72,6 +73,10 @@ class StudyConfig:
     if not self.init_seeds:
       return f"{self.seeds} seed(s)"
     return f"{self.seeds} seed(s) ({', '.join(f'{k} {v}' for k, v in sorted(self.init_seeds.items()))})"
+
+  def __post_init__(self):
+    # A preset (--experiments=ANSWER) stands for its experiments everywhere a study reads its selection.
+    self.experiments = registry.expand(self.experiments)
 
   def model_kwargs(self, model):
     """build_model kwargs for `model`: the base flags with this model's width multiplier, if the study sets one.
@@ -184,7 +189,8 @@ def validate_config(cfg, experiments):
   known = {e.id for e in experiments}
   unknown = [e for e in cfg.experiments if e not in known]
   if unknown:
-    raise UsageError(f"--experiments has unknown ids {unknown}; known: {', '.join(sorted(known))}")
+    raise UsageError(f"--experiments has unknown ids {unknown}; known: {', '.join(sorted(known))}, or a preset: "
+                     f"{', '.join(registry.PRESETS)}")
   if not cfg.experiments:
     raise UsageError("--experiments is empty")
   for name in ("equivalence_margin", "similarity_margin"):

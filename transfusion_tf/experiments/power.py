@@ -14,7 +14,7 @@ from transfusion_tf.experiments import common, stats
 TEST_FACTORS = (1, 2, 5, 10)
 
 
-def _needed(verdict, factor):
+def needed(verdict, factor):
   """Seeds per arm for one reading (the most any of its parts needs), "more test images", or None (unknown)."""
   parts = verdict.parts or (verdict,)
   out = 0
@@ -40,7 +40,7 @@ def pilot_rows(ctx, experiments):
     for v in exp.readings(ctx):
       claim = v.text.split(": difference")[0].split(": CI")[0]
       rows.append((exp.id, claim[:140], v.verdict, "—" if v.mde is None else f"{v.mde:.3g}",
-                   [_needed(v, f) for f in TEST_FACTORS]))
+                   [needed(v, f) for f in TEST_FACTORS]))
   return rows
 
 

@@ -11,6 +11,9 @@ An experiment registers four things, each a plain function of the study:
   readings(ctx)          -> [stats.Verdict, ...]  its claims read against the paper, each by one stated rule
 `ctx` is a `common.Context`: the configuration, the planned runs, their results, and the analyses.
 
+Presets (PRESETS) name a set of experiments in --experiments: ANSWER selects those the report's first section, "The
+answer for this task" (experiments/answer.py), reads. `expand` replaces them; StudyConfig does so on construction.
+
 To add an experiment: write `experiments/<id>.py` that builds an `Experiment` and calls `register(...)` at import
 time, import it in `experiments/catalog.py` (the order there is the report's order), and add its test; the registry
 test (tests/experiments_test.py) runs every registered experiment on hand-made results.
@@ -74,5 +77,21 @@ def get(experiment_id):
 
 
 def selectable_ids():
-  """Ids a user can name in --experiments (the convergence table comes with MV, WT, SL and GB)."""
+  """Ids of experiments a user can name in --experiments (the convergence table comes with MV, WT, SL and GB);
+  the presets (PRESETS) come on top."""
   return [e.id for e in _REGISTRY.values() if not e.shown_with]
+
+
+# --experiments presets -> the registered ids they select. ANSWER: Q1 reads T1 (retina) or T2 (chest x-ray; the
+# other one's section is one line), Q2 and the convergence table come with the runs of T1/T2 and MV/WT, Q3 reads
+# WT, MV and F3, Q4 the arms of all of them, Q5 their readings.
+PRESETS = {"ANSWER": ("T1", "T2", "F3", "MV", "WT")}
+
+
+def expand(ids):
+  """The experiment ids of `ids` (as --experiments lists them) with each preset replaced by its ids, in order,
+  each once; other ids pass unchanged (validate_config checks them). Returns a tuple."""
+  out = []
+  for i in ids:
+    out += PRESETS.get(i, (i,))
+  return tuple(dict.fromkeys(out))

@@ -12,6 +12,13 @@ weights/best.weights.h5 (attribute "step") right after that step's checkpoint is
 best from curve.json and re-exports it when a kill fell between the two. At the end the best weights are loaded,
 the test split is scored once, and result.json["selected"] plus test_predictions.npz record it.
 
+Cost. result.json["cost"] records the model's parameters and arithmetic per image at the run's image size
+(models/cost.py: multiply-accumulates of the conv and dense layers, and FLOPs = 2 x those), and two throughputs
+measured on this machine as a by-product of work the run does anyway, so they change no result: training images/s
+over this process's training steps (the first left out: it traces the step; evaluations and checkpoints left out)
+and inference images/s over the test scoring's forward passes (the first batch left out for the same reason; the
+input pipeline left out). Timings vary from run to run and machine to machine; nothing compares them exactly.
+
 Safety. A run directory is locked (training/locks.py) by the process training into it; another process finding
 a live lock skips it. Every input (config, weights, data) is checked before an --overwrite touches the old run,
 which is moved to DIR.previous and deleted once the new run has written its first checkpoint (put back if the new
@@ -39,6 +46,7 @@ import tensorflow as tf
 from transfusion_tf import models
 from transfusion_tf.data import pipeline
 from transfusion_tf.errors import UsageError
+from transfusion_tf.models import cost as cost_lib
 from transfusion_tf.models import init as init_lib
 from transfusion_tf.models import weights as weights_lib
 from transfusion_tf.training import metrics as metrics_lib
@@ -389,6 +397,9 @@ class Trainer:
     self._train_step = self._make_train_step()
     self._sync_stats = self._make_sync_stats() if self.replicas > 1 else None
     self._predict = predict_function(self.model, cfg.image_size, self.data.channels)
+    self.cost = cost_lib.model_cost(self.model)
+    self._train_timing = [0, 0.0]  # [images, seconds] of the timed training steps of this process.
+    self._inference_timing = None  # (images, seconds) of the test scoring's timed forward passes.
 
   def _make_train_step(self):
     model, opt, task, strategy, gb = self.model, self.optimizer, self.task, self.strategy, self.global_batch
@@ -564,8 +575,14 @@ class Trainer:
     # A run killed after the evaluation that ended it resumes into the same decision (the rule reads curve.json).
     stopped = plateau.plateau_reached(curve, self.task.primary_metric, cfg.plateau_patience,
                                       cfg.plateau_min_delta or 0.0, cfg.min_train_steps)
+    first_step = True
     while step < cfg.train_steps and not stopped:
-      loss = float(self._train_step(iterator))
+      t_step = time.perf_counter()
+      loss = float(self._train_step(iterator))  # float() waits for the step: the timing covers all of it.
+      if not first_step:
+        self._train_timing[0] += self.global_batch
+        self._train_timing[1] += time.perf_counter() - t_step
+      first_step = False
       step += 1
       _now_training["step"] = step
       losses.append(loss)
@@ -648,7 +665,10 @@ class Trainer:
     if int(self.step.numpy()) != best["step"]:
       src = models.read_weight_file(path)
       init_lib.copy_weights(self.model, weights_lib.match_layers(self.model, src, skip=()))
-    labels, masks, logits = gather_predictions(self._predict, self.data, "test")
+    timings = []
+    labels, masks, logits = gather_predictions(self._predict, self.data, "test", timings=timings)
+    timed = timings[1:] or timings  # The first batch may trace the predict function.
+    self._inference_timing = (sum(n for n, _ in timed), sum(t for _, t in timed))
     test = metrics_lib.compute_metrics(self.task, labels, masks, logits)
     rundir.save_test_predictions(self.run_dir, metrics_lib.auc_inputs(self.task, labels, masks, logits),
                                  metrics_lib.auc_indices(self.task, masks, len(labels)), len(labels),
@@ -685,7 +705,16 @@ class Trainer:
             "flags": self.cfg.to_dict(), "versions": versions(), "device": device_description(),
             "data": self.data.source_description, "init": self.init_info,
             "source_weights": self.init_info.get("source"), "seconds": round(total_seconds, 2),
-            "global_batch": self.global_batch, "replicas": self.replicas}
+            "global_batch": self.global_batch, "replicas": self.replicas, "cost": self._cost_record()}
+
+  def _cost_record(self):
+    """result.json["cost"]: the model's cost (models/cost.py) and the throughputs measured here (module
+    docstring), images/s or None where nothing was timed (a run resumed at its last step trains no step)."""
+    def rate(images, seconds):
+      return round(images / seconds, 2) if images and seconds > 0 else None
+    inference = rate(*self._inference_timing) if self._inference_timing else None
+    return dict(self.cost, train_images_per_second=rate(*self._train_timing),
+                inference_images_per_second=inference, device=device_description())
 
 
 def no_space_left(error):
@@ -741,15 +770,19 @@ def _select(curve, metric):
   return best
 
 
-def gather_predictions(predict, data, split):
+def gather_predictions(predict, data, split, timings=None):
   """Runs `predict` (images -> logits) over every example of `split` of `data`, in eval order.
 
   Returns (labels, masks, logits) numpy arrays: labels/masks as the pipeline yields them, concatenated ((N,) or
-  (N, P)); logits float (N, outputs).
+  (N, P)); logits float (N, outputs). timings: None, or a list that gets one (images, seconds) per batch: the
+  forward pass and the copy of its logits to the host, the input pipeline left out.
   """
   labels, masks, logits = [], [], []
   for images, y, m in data.eval(split):
+    t0 = time.perf_counter()
     logits.append(np.asarray(predict(images)))
+    if timings is not None:
+      timings.append((int(logits[-1].shape[0]), time.perf_counter() - t0))
     labels.append(y.numpy())
     masks.append(m.numpy())
   if not logits:

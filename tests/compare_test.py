@@ -7,12 +7,15 @@ import re
 import subprocess
 import sys
 import warnings
+import weakref
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 from absl.testing import flagsaver
 
 from transfusion_tf import models
+from transfusion_tf.analysis import activations
 from transfusion_tf.analysis import cca
 from transfusion_tf.analysis import compare as compare_lib
 from transfusion_tf.cli import compare
@@ -76,6 +79,48 @@ class CompareTest(tf.test.TestCase):
     moved = compare_lib.compare_runs(self.run_a, self.run_a, which_a="step0", stages=["conv1"], num_images=6,
                                      batch_size=4, stage_matrix=False)
     self.assertLess(moved["per_stage"]["conv1"]["svcca"], 0.999)
+
+  def test_streamed_images_give_the_held_numbers_and_are_never_all_held(self):
+    # issue 24: the analyses read their images from the pipeline on every pass instead of holding them.
+    config = rundir.load_config(self.run_a)
+    held = list(compare_lib.eval_batches(config, 12, 2))
+    streamed = compare_lib.ImageBatches(config, 12, 2)
+    self.assertEqual((len(streamed), streamed.images), (6, 12))
+    for got, want in zip(streamed, held):
+      self.assertAllEqual(got, want)
+    # The study's views: the leading images some stages need (cut at that count) and F4's strided subsets.
+    self.assertEqual([b.shape[0] for b in streamed.head(5)], [2, 2, 1])
+    self.assertEqual(streamed.head(5).images, 5)
+    for i in range(4):
+      view = streamed[i::4]
+      self.assertLen(view, len(held[i::4]))
+      self.assertEqual(view.images, sum(b.shape[0] for b in held[i::4]))
+      for got, want in zip(view, held[i::4]):
+        self.assertAllEqual(got, want)
+
+    alive, peak, passes = [], [0], [0]
+    real = compare_lib._leading_batches  # pylint: disable=protected-access
+
+    def counted(*args):
+      passes[0] += 1
+      for images in real(*args):
+        alive.append(weakref.ref(images))
+        peak[0] = max(peak[0], sum(int(r().shape[0]) for r in alive if r() is not None))
+        yield images
+
+    model_a, _ = rundir.load_run_model(self.run_a, "final")
+    model_b, _ = rundir.load_run_model(self.run_b, "final")
+    stages = ["conv1", "conv2", "pool"]
+    # The default minimum of datapoints per neuron needs the image count: known, so no pass just to count.
+    want = activations.compare_models(model_a, model_b, stages, held, max_positions=2)
+    with mock.patch.object(compare_lib, "_leading_batches", counted):
+      got = activations.compare_models(model_a, model_b, stages, compare_lib.ImageBatches(config, 12, 2),
+                                       max_positions=2)
+    self.assertEqual(passes[0], 1)
+    self.assertLessEqual(peak[0], 4)  # The batch being compared and the one before it, of 12 images.
+    for s in stages:  # Bit for bit: the same images, batches and order reach the same accumulators.
+      for key in ("svcca", "pwcca", "cka", "cca", "datapoints", "images", "baseline"):
+        self.assertEqual(got[s][key], want[s][key], (s, key))
 
   def test_usage_errors(self):
     with self.assertRaisesRegex(UsageError, "is not a stage"):

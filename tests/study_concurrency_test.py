@@ -71,7 +71,7 @@ class ConcurrencyTest(tf.test.TestCase):
     one = run(serial, "--study_seeds=1", "--parallel_runs=1")
     self.assertEqual(one.returncode, 0, one.stderr[-3000:])
     self.assertIn("F3 computed", one.stdout)
-    two = run(par, "--study_seeds=1", "--parallel_runs=2")
+    two = run(par, "--study_seeds=1", "--parallel_runs=2", "--log_every_seconds=1")  # Non-semantic: same runs.
     self.assertEqual(two.returncode, 0, two.stderr[-3000:])
     self.assertIn("parallel runs: 2 processes", two.stdout)
     # The sweep's processes ran on a share of the cores each; the analyses get a fresh process with all of them,
@@ -79,13 +79,23 @@ class ConcurrencyTest(tf.test.TestCase):
     self.assertIn("== analyses and report: a fresh process", two.stdout)
     # Output a person can follow (issue 24): every line of a run names it, one header per run this process trains,
     # and no "held by" line for the runs its own children train.
-    run_lines = [l for l in two.stdout.splitlines() if re.search(r"step \d+/\d+|^\S*\s*eval |^\S* ?training ", l)]
+    run_lines = [l for l in two.stdout.splitlines() if re.search(r"step \d+/\d+|^\S*\s*eval |^\S* ?training ", l)
+                 and not l.startswith("study progress")]
     self.assertNotEmpty(run_lines)
     for line in run_lines:
       self.assertRegex(line, r"^\[(pretrain/)?[a-z0-9_]+(/[a-z0-9_:]+/seed\d+)?\] ", line)
     headers = re.findall(r"== run \d+/\d+: (\S+)", two.stdout)
     self.assertEqual(len(headers), len(set(headers)), headers)
     self.assertNotIn("is held by", two.stdout)
+    # The parent's study-level line (a pipe, not a terminal: plain lines, no carriage return): runs done / total
+    # and the ETA while the sweep runs (the runs its children train included), and a closing line.
+    self.assertNotIn("\r", two.stdout)
+    lines = re.findall(r"^study progress \(\d\d:\d\d:\d\d\): (\d+)/(\d+) runs done, source pretraining "
+                       r"(\d)/1(.*)$", two.stdout, re.M)
+    self.assertGreaterEqual(len(lines), 2, two.stdout[-4000:])
+    self.assertEqual(lines[-1], ("2", "2", "1", ""))  # The closing line: everything done.
+    self.assertTrue(any(re.search(r"; ETA (unknown|\d\d:\d\d:\d\d)", rest) for *_, rest in lines[:-1]), lines)
+    self.assertNotIn("study progress", "".join(two.stdout.split("== analyses and report")[1:]))
     self.assertIn("report written to", two.stdout)
     a, b = results(serial), results(par)
     self.assertEqual(sorted(a), sorted(b))

@@ -386,7 +386,12 @@ def _nan_to_none(v):
 
 
 def count_images(batches):
-  """Number of images in `batches` (a re-iterable, see `reiterable`), counted by one pass without any model."""
+  """Number of images in `batches` (a re-iterable, see `reiterable`): its `images` attribute where it knows it
+  (`compare.ImageBatches`, which would otherwise read every image from its pipeline once more just to count
+  them), else counted by one pass without any model."""
+  known = getattr(batches, "images", None)
+  if known is not None:
+    return int(known)
   return sum(int(batch_images(b).shape[0]) for b in batches)
 
 

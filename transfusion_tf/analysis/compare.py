@@ -34,23 +34,23 @@ def _check_runs(run_a, run_b):
   return config_a, config_b
 
 
-def eval_batches(config, num_images, batch_size, split="validation"):
-  """Yields the first `num_images` images of `split` of a run's dataset, preprocessed for its model, in batches.
-
-  config: a run's config dict (config.json: dataset, image_size, model, and optionally weights, seed, channels,
-  preprocessing, data_kwargs). Yields float32 arrays (B, S, S, C), B <= batch_size, num_images in all (fewer when
-  the split is smaller), always the same images in the same order (eval order, no augmentation).
-  """
+def _check_counts(num_images, batch_size):
   if num_images < 1:
     raise UsageError(f"--num_images must be at least 1, got {num_images}")
   if batch_size < 1:
     raise UsageError(f"--compare_batch_size must be at least 1, got {batch_size}")
+
+
+def _build_data(config, batch_size):
   kwargs = dict(config.get("data_kwargs") or {})
   kwargs.setdefault("channels", int(config.get("channels", 3)))
   if config.get("preprocessing"):
     kwargs.setdefault("preprocessing", config["preprocessing"])
-  data = pipeline.build_data(config["dataset"], int(config["image_size"]), batch_size, config["model"],
+  return pipeline.build_data(config["dataset"], int(config["image_size"]), batch_size, config["model"],
                              weights=config.get("weights"), seed=int(config.get("seed", 0)), **kwargs)
+
+
+def _leading_batches(data, split, num_images):
   left = int(num_images)
   for batch in data.eval(split):
     if left <= 0:
@@ -58,6 +58,82 @@ def eval_batches(config, num_images, batch_size, split="validation"):
     images = activations.batch_images(batch)[:left]
     left -= int(images.shape[0])
     yield images
+
+
+def eval_batches(config, num_images, batch_size, split="validation"):
+  """Yields the first `num_images` images of `split` of a run's dataset, preprocessed for its model, in batches.
+
+  config: a run's config dict (config.json: dataset, image_size, model, and optionally weights, seed, channels,
+  preprocessing, data_kwargs). Yields float32 arrays (B, S, S, C), B <= batch_size, num_images in all (fewer when
+  the split is smaller), always the same images in the same order (eval order, no augmentation). One pass; for
+  several, `ImageBatches` reads the pipeline again each time instead of holding the images.
+  """
+  _check_counts(num_images, batch_size)
+  yield from _leading_batches(_build_data(config, batch_size), split, num_images)
+
+
+class ImageBatches:
+  """The batches `eval_batches` yields, as a re-iterable that reads them from the input pipeline on every pass.
+
+  A comparison passes over the analysis images once per pair of models (twice when it counts them first), and
+  holding them costs images x S x S x C x 4 bytes (2,000 images at 587 px: 8 GB); reading them again costs a
+  pass of the pipeline, which the two models' forward passes outweigh. At most the pipeline's prefetch buffer
+  and one batch are alive at a time, however many images there are.
+
+  config, num_images, batch_size, split: as in `eval_batches` (the same UsageErrors). `images`: how many images a
+  pass yields (min(num_images, the split's size)), or None where the split's size is an estimate (a filtered TFDS
+  split) or bad images may be skipped; `activations.count_images` reads it instead of counting by a pass.
+  Supports len() (batches per pass), `head(n)` (the first n images, the same batch boundaries cut at n) and
+  `[start::step]` (every step-th batch from start, as a list's slice would give; the pipeline still decodes the
+  batches in between, so F4's k subsets cost k passes of the pipeline, though no more memory).
+  """
+
+  def __init__(self, config, num_images, batch_size, split="validation", data=None):
+    _check_counts(num_images, batch_size)
+    self.data = data if data is not None else _build_data(config, batch_size)
+    self.config, self.batch_size, self.split = config, int(batch_size), split
+    size = self.data.num_examples.get(split)
+    self._num = int(num_images) if size is None else min(int(num_images), int(size))
+    exact = self.data.num_examples_exact.get(split, True) and self.data.on_bad_image == "fail"
+    self.images = self._num if exact else None
+    self._start, self._step = 0, 1
+
+  def __iter__(self):
+    last = self._batches() - 1
+    for k, images in enumerate(_leading_batches(self.data, self.split, self._num)):
+      if k >= self._start and (k - self._start) % self._step == 0:
+        yield images
+      if k >= last - (last - self._start) % self._step:
+        break  # This view's last batch: the rest would be read for nothing.
+
+  def _batches(self):
+    return -(-self._num // self.batch_size)
+
+  def __len__(self):
+    return len(range(self._start, self._batches(), self._step))
+
+  def head(self, num_images):
+    """The first `num_images` images (at most this view's), in the same batches cut at that count."""
+    if self._step != 1 or self._start:
+      raise ValueError("head() of a strided view is not defined")
+    out = ImageBatches(self.config, max(1, min(int(num_images), self._num)), self.batch_size, self.split, self.data)
+    if self.images is None:
+      out.images = None
+    return out
+
+  def __getitem__(self, key):
+    """A strided view `[start::step]` over this view's batches (only slices without a stop)."""
+    if not isinstance(key, slice) or key.stop is not None:
+      raise TypeError("ImageBatches supports only [start::step] views")
+    start, step = key.start or 0, key.step or 1
+    if start < 0 or step < 1:
+      raise ValueError("ImageBatches views need start >= 0 and step >= 1")
+    out = ImageBatches(self.config, self._num, self.batch_size, self.split, self.data)
+    out._start, out._step = self._start + start * self._step, self._step * step  # pylint: disable=protected-access
+    kept = [min(self.batch_size, self._num - k * self.batch_size) for k in range(out._start, self._batches(),
+                                                                                 out._step)]
+    out.images = sum(kept) if self.images is not None else None
+    return out
 
 
 def compare_runs(run_a, run_b, which_a="final", which_b="final", stages=None, conv_mode="positions",
@@ -80,7 +156,7 @@ def compare_runs(run_a, run_b, which_a="final", which_b="final", stages=None, co
   for s in stages:
     if s not in all_stages:
       raise UsageError(f"--stages: {s!r} is not a stage of {config_a['model']}; stages are {', '.join(all_stages)}")
-  batches = eval_batches(config_a, num_images, batch_size, split)
+  batches = ImageBatches(config_a, num_images, batch_size, split)
   common = dict(conv_mode=conv_mode, max_positions=max_positions, seed=seed, keep_variance=keep_variance,
                 min_datapoints_per_neuron=min_datapoints_per_neuron)
   out = {"run_a": run_a, "run_b": run_b, "which_a": which_a, "which_b": which_b, "model": config_a["model"],

@@ -109,8 +109,9 @@ class Context:
   runs: list
   results: dict  # Run -> RunResult, finished runs only.
   analyses: dict = dataclasses.field(default_factory=dict)
-  # callable(model, stages=None) -> list of preprocessed image batches (B, S, S, 3), the leading images the given
-  # stages need (all stages by default); the study sets it.
+  # callable(model, stages=None) -> the preprocessed image batches (B, S, S, 3) of the leading images the given
+  # stages need (all stages by default), as a re-iterable: the study's `compare.ImageBatches` reads them from the
+  # pipeline on each pass (never all in memory); a list does for tests. The study sets it.
   batches: object = None
   damaged: dict = dataclasses.field(default_factory=dict)  # Run -> why its files were left out (check_run_files).
 

@@ -47,6 +47,7 @@ def stages_of(model):
 
 
 def _subsets(batches, n):
+  """n disjoint subsets of `batches` (a list or a `compare.ImageBatches`): every n-th batch from the i-th on."""
   n = max(1, min(n, len(batches)))
   return [batches[i::n] for i in range(n)]
 
@@ -62,7 +63,7 @@ def analysis(ctx, finished):
     if not pairs:
       continue
     stages = stages_of(m)
-    groups = _subsets(list(ctx.batches(m, stages)), SUBSETS)
+    groups = _subsets(ctx.batches(m, stages), SUBSETS)
     for index, (a, b, kind) in enumerate(pairs):
       sims = {}
       for which in ("step0", "final"):

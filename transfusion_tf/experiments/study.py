@@ -27,7 +27,7 @@ import keras
 from transfusion_tf import files, models
 from transfusion_tf.analysis import compare
 from transfusion_tf.errors import UsageError
-from transfusion_tf.experiments import catalog, common, parallel, plan, power, report
+from transfusion_tf.experiments import catalog, common, parallel, plan, power, progress, report
 from transfusion_tf.training import locks, rundir, trainer
 
 ANALYSIS_VERSION = 3  # Bump when an analysis computes something else from the same runs.
@@ -258,6 +258,22 @@ def run_sweep(cfg, runs, sources, procs=1):
   estimate = 0.0 if os.environ.get(parallel.CHILD_ENV) else print_plan(cfg, runs, sources, shard_runs, procs)
   t0 = time.time()
   needed = {m: s for m, s in sources.items() if any(r.model == m and r.needs_source() for r in shard_runs)}
+  reporter = None
+  if not os.environ.get(parallel.CHILD_ENV):  # One study-level line, from the process that leads the sweep.
+    items = progress.sweep_items(cfg, shard_runs, [m for m, s in needed.items() if s == "pretrain"])
+    reporter = progress.Reporter(items, procs, cfg.base.log_every_seconds).start()
+  try:
+    _train_shard(cfg, sources, shard_runs, needed, estimate, t0)
+  except BaseException:
+    if reporter is not None:
+      reporter.stop(final=False)
+    raise
+  if reporter is not None:
+    reporter.stop()
+
+
+def _train_shard(cfg, sources, shard_runs, needed, estimate, t0):
+  """run_sweep's loop: pretrains the `needed` sources and trains `shard_runs`, waiting for those others hold."""
   # Sources another process is pretraining are not waited for here: their runs come after the others.
   weights = ensure_sources(cfg, needed, wait=False)
   redo = set(shard_runs) if cfg.force else set()
@@ -334,12 +350,13 @@ def analysis_image_count(cfg, model, stages=None):
 
 
 def analysis_batches(cfg, model):
-  """The first `analysis_image_count` validation images, preprocessed for `model`, as a list of batches (the same
-  images, in the same order, for every model)."""
+  """The first `analysis_image_count` validation images, preprocessed for `model`, in batches of 32 (the same
+  images, in the same order, for every model): a `compare.ImageBatches`, which reads them from the input pipeline
+  on every pass instead of holding them (2,000 images at 587 px would be 8 GB)."""
   base = cfg.base
   config = {"dataset": base.dataset, "image_size": base.image_size, "model": model, "seed": 0, "channels": 3,
             "data_kwargs": base.data_kwargs}
-  return list(compare.eval_batches(config, analysis_image_count(cfg, model), 32))
+  return compare.ImageBatches(config, analysis_image_count(cfg, model), 32)
 
 
 def _fingerprint(path):
@@ -423,13 +440,7 @@ def run_analyses(ctx, experiments):
     key = (model, tuple(stages))
     if key not in counts:  # Counting builds the model; F4 asks once per panel.
       counts[key] = analysis_image_count(ctx.cfg, model, stages)
-    want, out = counts[key], []
-    for b in cache[model]:
-      if want <= 0:
-        break
-      out.append(b[:want])
-      want -= len(out[-1])
-    return out
+    return cache[model].head(counts[key])
 
   ctx.batches = batches_for
   manifests = {}

@@ -34,7 +34,8 @@ flags.DEFINE_float("convergence_auc", None, "Threshold of the primary metric for
 flags.DEFINE_enum("strategy", "auto", list(strategy_lib.STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_boolean("mixed_precision", False, "Keras mixed_float16 with loss scaling (float32 logits).")
 flags.DEFINE_boolean("jit", False, "XLA-compile the train step (measured slower on CPU; try it on GPU).")
-flags.DEFINE_float("log_every_seconds", 0.0, "Progress line interval; 0: 5 s on a terminal, 30 s in logs.")
+flags.DEFINE_float("log_every_seconds", 0.0, "Interval of the progress lines (a run's step line, and the study's "
+                   "line of runs done and its ETA); 0: 5 s on a terminal, 30 s in logs.")
 
 FLAGS = flags.FLAGS
 

@@ -12,6 +12,8 @@ A run directory holds:
   curve.json                 [{"step", "seconds", <metric>...}, ...], one entry per evaluation (validation)
   test_predictions.npz       the selected model's test-split AUC inputs and, where the data has them, the test images'
                              patients (see `save_test_predictions`, `load_test_patients`)
+  progress.json              while it trains: {"step", "total", "seconds"}, rewritten every few seconds and removed
+                             with result.json's writing; the study's progress line reads it (see `write_progress`)
   result.json                written last and atomically: a run without it is unfinished
 Beside it, while a process trains into it, `DIR.lock` (training/locks.py); while an --overwrite replaces a run,
 the old one waits in `DIR.previous` until the new run's first checkpoint.
@@ -62,6 +64,28 @@ def read_result(run_dir):
   if res is not None and not (isinstance(res, dict) and isinstance(res.get("selected"), dict)):
     return None, f"{path} is damaged: it holds no selected checkpoint"
   return res, None
+
+
+PROGRESS = "progress.json"
+
+
+def write_progress(run_dir, step, total, seconds):
+  """Records where the run training into `run_dir` is: step of total (ints), seconds trained (float, across
+  resumes). Atomic, so a reader in another process (the study's progress line) never sees half of it."""
+  atomic_write_json(os.path.join(run_dir, PROGRESS), {"step": int(step), "total": int(total),
+                                                      "seconds": round(float(seconds), 2)})
+
+
+def read_progress(run_dir):
+  """The run's last `write_progress` record {"step", "total", "seconds"}, or None when there is none or it is not
+  one (the file is a hint for the progress line, never an input to a result)."""
+  try:
+    rec = read_json(os.path.join(run_dir, PROGRESS))
+  except (ValueError, OSError):
+    return None
+  if not (isinstance(rec, dict) and isinstance(rec.get("step"), int) and isinstance(rec.get("total"), int)):
+    return None
+  return rec
 
 
 def save_config(run_dir, config):

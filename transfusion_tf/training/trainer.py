@@ -330,16 +330,34 @@ def versions():
           "numpy": np.__version__, "python": platform.python_version()}
 
 
-class _Progress:
-  """A step/ETA line: every few seconds on a terminal, every 30 s (and at the end) in logs."""
+PROGRESS_FILE_SECONDS = 5.0  # How stale the study's progress line may find a run's step (rundir.PROGRESS).
 
-  def __init__(self, total, start, every):
+
+class _Progress:
+  """A step/ETA line: every few seconds on a terminal, every 30 s (and at the end) in logs. With `run_dir`, also
+  the run's progress file (rundir.write_progress) every PROGRESS_FILE_SECONDS, for the study's line; `seconds`
+  gives the seconds trained so far (resumes included)."""
+
+  def __init__(self, total, start, every, run_dir=None, seconds=None):
     self.total, self.start_step = total, start
     self.every = every or (5.0 if sys.stdout.isatty() else 30.0)
     self.t0 = self.last = time.time()
+    self.run_dir, self.seconds = run_dir, seconds
+    self.last_file = -math.inf
+    self._record(start, self.t0)
+
+  def _record(self, step, now):
+    if self.run_dir is None or now - self.last_file < PROGRESS_FILE_SECONDS:
+      return
+    self.last_file = now
+    try:
+      rundir.write_progress(self.run_dir, step, self.total, self.seconds() if self.seconds else 0.0)
+    except OSError:
+      pass  # Only the progress line reads it; a full disk is met by the next checkpoint, which says so.
 
   def update(self, step, loss, images_per_second, force=False):
     now = time.time()
+    self._record(step, now)
     if not force and now - self.last < self.every:
       return
     self.last = now
@@ -569,7 +587,8 @@ class Trainer:
       do_eval(start)  # Also re-done after a kill between checkpoint and curve write.
     best, from_step = self._resume_best(curve, start) if self.chief else (None, 0)
     iterator = iter(self.strategy.experimental_distribute_dataset(self.data.train(start)))
-    progress = _Progress(cfg.train_steps, start, cfg.log_every_seconds)
+    progress = _Progress(cfg.train_steps, start, cfg.log_every_seconds, self.run_dir if self.chief else None,
+                         seconds)
     losses, t_log, images_since = [], time.time(), 0
     step = start
     # A run killed after the evaluation that ended it resumes into the same decision (the rule reads curve.json).
@@ -622,6 +641,8 @@ class Trainer:
     selected = self._score_selected(best, from_step)
     result = self._result(curve, seconds(), selected)
     rundir.atomic_write_json(os.path.join(self.run_dir, "result.json"), result)
+    with contextlib.suppress(OSError):
+      os.remove(os.path.join(self.run_dir, rundir.PROGRESS))  # Finished: result.json says the rest.
     return result
 
   def _best_step_on_disk(self):
@@ -737,7 +758,9 @@ _PREFIX = [""]  # The current run's "[name] " (train/pretrain's log_prefix): one
 
 def _print(text, **kwargs):
   """print() with the current run's name in front, so the lines of runs trained side by side can be told apart."""
-  print(_PREFIX[0] + text, **kwargs)
+  # One write of the whole line (print writes the text and its end separately): the study's progress thread may
+  # print between them.
+  print(_PREFIX[0] + text + kwargs.pop("end", "\n"), end="", **kwargs)
 
 
 def _read_curve(path):

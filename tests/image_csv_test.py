@@ -215,11 +215,14 @@ class BadInputTest(tf.test.TestCase):
     with self.assertRaisesRegex(UsageError, r"row 4: label='3' is not a class 0-1"):
       _build(self.root, num_classes=2)
     with self.assertRaisesRegex(UsageError, r"column label has no row of class 2 of 0-3 \(the largest label, 3, is on "
-                                r"row 4\)"):
+                                r"row 4: a typo\?\)"):
       _build(self.root)
     rows[2][1] = -1
     _write_csv(os.path.join(self.root, "labels.csv"), ["path", "label"], rows)
     with self.assertRaisesRegex(UsageError, r"row 4: label='-1' is not an integer class"):
+      _build(self.root)
+    _write_csv(os.path.join(self.root, "labels.csv"), ["path", "label"], [[r[0], 0] for r in rows])
+    with self.assertRaisesRegex(UsageError, r"column label holds only 0s, one class"):
       _build(self.root)
 
   def test_corrupt_and_missing_image(self):

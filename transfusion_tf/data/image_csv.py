@@ -239,14 +239,17 @@ def _read_table(data_dir, csv_path, _size, _mtime, image_column, label_column, l
   if len(label_cols) == 1:
     values = np.array([v[0] for v in kept_labels], np.int64)
     k = int(num_classes) if num_classes is not None else int(values.max()) + 1
+    if k < 2:
+      raise UsageError(f"labels CSV {csv_path}: column {label_cols[0]} holds only 0s, one class, so there is nothing "
+                       "to learn and no AUC")
     counts = np.bincount(values, minlength=k)
     absent = [str(c) for c in range(k) if counts[c] == 0]
     if absent:
       top = int(values.max())
       where = lines[int(np.flatnonzero(values == top)[0])]
       raise UsageError(f"labels CSV {csv_path}: column {label_cols[0]} has no row of class {', '.join(absent)} of "
-                       f"0-{k - 1} (the largest label, {top}, is on row {where}); classes must be numbered 0..K-1 "
-                       "with each present (or give --num_classes)")
+                       f"0-{k - 1} (the largest label, {top}, is on row {where}: a typo?); classes must be numbered "
+                       "0..K-1, each with images")
     if k == 2:
       kind, names, arr = "binary", (label_cols[0],), values.astype(np.int8).reshape(-1, 1)
     else:

@@ -7,9 +7,11 @@ import numpy as np
 import tensorflow as tf
 
 from tests.cli_test import run_script
+from transfusion_tf import files
 from transfusion_tf.data import image_csv, pipeline, records, registry
 from transfusion_tf.errors import UsageError
-from transfusion_tf.training import metrics, rundir
+from transfusion_tf.experiments import answer, catalog, common, plan, t2
+from transfusion_tf.training import metrics, rundir, trainer
 
 SIZE = 16
 
@@ -310,3 +312,56 @@ class EndToEndTest(tf.test.TestCase):
     self.assertLen(lines, 1, proc.stderr)
     self.assertRegex(lines[0], r"^error: .*labels.csv row 5: label='yes' is not an integer class")
     self.assertFalse(os.path.exists(run_dir))
+
+
+class StudyTest(tf.test.TestCase):
+  """The study's readings on the image task, on hand-made results (as tests/experiments_test.py does for retina and
+  CheXpert): T2 tabulates each class and the macro mean, and reads transfer − random on the primary metric."""
+
+  def _fake_run(self, path, task, quality, seed):
+    n = 600
+    labels = np.arange(n) % task.num_outputs
+    shared = np.random.default_rng(7).normal(size=(n, task.num_outputs))
+    noise = np.random.default_rng(100 + seed).normal(size=(n, task.num_outputs))
+    scores = quality * np.eye(task.num_outputs)[labels] + shared + 0.05 * noise
+    test, preds = {}, {"index": np.arange(n), "patient": np.arange(n) // 2}
+    for k, name in enumerate(task.class_names):
+      key = f"auc_{name}"
+      preds[f"{key}.scores"], preds[f"{key}.labels"] = scores[:, k], (labels == k).astype(np.int8)
+      preds[f"{key}.index"] = np.arange(n)
+      test[key] = metrics.roc_auc(labels == k, scores[:, k])
+    test["auc_mean"] = float(np.mean(list(test.values())))
+    os.makedirs(path, exist_ok=True)
+    with files.atomic_open(os.path.join(path, "test_predictions.npz"), "wb") as f:
+      np.savez(f, **preds)
+    curve = [{"step": s, "seconds": float(s), "auc_mean": test["auc_mean"] - 0.4 * np.exp(-s / 40.0)}
+             for s in range(0, 401, 25)]
+    files.atomic_write_json(os.path.join(path, "curve.json"), curve)
+    files.atomic_write_json(os.path.join(path, "result.json"), {
+        "final": dict(curve[-1]), "best": dict(curve[-1]), "primary_metric": "auc_mean", "selected": {
+            "rule": "best validation", "step": 400, "validation": {"auc_mean": curve[-1]["auc_mean"]}, "test": test,
+            "predictions": "test_predictions.npz"},
+        "seconds": 1.0, "source_weights": None, "device": "CPU: test", "steps_to_threshold": None})
+
+  def test_t2_and_the_answer_read_the_image_task(self):
+    root = self.create_tempdir().full_path
+    make_folder(root, n=30, kind="classes")
+    out = self.create_tempdir().full_path
+    base = trainer.TrainConfig(dataset="image_csv", image_size=32, train_steps=400, eval_every=25,
+                               data_kwargs={"data_dir": root})
+    cfg = plan.StudyConfig(out=out, base=base, models=("cbr_tiny",), seeds=3, experiments=("T1", "T2"),
+                           source_weights=os.path.join(out, "src.h5"), curve_area_steps=100)
+    runs = plan.plan_runs(cfg, catalog.experiments())
+    task = registry.task_spec("image_csv", options=base.data_kwargs)
+    for r in runs:
+      self._fake_run(plan.run_dir(cfg, r), task, 2.0, r.seed)
+    ctx = common.load_context(cfg, runs)
+    self.assertEqual((ctx.task.name, ctx.primary), ("image", "auc_mean"))
+    text = "\n".join(t2.section(ctx))
+    for row in ("| cbr_tiny | label_0 |", "| cbr_tiny | label_2 |", "| cbr_tiny | mean |"):
+      self.assertIn(row, text)
+    self.assertNotIn("Atelectasis", text)
+    (verdict,) = t2.readings(ctx)
+    self.assertEqual(verdict.verdict, "holds")  # Same scores for both inits: equivalent within the margin.
+    self.assertIn("T1 reads the retina task", "\n".join(catalog.experiments()[0].section(ctx)))
+    self.assertIn("Test `auc_mean`, transfer − random", answer.q1(ctx, {"T2": "T2"}))

@@ -138,6 +138,17 @@ class SplitTest(tf.test.TestCase):
     self.assertTrue(data.patients("test") is not None)
     self.assertLen(data.patients("test"), data.num_examples["test"])
 
+  def test_a_rare_class_reaches_every_split(self):
+    # 5 positives in 100: an unstratified 20% split leaves them all out about a third of the time.
+    ids = np.array([f"p{i}" for i in range(100)], dtype=object)
+    labels = (np.arange(100) % 20 == 3).astype(np.int64)
+    for seed in range(10):
+      val, test, train = records.patient_split(ids, (0.2, 0.2), seed, strata=labels)
+      self.assertEqual(len(val) + len(test) + len(train), 100)
+      for part in (val, test, train):
+        self.assertGreaterEqual(labels[part].sum(), 1, seed)
+      self.assertEqual(len(test), 20)
+
   def test_split_column(self):
     rows = make_folder(self.root, n=30, kind="classes", split=True)
     parts = self._parts()

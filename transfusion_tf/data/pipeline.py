@@ -485,7 +485,7 @@ def build_data(dataset, image_size, batch_size, model_name, weights=None, seed=0
   Args:
     dataset: a registered name (`registry.names()`): synthetic_retina | synthetic_cxr | synthetic_source (embedded
       generator), retina_csv (folder + APTOS/EyePACS CSV), eyepacs_tfds, chexpert (its own folder layout),
-      chexpert_tfds, imagenet_tfds.
+      chexpert_tfds, imagenet_tfds, image_csv (any labelled image folder; its CSV decides the task).
     image_size: model input side in pixels; batch_size: global batch.
     model_name, weights: pick the preprocessing mode (`preprocessing_mode`; data_kwargs' preprocessing overrides).
     seed: training order and augmentation (resumable; see the module docstring).

@@ -60,5 +60,6 @@ def readings(ctx):
 
 
 EXPERIMENT = registry.register(registry.Experiment(
-    id="T2", title="T2: CheXpert AUC per pathology, random init vs transfer", runs=runs, section=section,
+    id="T2", title="T2: AUC per pathology (CheXpert) or label (an image folder), random init vs transfer",
+    runs=runs, section=section,
     readings=readings))

@@ -19,7 +19,8 @@ class FlagfilesTest(tf.test.TestCase):
     files = sorted(glob.glob(os.path.join(ROOT, "flags", "*.cfg")))
     names = {os.path.basename(f) for f in files}
     self.assertTrue({"quick.cfg", "demo.cfg", "retina_table1.cfg", "chexpert_table2.cfg",
-                     "retina_small_data_table3.cfg", "representations.cfg", "transfusion.cfg"} <= names)
+                     "retina_small_data_table3.cfg", "representations.cfg", "transfusion.cfg", "answer.cfg",
+                     "answer_gpu.cfg"} <= names)
     os.environ["KERAS_HOME"] = self.create_tempdir().full_path  # No ImageNet files: "auto" falls back.
     try:
       for path in files:
@@ -37,6 +38,24 @@ class FlagfilesTest(tf.test.TestCase):
           self.assertEqual({r.model for r in runs}, {"cbr_small", "resnet50"})  # The paper's F4/F5 pair.
           self.assertLen(runs, 12)  # 2 models x (random, pretrained, meanvar) x 2 seeds.
           self.assertEqual({r.seed for r in runs}, {0, 1})
+        if os.path.basename(path) in ("answer.cfg", "answer_gpu.cfg"):
+          # A user's folder; every question of the answer section has its runs: random vs transfer for each model
+          # of a range of sizes, Mean-Var, transfusion of the lowest stages, F3.
+          self.assertEqual(cfg.base.dataset, "image_csv", path)
+          self.assertTrue({"T2", "MV", "WT", "F3"} <= set(cfg.experiments), path)
+          self.assertTrue({"cbr_tiny", "resnet50"} <= {r.model for r in runs}, path)
+          inits = {r.init for r in runs}
+          self.assertTrue({"random", "pretrained", "meanvar", "transfuse:conv1"} <= inits, (path, inits))
+          self.assertGreaterEqual(cfg.seeds, 2, path)
+          self.assertIsNone(cfg.base.convergence_auc, path)  # No known threshold on a task of one's own.
+        if path.endswith("answer.cfg"):
+          self.assertLen(runs, 16)  # 2 models x (random, pretrained, meanvar, transfused conv1) x 2 seeds.
+          self.assertEqual(cfg.base.image_size, 64)
+          self.assertEqual(cfg.model_kwargs("resnet50")["width_multiplier"], 0.25)
+        if path.endswith("answer_gpu.cfg"):
+          self.assertLen(runs, 45)  # 3 models x (random, pretrained, meanvar, 2 transfused prefixes) x 3 seeds.
+          self.assertEqual(cfg.base.image_size, 224)  # The paper's CheXpert size.
+          self.assertEqual({cfg.model_kwargs(m).get("width_multiplier", 1.0) for m in cfg.models}, {1.0})
     finally:
       del os.environ["KERAS_HOME"]
 

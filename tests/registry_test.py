@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.chexpert_test import make_chexpert
+from tests.image_csv_test import make_folder
 from tests.retina_test import make_aptos
 from transfusion_tf.data import chexpert, imagenet, pipeline, registry, retina, tasks
 from transfusion_tf.errors import UsageError
@@ -41,6 +42,11 @@ def _chexpert(tmp):
   return dict(data_dir=tmp), contextlib.nullcontext()
 
 
+def _image_csv(tmp):
+  make_folder(tmp, n=30, kind="classes", patients=2)
+  return dict(data_dir=tmp), contextlib.nullcontext()
+
+
 def _tfds(required):
   def fixture(tmp):
     return _manual_dir(tmp, required), tfds.testing.mock_data(num_examples=8)
@@ -57,6 +63,7 @@ FIXTURES = {
     "eyepacs_tfds": _tfds(retina.TFDS_REQUIRED),
     "chexpert_tfds": _tfds(chexpert.TFDS_REQUIRED),
     "imagenet_tfds": _tfds(imagenet.TFDS_REQUIRED),
+    "image_csv": _image_csv,
 }
 
 
@@ -72,7 +79,7 @@ def test_builds_a_batch_of_the_right_shapes(dataset, tmp_path):
     images, labels, masks = next(iter(data.train(0)))
     eval_images = next(iter(data.eval("validation")))[0]
   task = data.task
-  assert task == registry.task_spec(dataset)
+  assert task == registry.task_spec(dataset, options=kwargs)
   assert task.name == registry.task_name(dataset)
   assert images.shape == (BATCH, SIZE, SIZE, 3) and images.dtype == tf.float32
   assert eval_images.shape[1:] == (SIZE, SIZE, 3)

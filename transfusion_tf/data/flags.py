@@ -19,14 +19,33 @@ flags.DEFINE_enum("dataset", "synthetic_retina", list(registry.names()),
                   "Input data (registry.py): " + "; ".join(f"{d} ({registry.get(d).summary})"
                                                           for d in registry.names()) + ".")
 flags.DEFINE_string("data_dir", None,
-                    "Folder of a folder dataset: retina_csv images (and their CSV), or the CheXpert-v1.0-small folder "
-                    "(or its parent) for --dataset=chexpert.")
+                    "Folder of a folder dataset: retina_csv images (and their CSV), image_csv images (the CSV's paths "
+                    "are relative to it), or the CheXpert-v1.0-small folder (or its parent) for --dataset=chexpert.")
 flags.DEFINE_string("labels_csv", None,
-                    "retina_csv labels CSV (default: train.csv, trainLabels.csv or labels.csv in --data_dir).")
+                    "Labels CSV of retina_csv (default: train.csv, trainLabels.csv or labels.csv in --data_dir) and "
+                    "image_csv (default: labels.csv or the only CSV in --data_dir).")
 flags.DEFINE_string("image_column", None, "retina_csv: CSV column with the image id or file name (default: detected, "
-                    "e.g. id_code or image).")
+                    "e.g. id_code or image). image_csv: column with the image path relative to --data_dir (default: "
+                    "image, path, image_path, filename, file or image_id).")
 flags.DEFINE_string("label_column", None, "retina_csv: CSV column with the 0-4 grade (default: detected, e.g. "
-                    "diagnosis or level).")
+                    "diagnosis or level). image_csv: the one label column (same as --label_columns=NAME).")
+flags.DEFINE_list("label_columns", None, "image_csv: label column(s). One column of integer classes: 0/1 is a binary "
+                  "task (AUC), 0..K-1 with K >= 3 K classes (macro one-vs-rest AUC); several 0/1 columns are "
+                  "multi-label (mean AUC). Default: label, class, target or diagnosis; else every other column when "
+                  "all hold only 0 and 1.")
+flags.DEFINE_string("patient_column", None, "image_csv: CSV column with the patient id, so a patient's images stay in "
+                    "one split and count as one cluster in the test CIs (default: patient_id, patient, subject_id or "
+                    "subject when present; without one each image is its own patient).")
+flags.DEFINE_string("split_column", None, "image_csv: CSV column fixing each image's split: train, val(idation) or "
+                    "test (default: split when present; without one a seeded patient-level split, "
+                    "--val_fraction / --test_fraction).")
+flags.DEFINE_integer("num_classes", None, "image_csv, one label column: the number of classes K (labels 0..K-1; a "
+                     "larger one is a bad row). Default: the largest label + 1, every class present.")
+flags.DEFINE_float("val_fraction", None, "Share of the images held out for validation (checkpoint selection) where "
+                   "the data has no split of its own, by patient: image_csv 0.15, retina_csv 0.1, chexpert 0.05 "
+                   "(of train.csv) by default.")
+flags.DEFINE_float("test_fraction", None, "Share of the images held out for test where the data has no split of its "
+                   "own, by patient: image_csv 0.15, retina_csv 0.1 by default.")
 flags.DEFINE_string("tfds_manual_dir", None, "TFDS manual download folder for eyepacs_tfds, chexpert_tfds and "
                     "imagenet_tfds (needed once, to prepare the dataset).")
 flags.DEFINE_string("tfds_data_dir", None,
@@ -61,7 +80,8 @@ flags.DEFINE_integer("data_split_seed", 0, "Seed of held-out splits, subsets and
 
 
 def data_kwargs_from_flags():
-  """The build_data keyword arguments these flags set (flags must be parsed)."""
+  """The build_data keyword arguments these flags set (flags must be parsed); image_csv's columns and the held-out
+  fractions only when given."""
   return dict(
       dataset=FLAGS.dataset,
       data_dir=FLAGS.data_dir,
@@ -85,4 +105,9 @@ def data_kwargs_from_flags():
       synthetic_difficulty=FLAGS.synthetic_difficulty,
       cache_dir=FLAGS.data_cache_dir,
       split_seed=FLAGS.data_split_seed,
+      # Only when set: runs recorded before these flags existed keep matching their study's settings.
+      **{k: v for k, v in dict(label_columns=tuple(FLAGS.label_columns) if FLAGS.label_columns else None,
+                               patient_column=FLAGS.patient_column, split_column=FLAGS.split_column,
+                               num_classes=FLAGS.num_classes, val_fraction=FLAGS.val_fraction,
+                               test_fraction=FLAGS.test_fraction).items() if v is not None},
   )

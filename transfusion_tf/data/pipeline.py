@@ -33,6 +33,7 @@ from transfusion_tf.errors import UsageError
 from transfusion_tf.models.preprocessing import preprocess, preprocessing_mode
 
 AUTOTUNE = tf.data.AUTOTUNE
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DataOptions = registry.DataOptions
 
 
@@ -52,7 +53,13 @@ def _pil_decode_np(path, channels):
 
 
 def _decode_tf(contents, channels, target):
-  """Decodes JPEG (DCT-domain downscale by 2/4/8 when the image is that much larger than target), PNG, GIF, BMP."""
+  """Decodes JPEG (DCT-domain downscale by 2/4/8 when the image is that much larger than target), PNG, GIF, BMP into
+  float32 (H, W, channels) in [0, 255].
+
+  PNG is decoded as uint16 and divided by 257: 8-bit values come out exact, and 16-bit ones as v * 255 / 65535, i.e.
+  scaled by the dtype's maximum, never by the image's own, so intensities mean the same in every image and a 12-bit
+  scan keeps its 4096 levels instead of 16 uint8 ones. Grayscale is replicated to 3 channels (and RGB averaged to 1)
+  by the decoder; an alpha channel is dropped."""
   def jpeg():
     shape = tf.image.extract_jpeg_shape(contents)
     side = tf.minimum(shape[0], shape[1])
@@ -61,10 +68,16 @@ def _decode_tf(contents, channels, target):
     return tf.switch_case(branch, [lambda r=r: tf.io.decode_jpeg(contents, channels=channels, ratio=r)
                                    for r in (1, 2, 4, 8)])
 
-  def other():
-    return tf.io.decode_image(contents, channels=channels, expand_animations=False)
+  def png():
+    return tf.cast(tf.io.decode_png(contents, channels=channels, dtype=tf.uint16), tf.float32) / 257.0
 
-  image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
+  def other():
+    return tf.cast(tf.io.decode_image(contents, channels=channels, expand_animations=False), tf.float32)
+
+  def not_jpeg():
+    return tf.cond(tf.equal(tf.strings.substr(contents, 0, 8), _PNG_SIGNATURE), png, other)
+
+  image = tf.cond(tf.io.is_jpeg(contents), lambda: tf.cast(jpeg(), tf.float32), not_jpeg)
   image.set_shape([None, None, channels])
   return image
 
@@ -337,8 +350,8 @@ class Data:
           if any_pil:
             image = tf.cond(
                 tf.gather(use_pil_t, idx),
-                lambda: tf.numpy_function(lambda p: _pil_decode_np(p, channels_in), [path], tf.uint8,
-                                          stateful=False),
+                lambda: tf.cast(tf.numpy_function(lambda p: _pil_decode_np(p, channels_in), [path], tf.uint8,
+                                                  stateful=False), tf.float32),
                 lambda: _decode_tf(tf.io.read_file(path), channels_in, size))
             image = tf.ensure_shape(image, [None, None, channels_in])
           else:
@@ -407,8 +420,9 @@ class Data:
 
 def class_counts(task, labels, masks):
   """What a split's AUC is computed from, as {name: (positives, negatives)}: grading -> {"referable": ...} (grade
-  >= 2 against the rest); multilabel -> one entry per pathology, counting the labels its mask keeps; multiclass
-  (scored on accuracy) -> {}. labels, masks: numpy, as `Data.labels` returns them."""
+  >= 2 against the rest); multilabel -> one entry per pathology, counting the labels its mask keeps; multiclass with
+  one-vs-rest AUCs (the image task) -> one entry per class (its images against the rest); other multiclass (scored
+  on accuracy) -> {}. labels, masks: numpy, as `Data.labels` returns them."""
   labels, masks = np.asarray(labels), np.asarray(masks)
   if task.kind == "grading":
     pos = int((labels >= tasks_lib.REFERABLE_MIN_GRADE).sum())
@@ -416,6 +430,10 @@ def class_counts(task, labels, masks):
   if task.kind == "multilabel":
     kept = masks > 0
     return {name: (int(((labels[:, k] > 0.5) & kept[:, k]).sum()), int(((labels[:, k] <= 0.5) & kept[:, k]).sum()))
+            for k, name in enumerate(task.class_names)}
+  if task.kind == "multiclass" and task.one_vs_rest:
+    flat, kept = labels.reshape(-1), masks.reshape(-1) > 0
+    return {name: (int(((flat == k) & kept).sum()), int(((flat != k) & kept).sum()))
             for k, name in enumerate(task.class_names)}
   return {}
 
@@ -425,7 +443,9 @@ def check_classes(data, splits=("train", "validation", "test")):
 
   The trainer selects checkpoints on the validation AUC and scores the test AUC: with one class there is no AUC
   (nan in result.json), and a training split of one class teaches nothing. Grading needs referable and
-  non-referable images in every split; multilabel at least one pathology with both. The labels are known once the
+  non-referable images in every split; multilabel at least one pathology with both; a task with every_class (the
+  image task, whose primary metric averages every class's or label's AUC) every class or label. The labels are
+  known once the
   dataset's builder has made its splits (`build_data`), before any image is decoded. TFDS splits (no labels without
   a pass over the records) are not checked.
   """
@@ -435,6 +455,16 @@ def check_classes(data, splits=("train", "validation", "test")):
       continue
     labels, masks = held
     counts = class_counts(data.task, labels, masks)
+    if data.task.every_class:
+      lacking = [(name, pos, neg) for name, (pos, neg) in counts.items() if not (pos and neg)]
+      if lacking:
+        name, pos, neg = lacking[0]
+        more = f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else ""
+        raise UsageError(f"the {split} split of {data.source_description or 'the dataset'} has {pos} images of "
+                         f"{name} and {neg} without{more}, so its AUC is undefined; give every split images of every "
+                         "class (more images, or another split: --val_fraction, --test_fraction, --data_split_seed "
+                         "or the CSV's split column)")
+      continue
     if not counts or any(pos and neg for pos, neg in counts.values()):
       continue
     if data.task.kind == "grading":
@@ -455,7 +485,7 @@ def build_data(dataset, image_size, batch_size, model_name, weights=None, seed=0
   Args:
     dataset: a registered name (`registry.names()`): synthetic_retina | synthetic_cxr | synthetic_source (embedded
       generator), retina_csv (folder + APTOS/EyePACS CSV), eyepacs_tfds, chexpert (its own folder layout),
-      chexpert_tfds, imagenet_tfds.
+      chexpert_tfds, imagenet_tfds, image_csv (any labelled image folder; its CSV decides the task).
     image_size: model input side in pixels; batch_size: global batch.
     model_name, weights: pick the preprocessing mode (`preprocessing_mode`; data_kwargs' preprocessing overrides).
     seed: training order and augmentation (resumable; see the module docstring).

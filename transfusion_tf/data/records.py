@@ -24,6 +24,9 @@ from transfusion_tf import files
 from transfusion_tf.errors import UsageError
 
 SPLITS = ("train", "validation", "test")
+# What a CSV's split column may hold (lower-cased) -> the split it names.
+SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
+                 "valid": "validation", "test": "test"}
 ON_BAD_IMAGE = ("fail", "skip")
 VALIDATE_LEVELS = ("quick", "full", "off")
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "transfusion_tf")
@@ -302,17 +305,29 @@ def subset_indices(labels, n, seed):
   return np.sort(np.concatenate(chosen))
 
 
-def patient_split(patient_ids, fractions, seed):
+def patient_split(patient_ids, fractions, seed, strata=None):
   """Splits by patient, never by image: returns one index array per fraction, then the rest.
 
   Patients are drawn in a seeded order; each part takes whole patients until it holds at least its fraction of
   the images (parts are never empty when fraction > 0 and patients remain).
+  strata: optional (N,) per-image labels (ints, or (N, K) label patterns); a patient's stratum is its first
+  image's. The seeded order then interleaves the strata evenly (each patient at (its seeded rank in its stratum +
+  a seeded offset) / the stratum's size), so every part gets each stratum's share, give or take one patient,
+  and a rare class is not left out of a small test split by chance.
   """
   patient_ids = np.asarray(patient_ids)
-  uniq, inverse = np.unique(patient_ids, return_inverse=True)
+  uniq, first, inverse = np.unique(patient_ids, return_index=True, return_inverse=True)
   inverse = inverse.reshape(-1)
   counts = np.bincount(inverse, minlength=len(uniq))
-  order = np.random.default_rng(seed).permutation(len(uniq))
+  rng = np.random.default_rng(seed)
+  order = rng.permutation(len(uniq))
+  if strata is not None:
+    patient_strata = _strata(np.asarray(strata))[first]
+    position = np.empty(len(uniq))
+    for k in np.unique(patient_strata):
+      members = order[patient_strata[order] == k]  # This stratum's patients, in the seeded order.
+      position[members] = (np.arange(len(members)) + rng.random()) / len(members)
+    order = order[np.argsort(position[order], kind="stable")]
   total = len(patient_ids)
   parts, pos = [], 0
   for frac in fractions:

@@ -37,8 +37,6 @@ DEFAULT_TFDS_CONFIG = "btgraham-300"
 TFDS_SPLITS = ("train", "validation", "test")
 TFDS_REQUIRED = ("trainLabels.csv", "train", "test")
 
-_SPLIT_VALUES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
-                 "valid": "validation", "test": "test"}
 
 
 def find_labels_csv(data_dir, labels_csv=None):
@@ -157,7 +155,7 @@ def read_csv_folder(data_dir, labels_csv=None, image_column=None, label_column=N
       continue
     split = None
     if split_col:
-      split = _SPLIT_VALUES.get((row.get(split_col) or "").strip().lower())
+      split = records_lib.SPLIT_ALIASES.get((row.get(split_col) or "").strip().lower())
       if split is None:
         bad_rows.append(f"{csv_path} row {line}: {split_col}={row.get(split_col)!r} is not train, validation or "
                         f"test")
@@ -262,7 +260,8 @@ def build_csv_folder(task, options, image_size):
   records = read_csv_folder(options.data_dir, options.labels_csv, image_column=options.image_column,
                             label_column=options.label_column, **options.check_kwargs)
   parts = split_records(records, val_fraction=0.1 if options.val_fraction is None else options.val_fraction,
-                        test_fraction=options.test_fraction, seed=options.split_seed)
+                        test_fraction=0.1 if options.test_fraction is None else options.test_fraction,
+                        seed=options.split_seed)
   sources = {s: sources_lib.file_source(records_lib.cap_records(parts[s], options.caps[s], options.split_seed, s),
                                         task)
              for s in records_lib.SPLITS}

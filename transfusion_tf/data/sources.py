@@ -81,6 +81,10 @@ def file_source(records, task):
 
 def training_labels(raw, task):
   """Raw labels -> (labels, masks) as the pipeline yields them for `task` (numpy)."""
+  if task.kind == "multilabel" and task.uncertainty_policy is None:
+    # The image task's 0/1 labels, checked by its reader: every one counts.
+    labels = np.asarray(raw, np.float32).reshape(len(raw), task.num_outputs)
+    return labels, np.ones_like(labels)
   if task.kind == "multilabel":
     return tasks_lib.apply_uncertainty(raw, task.uncertainty_policy, task.class_names)
   labels = np.asarray(raw).astype(np.int32).reshape(-1)

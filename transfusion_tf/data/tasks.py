@@ -1,11 +1,16 @@
 """Task specs: what a dataset asks of the model, the loss and the metrics (PAPER.md section 1).
 
-The trainer reads a `TaskSpec` and never branches on dataset names. Three tasks:
+The trainer reads a `TaskSpec` and never branches on dataset names. Four tasks:
 
   retina  kind "grading":    5-way softmax over DR grades 0-4; P(referable) = p2 + p3 + p4 (grade >= 2).
                              Option binary_head=True: one sigmoid output for P(referable).
   cxr     kind "multilabel": 5 sigmoid outputs, one per CheXpert pathology, masked binary cross-entropy.
   source  kind "multiclass": softmax over source classes (synthetic source task or ImageNet), for pretraining.
+  image   a labelled image folder (`image_csv`); its labels CSV decides the kind (`image_task`):
+            binary      one 0/1 column:            kind "multilabel" with 1 sigmoid output; primary auc_<label>;
+            multiclass  one column of classes 0..K-1 (K >= 3): kind "multiclass", softmax, one-vs-rest AUC per class
+                        (auc_<label>_<k>); primary auc_mean (the macro mean);
+            multilabel  several 0/1 columns:       kind "multilabel", one sigmoid per column; primary auc_mean.
 
 Which dataset trains which task: `registry.py`. Labels as the pipeline delivers them (see `pipeline.py`):
   grading     int32 grades (B,), mask float32 (B,) of ones. A binary head trains on `grade >= 2`.
@@ -13,12 +18,14 @@ Which dataset trains which task: `registry.py`. Labels as the pipeline delivers 
   multiclass  int32 class ids (B,), mask float32 (B,) of ones.
 """
 import dataclasses
+import re
 
 import numpy as np
 
 from transfusion_tf.errors import UsageError
 
-TASKS = ("retina", "cxr", "source")
+TASKS = ("retina", "cxr", "source", "image")
+IMAGE_KINDS = ("binary", "multiclass", "multilabel")
 
 RETINA_GRADES = ("none", "mild", "moderate", "severe", "proliferative")
 REFERABLE_MIN_GRADE = 2  # [paper] referable DR = moderate or worse.
@@ -29,8 +36,9 @@ UNCERTAINTY_POLICIES = ("per_pathology", "zeros", "ones", "ignore")
 PER_PATHOLOGY_ONES = ("Atelectasis", "Edema")
 
 def metric_key(name):
-  """'Pleural Effusion' -> 'pleural_effusion' (the form used in metric and TensorBoard names)."""
-  return name.lower().replace(" ", "_").replace("/", "_")
+  """'Pleural Effusion' -> 'pleural_effusion' (the form used in metric and TensorBoard names): lower case, every run
+  of other characters than letters, digits and '_' one '_' (a user's CSV column may hold any)."""
+  return re.sub(r"[^0-9a-z_]+", "_", str(name).lower()).strip("_") or "_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +60,10 @@ class TaskSpec:
     binary_head: retina only: one sigmoid output for P(referable) instead of a 5-way softmax.
     flips: augmentation flips that keep the label valid: "lr" or "lr_ud".
     crop_to_square: centre-crop to a square before resizing (fundus photographs are wider than the eye).
+    one_vs_rest: multiclass only: score one AUC per class (its softmax probability against the rest) and their
+      macro mean auc_mean (the image task's classes; the source task is scored on accuracy).
+    every_class: every class (multiclass) or label (multilabel) needs positive and negative images in every split,
+      since each AUC enters the primary metric (the image task; CheXpert only needs one pathology with both).
   """
   name: str
   kind: str
@@ -67,10 +79,14 @@ class TaskSpec:
   binary_head: bool = False
   flips: str = "lr"
   crop_to_square: bool = False
+  one_vs_rest: bool = False
+  every_class: bool = False
 
   @property
   def label_transform(self):
     """The settings that turn stored labels into training labels, as a dict (for logs and flags.txt)."""
+    if self.kind == "multilabel" and self.uncertainty_policy is None:
+      return {"labels": "0/1 as read"}
     if self.kind == "multilabel":
       return {"uncertainty_policy": self.uncertainty_policy, "blank": 0,
               "uncertain_as_one": [p for p in CXR_PATHOLOGIES if _uncertain_value(p, self.uncertainty_policy) == 1]}
@@ -183,4 +199,42 @@ def get_task(name, binary_head=False, uncertainty_policy="per_pathology", num_cl
     return TaskSpec(name="source", kind="multiclass", num_outputs=n, head="softmax",
                     class_names=tuple(str(i) for i in range(n)), metric_names=metrics, primary_metric="accuracy",
                     channels=3, flips="lr")
+  if name == "image":
+    raise ValueError("the image task comes from a labels CSV: use registry.task_spec('image_csv', options=...) or "
+                     "image_task(kind, class_names)")
   raise UsageError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+
+
+def image_task(kind, class_names):
+  """The TaskSpec of a labelled image folder (dataset image_csv; see the module docstring for the three kinds).
+
+  kind: one of IMAGE_KINDS. class_names: binary: (label column,); multiclass: one name per class 0..K-1 (e.g.
+  ("diagnosis_0", "diagnosis_1", "diagnosis_2")); multilabel: the label columns. Their metric keys must differ
+  from each other and from "mean". Images are RGB (grayscale replicated), flipped left-right only, not cropped.
+  """
+  names = tuple(str(n) for n in class_names)
+  keys = [metric_key(n) for n in names]
+  clash = [k for k in keys if k == "mean" or keys.count(k) > 1]
+  if clash:
+    raise UsageError(f"label names {', '.join(names)} give the metric name auc_{clash[0]} twice or clash with "
+                     "auc_mean; rename the CSV columns")
+  per_label = tuple(f"auc_{k}" for k in keys)
+  common = dict(name="image", class_names=names, channels=3, flips="lr", every_class=True)
+  if kind == "binary":
+    if len(names) != 1:
+      raise ValueError(f"a binary task has one label, got {names}")
+    return TaskSpec(kind="multilabel", num_outputs=1, head="sigmoid", metric_names=per_label,
+                    primary_metric=per_label[0], label_shape=(1,), label_dtype="float32", **common)
+  if kind == "multilabel":
+    if len(names) < 2:
+      raise ValueError(f"a multilabel task has several labels, got {names}")
+    return TaskSpec(kind="multilabel", num_outputs=len(names), head="sigmoid",
+                    metric_names=per_label + ("auc_mean",), primary_metric="auc_mean", label_shape=(len(names),),
+                    label_dtype="float32", **common)
+  if kind == "multiclass":
+    if len(names) < 3:
+      raise ValueError(f"a multiclass task has at least 3 classes (2 are binary), got {names}")
+    return TaskSpec(kind="multiclass", num_outputs=len(names), head="softmax",
+                    metric_names=per_label + ("auc_mean", "accuracy"), primary_metric="auc_mean", one_vs_rest=True,
+                    **common)
+  raise ValueError(f"unknown image task kind {kind!r}; known: {', '.join(IMAGE_KINDS)}")

@@ -127,7 +127,8 @@ class Context:
 
   @functools.cached_property
   def task(self):
-    return data_registry.task_spec(self.cfg.base.dataset)
+    # A dataset whose files decide its task (image_csv) reads them: its labels CSV, not its images.
+    return data_registry.task_spec(self.cfg.base.dataset, options=self.cfg.base.data_kwargs)
 
   @property
   def source_classes(self):

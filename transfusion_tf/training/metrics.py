@@ -57,7 +57,8 @@ def auc_inputs(task, labels, masks, logits):
   an AUC in result.json equals roc_auc(labels, scores) of the saved arrays exactly. Masked examples (mask 0) are
   dropped. labels/masks: as the pipeline yields them, concatenated over the split ((N,) or (N, P)); logits:
   (N, outputs). grading: {"auc_referable": (P(grade >= 2), grade >= 2)}; multilabel: {"auc_<pathology>":
-  (sigmoid, label)} per output; multiclass: {} (no AUC).
+  (sigmoid, label)} per output; multiclass with task.one_vs_rest (the image task): {"auc_<class>": (softmax
+  probability of the class, label == class)} per class; other multiclass (the source task): {} (no AUC).
   """
   logits = np.asarray(logits, np.float64)
   labels = np.asarray(labels)
@@ -72,6 +73,11 @@ def auc_inputs(task, labels, masks, logits):
     probs = _sigmoid(logits)
     columns = [(f"auc_{metric_key(name)}", probs[:, j], labels[:, j], masks[:, j])
                for j, name in enumerate(task.class_names)]
+  elif task.kind == "multiclass" and task.one_vs_rest:
+    probs = _softmax(logits)
+    labels = labels.reshape(-1)
+    columns = [(f"auc_{metric_key(name)}", probs[:, k], labels == k, masks.reshape(-1))
+               for k, name in enumerate(task.class_names)]
   else:
     columns = []
   out = {}
@@ -90,6 +96,9 @@ def auc_indices(task, masks, n):
   if task.kind == "multilabel":
     return {f"auc_{metric_key(name)}": np.flatnonzero(masks[:, j] > 0).astype(np.int64)
             for j, name in enumerate(task.class_names)}
+  if task.kind == "multiclass" and task.one_vs_rest:
+    kept = np.flatnonzero(masks.reshape(n) > 0).astype(np.int64)
+    return {f"auc_{metric_key(name)}": kept for name in task.class_names}
   return {}
 
 
@@ -99,7 +108,8 @@ def compute_metrics(task, labels, masks, logits):
   labels/masks: as the pipeline yields them, concatenated over the split ((N,) or (N, P)); logits: (N, outputs).
   grading: auc_referable (from P(grade >= 2) = p2 + p3 + p4, or the binary sigmoid), accuracy, kappa_quadratic.
   multilabel: auc_<pathology> per output (masked labels left out) and auc_mean over the defined ones.
-  multiclass: accuracy and top5_accuracy.
+  multiclass: accuracy and top5_accuracy; with task.one_vs_rest also auc_<class> per class and their macro mean
+  auc_mean over the defined ones.
   Every AUC is roc_auc of the arrays `auc_inputs` returns.
   """
   logits = np.asarray(logits, np.float64)
@@ -120,6 +130,9 @@ def compute_metrics(task, labels, masks, logits):
     defined = [a for a in aucs.values() if not np.isnan(a)]
     out["auc_mean"] = float(np.mean(defined)) if defined else float("nan")
   elif task.kind == "multiclass":
+    if task.one_vs_rest:
+      defined = [a for a in aucs.values() if not np.isnan(a)]
+      out["auc_mean"] = float(np.mean(defined)) if defined else float("nan")
     out["accuracy"] = float(np.mean(logits.argmax(axis=1) == labels))
     k = min(5, logits.shape[1])
     top = np.argpartition(-logits, k - 1, axis=1)[:, :k]

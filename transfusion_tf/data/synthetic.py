@@ -96,7 +96,7 @@ from scipy import ndimage
 
 from transfusion_tf import files
 from transfusion_tf.data.records import SPLITS
-from transfusion_tf.data.tasks import CXR_PATHOLOGIES, TASKS
+from transfusion_tf.data.tasks import CXR_PATHOLOGIES
 from transfusion_tf.errors import UsageError
 
 GENERATOR_VERSION = 3
@@ -110,6 +110,7 @@ SOURCE_CLASSES = [
     "dot_lattice", "blobs", "zigzag", "wavy", "plaid", "wood_grain", "sand", "step_edge",
 ]
 NUM_CLASSES = {"retina": 5, "cxr": len(CXR_PATHOLOGIES), "source": len(SOURCE_CLASSES)}
+TASKS = tuple(NUM_CLASSES)  # The generated tasks (tasks.TASKS also names image_csv's "image", read from files).
 NUM_CHANNELS = {"retina": 3, "cxr": 1, "source": 3}
 RETINA_GRADE_PROBS = (0.45, 0.15, 0.20, 0.10, 0.10)
 # retina (generator v3, difficulty 0.35): calibrated on the shared 2-core CPU machine with a random-init CBR-Small at

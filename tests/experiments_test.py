@@ -2,6 +2,7 @@
 three verdicts, the report assembled from them, and the study's checks before anything is written."""
 import dataclasses
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -451,14 +452,23 @@ class AnswerVerdictsTest(tf.test.TestCase):
     self.assertIn(f"33,921 parameters, {flops / 1e6:.1f} MFLOPs per image, ≈3,200 training img/s (evaluations "
                   "included), inference speed not recorded", text)  # 400 steps x 8 images in 1 s.
 
+  def test_q5_counts_the_readings_the_readings_section_leaves_open(self):
+    _, _, ctx = make_study(self, seeds=3)
+    text = open(report.write_report(ctx, catalog.experiments(), {}, {}, wall_seconds=1)).read()
+    k, n = map(int, re.search(r"^readings: (\d+) of (\d+) conclusive$", text, re.M).groups())
+    open_, total = map(int, re.search(r"(\d+) of (\d+) readings are open after the family-wise", text).groups())
+    self.assertEqual((open_, total), (n - k, n))
+    self.assertGreater(k, 0)  # Some decided, some open: the counts are not trivially equal.
+
   def test_q5_lists_what_each_open_reading_needs(self):
     iv = stats.diff_interval([0.80, 0.81, 0.79], [0.795, 0.80, 0.805])
     open_ = stats.read_equivalence(iv, 0.001, what="cbr_small")
     self.assertEqual(open_.verdict, stats.INCONCLUSIVE)
     _, _, ctx = make_study(self, seeds=2, experiments=("T1",))
     text = answer.q5(ctx, [("T1", open_), ("T1", stats.read_equivalence(iv, 0.5, what="resnet50"))])
-    self.assertRegex(text, r"^1 of 2 readings are open\. .*T1 cbr_small: (\d+ seeds per arm|more test images) at "
-                     r"this study's test images, (\d+ seeds per arm|more test images) at 10x\. `transfusion-study")
+    self.assertRegex(text, r"^1 of 2 readings are open after the family-wise adjustment \(the readings section\)\. "
+                     r".*T1 cbr_small: (\d+ seeds per arm|no number of seeds) at this study's test images, "
+                     r"(\d+ seeds per arm|no number of seeds) at 10x\. `transfusion-study")
     self.assertEqual(answer.q5(ctx, [("T1", stats.read_equivalence(iv, 0.5, what="x"))]),
                      "Nothing: every reading is decided.")
     self.assertStartsWith(answer.q5(ctx, []), "Nothing to settle yet: no readings were made")

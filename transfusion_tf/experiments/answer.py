@@ -287,7 +287,7 @@ def _needed_text(v):
   needs = [power.needed(v, f) for f in (1, 10)]
   if needs[0] is None:
     return "seeds needed unknown (no interval of that kind)"
-  words = ["more test images" if n == "more test images" else f"{n} seeds per arm" for n in needs]
+  words = ["no number of seeds" if n == "more test images" else f"{n} seeds per arm" for n in needs]
   return f"{words[0]} at this study's test images, {words[1]} at 10x"
 
 
@@ -299,7 +299,8 @@ def q5(ctx, readings):
     return "Nothing: every reading is decided."
   listed = [f"{e} {v.text.split(':')[0]}: {_needed_text(v)}" for e, v in open_[:MAX_LISTED]]
   more = f"; and {len(open_) - MAX_LISTED} more" if len(open_) > MAX_LISTED else ""
-  return (f"{len(open_)} of {len(readings)} readings are open. What each needs to be decided with 80% power if the "
+  return (f"{len(open_)} of {len(readings)} readings are open after the family-wise adjustment (the readings "
+          "section). What each needs to be decided with 80% power if the "
           "true difference is 0, from this study's variances (experiments/power.py): " + "; ".join(listed) + more
           + f". `transfusion-study --flagfile=... --study_stage=plan --pilot={ctx.cfg.out}` prints the table for "
           "every claim at 1x-10x the test images.")
@@ -307,7 +308,8 @@ def q5(ctx, readings):
 
 def section(ctx, titles, readings):
   """The answer section's markdown lines. titles: {experiment id: its section title}; readings: [(id, Verdict)]
-  as the report read them (before Holm)."""
+  after the family-wise (Holm) adjustment, as the readings section states them, so Q5's count of open readings
+  is the complement of that section's `readings: K of N conclusive`."""
   lines = [f"## {TITLE}", "",
            "Each answer: the number, its 95% CI and its verdict by the study's rules (before the family-wise "
            "adjustment, which the readings section applies), with a link to where it comes from.", ""]

@@ -125,9 +125,10 @@ def write_report(ctx, experiments, manifests, sources, wall_seconds):
       body += ([f"Datapoints: {note}.", ""] if note else []) + [_inputs_line(manifests[exp.id]), ""]
     if exp.id in chosen:
       readings += [(exp.id, v) for v in exp.readings(ctx)]
-  lines = header(ctx, sources, wall_seconds) + answer.section(ctx, titles, readings) + body
-  lines += ["## Reading the results against the paper", ""]
   adjusted, adjusted_p = stats.holm([v for _, v in readings])
+  lines = (header(ctx, sources, wall_seconds)
+           + answer.section(ctx, titles, [(exp_id, v) for (exp_id, _), v in zip(readings, adjusted)]) + body)
+  lines += ["## Reading the results against the paper", ""]
   tested = sum(p is not None for p in adjusted_p)
   if readings:
     lines += [f"- {exp_id}: **{v.verdict}**: {v.text}{_power_text(v, p)}"

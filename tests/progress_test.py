@@ -32,7 +32,7 @@ class ProgressTest(tf.test.TestCase):
     self.assertIsNone(progress.eta_seconds(items, states))
     text = progress.line(items, states, 75)
     self.assertEqual(text, "study progress (00:01:15): 0/3 runs done; running [cbr_tiny/random/seed0] step 50/100; "
-                           "ETA unknown (no run finished yet)")
+                           "training ETA unknown (no run finished yet)")
     # A0 done: 200 s for 100 steps, 2 s/step for cbr_tiny; resnet50 has no finished run and takes the mean rate.
     states[A0.name] = progress.State(done=True, step=100, seconds=200.0, steps=100)
     states[A1.name] = progress.State(running=True, step=25)
@@ -40,7 +40,7 @@ class ProgressTest(tf.test.TestCase):
     # Two processes share the work, but no faster than the longest single run left (B0: 200 s).
     self.assertEqual(progress.eta_seconds(items, states, procs=2), 200.0)
     self.assertEqual(progress.eta_seconds(items, states, procs=8), 200.0)
-    self.assertEndsWith(progress.line(items, states, 3725, procs=1), "; ETA 00:05:50")
+    self.assertEndsWith(progress.line(items, states, 3725, procs=1), "; training ETA 00:05:50, analyses after")
     self.assertStartsWith(progress.line(items, states, 3725), "study progress (01:02:05): 1/3 runs done;")
     # A run stopped early at its plateau counts its own steps; sources count apart from the training runs.
     states = {A0.name: progress.State(done=True, step=100, seconds=30.0, steps=60), A1.name: progress.State(),
@@ -74,8 +74,8 @@ class ProgressTest(tf.test.TestCase):
     rep.report()
     self.assertEqual(reads.count(A0.name), 2)  # Not read again once done.
     self.assertEqual(reads.count(A1.name), 3)
-    self.assertIn("(00:00:30): 0/2 runs done; running [cbr_tiny/random/seed0] step 10/100; ETA unknown", seen[0])
-    self.assertIn("(00:01:00): 1/2 runs done; ETA 00:00:50", seen[1])
+    self.assertIn("(00:00:30): 0/2 runs done; running [cbr_tiny/random/seed0] step 10/100; training ETA unknown", seen[0])
+    self.assertIn("(00:01:00): 1/2 runs done; training ETA 00:00:50, analyses after", seen[1])
     rep.stop()  # Never started: only the closing line.
     self.assertEqual(seen[-1], "study progress (00:01:00): 1/2 runs done")
     failed = progress.Reporter([A0], every=60, clock=clock, read=read, out=seen.append)

@@ -94,7 +94,7 @@ class ConcurrencyTest(tf.test.TestCase):
                        r"(\d)/1(.*)$", two.stdout, re.M)
     self.assertGreaterEqual(len(lines), 2, two.stdout[-4000:])
     self.assertEqual(lines[-1], ("2", "2", "1", ""))  # The closing line: everything done.
-    self.assertTrue(any(re.search(r"; ETA (unknown|\d\d:\d\d:\d\d)", rest) for *_, rest in lines[:-1]), lines)
+    self.assertTrue(any(re.search(r"; training ETA (unknown|\d\d:\d\d:\d\d, analyses after)", rest) for *_, rest in lines[:-1]), lines)
     self.assertNotIn("study progress", "".join(two.stdout.split("== analyses and report")[1:]))
     self.assertIn("report written to", two.stdout)
     a, b = results(serial), results(par)

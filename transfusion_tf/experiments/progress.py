@@ -4,7 +4,7 @@ The process that leads a sweep (the study, not its --parallel_runs children) pri
 daemon thread while the sweep runs, and once more when the sweep ends:
 
   study progress (00:03:10): 3/8 runs done, source pretraining 1/1; running [cbr_tiny/random/seed1] step 150/300,
-  [cbr_tiny/pretrained/seed0] step 40/300; ETA 00:04:10
+  [cbr_tiny/pretrained/seed0] step 40/300; training ETA 00:04:10, analyses after
 
 It reads only files: a run in progress is one whose lock a live process holds (training/locks.py), its step is
 that run's progress file (rundir.PROGRESS, which the trainer rewrites every few seconds wherever it runs), and a
@@ -15,7 +15,9 @@ return, no colour), so a log file or a CI console reads the same as a terminal.
 ETA: each finished run's seconds per step (result.json's "seconds" over its final step) give a rate per kind of run
 (a model's training runs; a model's source pretraining); a kind without a finished run takes the mean of the known
 rates. The remaining steps of every unfinished run at its kind's rate, shared by the `procs` processes (but never
-less than the longest single run left), make the ETA; "ETA unknown" until some run has finished.
+less than the longest single run left), make the ETA; "ETA unknown" until some run has finished. It covers the
+training runs only, and says so: the analyses and the report come after them and have no rate to go by until they
+run (on the demo they were a quarter of the wall time).
 """
 import dataclasses
 import sys
@@ -102,7 +104,8 @@ def line(items, states, elapsed, procs=1, final=False):
   if running:
     text += "; running " + ", ".join(running)
   eta = eta_seconds(items, states, procs)
-  return text + ("; ETA unknown (no run finished yet)" if eta is None else f"; ETA {hms(eta)}")
+  return text + ("; training ETA unknown (no run finished yet)" if eta is None
+                 else f"; training ETA {hms(eta)}, analyses after")
 
 
 def default_every():

@@ -12,7 +12,7 @@ import time
 import tensorflow as tf
 
 from transfusion_tf.cli import common
-from transfusion_tf.training import locks, rundir
+from transfusion_tf.training import locks, rundir, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,10 +21,11 @@ def wait_for_checkpoint_after(proc, ckpt_dir, after, timeout=120):
   """Waits until `proc` has saved a checkpoint past step `after`; returns its step (None: proc ended first)."""
   deadline = time.time() + timeout
   while time.time() < deadline and proc.poll() is None:
-    steps = [int(m.group(1)) for f in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else [])
-             for m in [re.match(r"ckpt-(\d+)\.index$", f)] if m]
-    if any(s > after for s in steps):
-      return max(steps)
+    # The checkpoint list, not the files: a save writes ckpt-N.* first and names it in the list last.
+    latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+    step = int(re.search(r"ckpt-(\d+)$", latest).group(1)) if latest else 0
+    if step > after:
+      return step
     time.sleep(0.05)
   return None
 
@@ -70,6 +71,22 @@ class SignalsTest(tf.test.TestCase):
 
     with self.assertRaises(PermissionError):  # Anything else keeps its traceback.
       end_of(other_os_error)
+
+  def test_interrupted_line_names_the_checkpoint_the_list_on_disk_names(self):
+    folder = self.create_tempdir().full_path
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)), folder, max_to_keep=2)
+    manager.save(checkpoint_number=50)
+    saved = dict(trainer._now_training)
+    try:
+      # A signal right after the save, before the trainer noted it: the resume reads the list, which says 50.
+      trainer._now_training.update(run_dir="R", step=50, checkpoint=25, checkpoint_dir=folder)
+      self.assertEqual(trainer.interrupted_line(),
+                       "interrupted at step 50 of R (last checkpoint: step 50); re-run the same command to resume")
+      trainer._now_training.update(checkpoint_dir=os.path.join(folder, "none"))  # No list yet: the noted step.
+      self.assertIn("(last checkpoint: step 25)", trainer.interrupted_line())
+    finally:
+      trainer._now_training.clear()
+      trainer._now_training.update(saved)
 
   def test_sigint_and_sigterm_end_with_one_line_and_resume(self):
     run_dir = os.path.join(self.create_tempdir().full_path, "run")

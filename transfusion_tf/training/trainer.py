@@ -543,7 +543,8 @@ class Trainer:
       self.manager = tf.train.CheckpointManager(self.ckpt, folder, max_to_keep=2)
     restored = self._restore()
     start = int(self.step.numpy())
-    _now_training.update(run_dir=self.run_dir, step=start, checkpoint=start if restored else None)
+    _now_training.update(run_dir=self.run_dir, step=start, checkpoint=start if restored else None,
+                         checkpoint_dir=folder)
     curve_path = os.path.join(self.run_dir, "curve.json")
     curve = [p for p in (_read_curve(curve_path) if self.chief else []) if p["step"] <= start]
     if restored and self.chief:
@@ -743,11 +744,25 @@ def no_space_left(error):
   return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
 
 
+def _saved_step(folder):
+  """The step of the latest checkpoint that `folder`'s checkpoint list names (ckpt-N), or None."""
+  try:
+    path = tf.train.latest_checkpoint(folder) if folder else None
+  except Exception:  # pylint: disable=broad-except
+    return None  # A damaged list: the in-memory step is the best this line can say.
+  match = re.search(r"ckpt-(\d+)$", path or "")
+  return int(match.group(1)) if match else None
+
+
 def interrupted_line():
   """The line a Ctrl-C or SIGTERM ends a command with: where the run in progress stopped and how to go on."""
   if not _now_training:
     return "interrupted; re-run the same command to resume"
   step, ckpt = _now_training["step"], _now_training["checkpoint"]
+  # The checkpoint list on disk is what a resume reads: a signal inside a save (its files written, the list not
+  # yet) or right after it leaves the in-memory step one checkpoint off.
+  on_disk = _saved_step(_now_training.get("checkpoint_dir"))
+  ckpt = on_disk if on_disk is not None else ckpt
   kept = f"last checkpoint: step {ckpt}" if ckpt is not None else "no checkpoint yet: it starts over"
   return (f"interrupted at step {step} of {_now_training['run_dir']} ({kept}); re-run the same command to "
           "resume")

@@ -80,27 +80,28 @@ def _shard(text):
   return i, n
 
 
-def _widths(items):
+def _name_values(items, flag, cast, example, check_name=None):
+  """{name: cast(value)} from `flag`'s name=value items, each name passed to `check_name` in turn; a malformed
+  item is one UsageError naming it."""
   out = {}
   for item in items:
     name, _, value = item.partition("=")
     try:
-      out[name] = float(value)
+      out[name] = cast(value)
     except ValueError:
-      raise UsageError(f"--study_width_multipliers item {item!r} must look like model=0.5") from None
+      raise UsageError(f"{flag} item {item!r} must look like {example}") from None
+    if check_name:
+      check_name(name)
   return out
+
+
+def _widths(items):
+  return _name_values(items, "--study_width_multipliers", float, "model=0.5")
 
 
 def _init_seeds(items):
-  out = {}
-  for item in items:
-    name, _, value = item.partition("=")
-    try:
-      out[name] = int(value)
-    except ValueError:
-      raise UsageError(f"--study_init_seeds item {item!r} must look like random=5") from None
-    plan.check_init_label(name, flag="--study_init_seeds")
-  return out
+  return _name_values(items, "--study_init_seeds", int, "random=5",
+                      lambda name: plan.check_init_label(name, flag="--study_init_seeds"))
 
 
 def config_from_flags():

@@ -76,17 +76,9 @@ def find_csv(data_dir, labels_csv=None):
   if not os.path.isdir(data_dir):
     raise UsageError(f"--data_dir={data_dir} is not a folder; it should hold the images the labels CSV names")
   data_dir = os.path.abspath(data_dir)
-  if labels_csv:
-    for candidate in (labels_csv, os.path.join(data_dir, labels_csv)):
-      if os.path.isfile(candidate):
-        return data_dir, os.path.abspath(candidate)
-    raise UsageError(f"--labels_csv={labels_csv} not found (also looked in --data_dir={data_dir})")
-  found = sorted(f for f in os.listdir(data_dir) if f.lower().endswith(".csv"))
-  for name in CSV_NAMES:
-    if name in found:
-      return data_dir, os.path.join(data_dir, name)
-  if len(found) == 1:
-    return data_dir, os.path.join(data_dir, found[0])
+  path, found = records_lib.locate_csv(data_dir, labels_csv, CSV_NAMES)
+  if path is not None:
+    return data_dir, path
   raise UsageError(f"no labels CSV given and {'several' if found else 'none'} in --data_dir={data_dir}"
                    f"{' (' + ', '.join(found) + ')' if found else ''}; pass --labels_csv=FILE")
 

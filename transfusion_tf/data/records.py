@@ -73,6 +73,24 @@ class FileRecords:
                        extra={k: v[idx] for k, v in self.extra.items()}, has_patients=self.has_patients)
 
 
+def locate_csv(data_dir, labels_csv, names):
+  """The labels CSV of a folder dataset: `labels_csv` as given (relative to the cwd, then to data_dir; missing is a
+  UsageError), else the first of `names` in data_dir, else the only CSV there. Returns (absolute path or None, the
+  sorted CSV file names in data_dir) so that each reader words its own "none found" line."""
+  if labels_csv:
+    for candidate in (labels_csv, os.path.join(data_dir or "", labels_csv)):
+      if os.path.isfile(candidate):
+        return os.path.abspath(candidate), []
+    raise UsageError(f"--labels_csv={labels_csv} not found (also looked in --data_dir={data_dir})")
+  found = sorted(f for f in os.listdir(data_dir) if f.lower().endswith(".csv"))
+  for name in names:
+    if os.path.isfile(os.path.join(data_dir, name)):
+      return os.path.abspath(os.path.join(data_dir, name)), found
+  if len(found) == 1:
+    return os.path.abspath(os.path.join(data_dir, found[0])), found
+  return None, found
+
+
 def read_csv_rows(csv_path, what="labels CSV"):
   """Reads a CSV written as UTF-8 (a byte-order mark is allowed): (fieldnames, [(line number, row dict), ...]).
 

@@ -41,21 +41,12 @@ TFDS_REQUIRED = ("trainLabels.csv", "train", "test")
 
 def find_labels_csv(data_dir, labels_csv=None):
   """The labels CSV: `labels_csv` as given (relative to the cwd, then data_dir), else a known name in data_dir."""
-  if labels_csv:
-    for candidate in (labels_csv, os.path.join(data_dir or "", labels_csv)):
-      if os.path.isfile(candidate):
-        return os.path.abspath(candidate)
-    raise UsageError(f"--labels_csv={labels_csv} not found (also looked in --data_dir={data_dir})")
-  for name in CSV_NAMES:
-    candidate = os.path.join(data_dir, name)
-    if os.path.isfile(candidate):
-      return os.path.abspath(candidate)
-  found = sorted(f for f in os.listdir(data_dir) if f.lower().endswith(".csv"))
-  if len(found) == 1:
-    return os.path.abspath(os.path.join(data_dir, found[0]))
-  raise UsageError(f"no labels CSV in --data_dir={data_dir} (looked for {', '.join(CSV_NAMES)}"
-                   f"{'; found several: ' + ', '.join(found) if found else ''}); pass --labels_csv=FILE with "
-                   f"APTOS columns id_code,diagnosis or EyePACS columns image,level")
+  path, found = records_lib.locate_csv(data_dir, labels_csv, CSV_NAMES)
+  if path is None:
+    raise UsageError(f"no labels CSV in --data_dir={data_dir} (looked for {', '.join(CSV_NAMES)}"
+                     f"{'; found several: ' + ', '.join(found) if found else ''}); pass --labels_csv=FILE with "
+                     f"APTOS columns id_code,diagnosis or EyePACS columns image,level")
+  return path
 
 
 def detect_columns(fieldnames, image_column=None, label_column=None, origin=""):

@@ -25,7 +25,7 @@ import threading
 import time
 
 from transfusion_tf.experiments import plan
-from transfusion_tf.training import locks, rundir
+from transfusion_tf.training import locks, rundir, trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,11 +108,6 @@ def line(items, states, elapsed, procs=1, final=False):
                  else f"; training ETA {hms(eta)}, analyses after")
 
 
-def default_every():
-  """Seconds between lines when --log_every_seconds is 0: 5 on a terminal, 30 in a log (as the runs' own lines)."""
-  return 5.0 if sys.stdout.isatty() else 30.0
-
-
 def _write_line(text):
   # One write of the whole line: print() writes the text and the newline separately, and the sweep's own thread
   # prints meanwhile.
@@ -127,7 +122,7 @@ class Reporter:
   fake); out: a print-like callable. A finished item is not read again."""
 
   def __init__(self, items, procs=1, every=None, clock=time.time, read=read_state, out=None):
-    self.items, self.procs, self.every = list(items), procs, every or default_every()
+    self.items, self.procs, self.every = list(items), procs, every or trainer.default_log_every()
     self.clock, self.read = clock, read
     self.out = out or _write_line
     self.t0 = clock()

@@ -333,6 +333,12 @@ def versions():
 PROGRESS_FILE_SECONDS = 5.0  # How stale the study's progress line may find a run's step (rundir.PROGRESS).
 
 
+def default_log_every():
+  """Seconds between progress lines when --log_every_seconds is 0: 5 on a terminal, 30 in a log (a run's step line
+  and the study's progress line alike)."""
+  return 5.0 if sys.stdout.isatty() else 30.0
+
+
 class _Progress:
   """A step/ETA line: every few seconds on a terminal, every 30 s (and at the end) in logs. With `run_dir`, also
   the run's progress file (rundir.write_progress) every PROGRESS_FILE_SECONDS, for the study's line; `seconds`
@@ -340,7 +346,7 @@ class _Progress:
 
   def __init__(self, total, start, every, run_dir=None, seconds=None):
     self.total, self.start_step = total, start
-    self.every = every or (5.0 if sys.stdout.isatty() else 30.0)
+    self.every = every or default_log_every()
     self.t0 = self.last = time.time()
     self.run_dir, self.seconds = run_dir, seconds
     self.last_file = -math.inf

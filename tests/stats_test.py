@@ -134,8 +134,12 @@ def test_format_interval():
 
 def test_diff_interval_seed_only_coverage_and_few_seeds():
   rng = np.random.default_rng(11)
-  draw = lambda: stats.diff_interval(0.02 + 0.01 * rng.standard_normal(3), 0.03 * rng.standard_normal(2))
-  assert 0.92 <= _coverage(draw, 0.02) <= 0.98  # Welch with unequal variances and sizes.
+  equal = lambda: stats.diff_interval(0.02 + 0.01 * rng.standard_normal(2), 0.01 * rng.standard_normal(2))
+  assert 0.93 <= _coverage(equal, 0.02, 4000) <= 0.97  # Two seeds per arm: Welch (1947) df, not biased low.
+  # The known weak case of any Welch-type df: the smaller arm (2 seeds, one df) holds most of the variance. Measured
+  # 89% here (the Satterthwaite df: 92-93%); the README states it.
+  small_dominant = lambda: stats.diff_interval(0.02 + 0.01 * rng.standard_normal(3), 0.03 * rng.standard_normal(2))
+  assert 0.86 <= _coverage(small_dominant, 0.02) <= 0.98
   iv = stats.diff_interval([0.9], [0.8, 0.85])
   assert iv.mean == pytest.approx(0.075) and iv.lo is None and iv.hi is None and iv.std is None
 

@@ -25,10 +25,17 @@ Sigma_jk (j != k within the arm) is the part of each run's test error that the a
   estimate = sum_i w_i^2 s_i^2 / n_i + max(u^T Sigma u - sum_i w_i^2 own_i / n_i, 0)
            = the seed spread (which already holds each run's own test noise) + the test noise the runs share,
 unbiased, counting no part twice; the floor only acts when the shared part comes out negative. The interval is
-estimate +- t_df * sqrt(estimate), df by Welch-Satterthwaite over the s_i^2 terms with the shared part taken as
-known (df = inf when no seed spread is left). The test part shrinks with seeds (u ~ 1/n) down to the noise every run
-shares. Simulated coverage (benchmarks/readings_calibration.py, tests/stats_test.py): 93-98% at 2, 5 and 20 seeds
-per arm, seed SD 0-3 points, 500-5,000 test images. With fewer than 2 seeds in any arm the seed variance cannot be
+estimate +- sqrt(t_df^2 * seed spread + z^2 * shared part): each part with its own quantile, the seed spread's t at
+Welch's (1947) degrees of freedom, (sum p_i)^2 / sum p_i^2 / (n_i + 1) - 2 over its terms p_i (n - 1 for one arm),
+the shared part, known from thousands of test images, with the normal one. Interval.df is the effective df that gives
+the same half-width from se (the readings' p-values use it, so they decide as the CI does). Why not
+Welch-Satterthwaite: with two runs per arm its df falls between 1 and 2 whenever the two spreads differ by chance,
+so two equal arms covered 97.6%; and with the shared part added into one Satterthwaite df, one arm's mean covered
+90-92%. The test part shrinks with seeds (u ~ 1/n) down to the noise every run shares. Simulated coverage
+(benchmarks/readings_calibration.py, tests/stats_test.py): 94-96% for differences at 2, 5 and 20 seeds per arm,
+seed SD 0-3 points, 500-5,000 test images; one arm's mean 95-99% (conservative where the shared test part dominates).
+The weak case of every Welch-type df remains: an arm of 2 seeds whose spread dominates a larger arm's covers about
+89%. With fewer than 2 seeds in any arm the seed variance cannot be
 estimated and lo/hi are None: the readings then say inconclusive and why.
 """
 import dataclasses
@@ -266,13 +273,33 @@ def _quantile(df, p):
   return float(sp_special.ndtri(p) if math.isinf(df) else sp_special.stdtrit(df, p))
 
 
-def _t_bounds(est, seed_var, seed_df_denominator, test_var, level):
-  """(lo, hi, se, df) of est +- t * sqrt(seed_var + test_var), Satterthwaite df with the test part known."""
-  total = seed_var + test_var
-  df = total ** 2 / seed_df_denominator if seed_df_denominator > 0 else math.inf
-  se = math.sqrt(total)
-  q = _quantile(df, 0.5 + level / 2.0)
-  return est - q * se, est + q * se, se, df
+def _t_bounds(est, seed_var, seed_df, test_var, level):
+  """(lo, hi, se, df) of the combined interval: half-width sqrt(t_{seed_df}^2 seed_var + z^2 test_var).
+
+  Each part gets its own quantile: the seed spread its t at seed_df (Welch 1947), the test part, known from the test
+  set's thousands of images, the normal one. df is the effective df: the t whose quantile times se gives the same
+  half-width, so that the p-values of the readings (t at df on est / se) decide exactly as the CI does at `level`.
+  """
+  p = 0.5 + level / 2.0
+  se = math.sqrt(seed_var + test_var)
+  half = math.sqrt(_quantile(seed_df, p) ** 2 * seed_var + _quantile(math.inf, p) ** 2 * test_var)
+  ratio = half / se
+  if seed_var <= 0.0 or ratio <= _quantile(math.inf, p) * (1.0 + 1e-12):
+    df = math.inf
+  else:
+    df = float(sp_special.stdtridf(p, ratio))  # The df whose t quantile at p is `ratio`.
+  return est - half, est + half, se, df
+
+
+def _welch_1947_df(parts, sizes):
+  """Welch's (1947) df of a sum of independent s_i^2-based parts: (sum parts)^2 / sum parts_i^2 / (n_i + 1) - 2.
+
+  parts: the w_i^2 s_i^2 / n_i terms; sizes: each n_i. Equal to n - 1 for one part (so one arm's mean gets Student's
+  t exactly) and at least the dominant arm's n_i - 1; unlike the Satterthwaite form it is not biased low when two
+  equal arms' spreads, each on one df, happen to differ (benchmarks/readings_calibration.py measures both)."""
+  total = sum(parts)
+  den = sum(x ** 2 / (n + 1) for x, n in zip(parts, sizes))
+  return total ** 2 / den - 2.0 if den > 0 else math.inf
 
 
 def contrast_interval(groups, weights, level=0.95, cov=None):
@@ -296,7 +323,7 @@ def contrast_interval(groups, weights, level=0.95, cov=None):
   c = _check_cov(cov, n_total)
   if any(v.size < 2 and wi != 0 for wi, v in zip(w, vals)):
     return Interval(est, None, None, None, n_total, None, None, level, FEW_SEEDS)
-  seed_parts, dens, u = [], [], []
+  seed_parts, sizes, u = [], [], []
   own_total = 0.0  # The runs' own (unshared) test noise that the seed spread already holds.
   start = 0
   for wi, v in zip(w, vals):
@@ -307,7 +334,7 @@ def contrast_interval(groups, weights, level=0.95, cov=None):
       continue
     part = wi ** 2 * float(v.var(ddof=1)) / v.size
     seed_parts.append(part)
-    dens.append(part ** 2 / (v.size - 1))  # Welch-Satterthwaite denominators.
+    sizes.append(v.size)
     if c is not None:
       sub = c[block, block]
       own = float(np.mean(np.diag(sub)) - (sub.sum() - np.trace(sub)) / (v.size * (v.size - 1)))
@@ -318,7 +345,7 @@ def contrast_interval(groups, weights, level=0.95, cov=None):
     test_var = max(float(uu @ c @ uu) - own_total, 0.0)
   if sum(seed_parts) + test_var <= 0.0:
     return Interval(est, None, None, None, n_total, None, None, level, ZERO_SPREAD)
-  lo, hi, se, df = _t_bounds(est, float(sum(seed_parts)), float(sum(dens)), test_var, level)
+  lo, hi, se, df = _t_bounds(est, float(sum(seed_parts)), _welch_1947_df(seed_parts, sizes), test_var, level)
   n_min = min(v.size for wi, v in zip(w, vals) if wi != 0)
   return Interval(est, None, float(lo), float(hi), n_total, float(df), float(se), level, seed_var=float(sum(seed_parts)),
                   own_var=float(own_total) if c is not None else 0.0, shared_var=float(test_var), n_min=int(n_min))
@@ -755,7 +782,7 @@ def seeds_needed(interval: Interval, margin: float, rule: str, test_factor: floa
     return None
 
   def enough(seeds):
-    # t quantiles at the pooled df of two arms of `seeds` runs (Welch's df is at most that): wider at few seeds.
+    # t quantiles at the pooled df of two equal arms of `seeds` runs (about the df the interval will have).
     df = 2.0 * (seeds - 1)
     q = _quantile(df, 0.5 + level / 2.0) + _quantile(df, 1.0 - (1.0 - power) / 2.0 if rule == "equivalence"
                                                      else power)

@@ -132,6 +132,16 @@ def test_format_interval():
   assert stats.format_interval(diff, signed=True).startswith("+1.0 [")
 
 
+def test_equivalence_refutes_a_true_zero_at_most_two_and_a_half_percent():
+  # Either side of +-margin refutes "no difference", so each side is tested at half the level: with a margin far
+  # below the noise, a two-sided 95% CI alone would refute a true 0 about 5% of the time.
+  rng = np.random.default_rng(14)
+  draws = 6000
+  refuted = sum(stats.read_equivalence(stats.diff_interval(rng.standard_normal(3), rng.standard_normal(3)),
+                                       1e-3).verdict == stats.DOES_NOT_HOLD for _ in range(draws))
+  assert 0.015 <= refuted / draws <= 0.032  # 2.5% (Monte Carlo SE 0.2 pt); the 95% CI alone gives about 5%.
+
+
 def test_diff_interval_seed_only_coverage_and_few_seeds():
   rng = np.random.default_rng(11)
   equal = lambda: stats.diff_interval(0.02 + 0.01 * rng.standard_normal(2), 0.01 * rng.standard_normal(2))
@@ -252,14 +262,16 @@ def _check_all_three(cases, fn):
 
 def test_read_equivalence_reaches_each_verdict():
   cases = [((_iv(-0.004, 0.006), 0.01), stats.HOLDS),
-           ((_iv(0.012, 0.03), 0.01), stats.DOES_NOT_HOLD),
+           ((_iv(0.02, 0.04), 0.01), stats.DOES_NOT_HOLD),
            ((_iv(-0.05, -0.02), 0.01), stats.DOES_NOT_HOLD),
+           ((_iv(0.012, 0.03), 0.01), stats.INCONCLUSIVE),  # The 95% CI is outside, the 97.5% one is not.
            ((_iv(-0.004, 0.016), 0.01), stats.INCONCLUSIVE),
            ((_iv(-0.03, 0.03), 0.01), stats.INCONCLUSIVE),  # Wider than the margin on both sides.
            ((NO_INTERVAL, 0.01), stats.INCONCLUSIVE)]
   _check_all_three(cases, lambda iv, m: stats.read_equivalence(iv, m, what="T1 ResNet50"))
   v = stats.read_equivalence(NO_INTERVAL, 0.01)
   assert "fewer than 2 seeds" in v.text
+  assert "97.5% CI does not" in stats.read_equivalence(_iv(0.012, 0.03), 0.01).text
   assert stats.read_equivalence(_iv(-0.004, 0.006), 0.01, what="T1").text.startswith("T1: ")
   with pytest.raises(UsageError):
     stats.read_equivalence(_iv(-0.004, 0.006), 0.0)
@@ -428,8 +440,9 @@ def test_direction_is_refuted_inside_the_margin_and_p_values_agree_with_the_ci()
     if expected != stats.HOLDS:
       assert (v.p_not < 0.025) == (expected == stats.DOES_NOT_HOLD), (iv, v)
   assert stats.read_direction(_iv(-0.004, 0.006), margin=None).verdict == stats.INCONCLUSIVE  # No margin: old rule.
-  for (iv, mm), expected in [((_iv(-0.004, 0.006), 0.01), stats.HOLDS), ((_iv(0.012, 0.03), 0.01),
+  for (iv, mm), expected in [((_iv(-0.004, 0.006), 0.01), stats.HOLDS), ((_iv(0.02, 0.04), 0.01),
                                                                           stats.DOES_NOT_HOLD),
+                             ((_iv(0.012, 0.03), 0.01), stats.INCONCLUSIVE),
                              ((_iv(-0.004, 0.016), 0.01), stats.INCONCLUSIVE)]:
     v = stats.read_equivalence(iv, mm)
     assert v.verdict == expected
@@ -439,7 +452,7 @@ def test_direction_is_refuted_inside_the_margin_and_p_values_agree_with_the_ci()
 def test_holm_keeps_the_strong_readings_and_adjusts_the_rest():
   strong = stats.read_direction(_iv(0.05, 0.07), margin=0.01)  # p_holds tiny.
   weak = stats.read_direction(_iv(0.0005, 0.03), margin=0.01)  # Holds, but only just.
-  refuted = stats.read_equivalence(_iv(0.0101, 0.03), 0.01)  # Does not hold, only just.
+  refuted = stats.read_equivalence(_iv(0.0141, 0.03), 0.01)  # Does not hold (its 97.5% CI), only just.
   open_ = stats.read_direction(_iv(-0.01, 0.03), margin=0.01)
   assert (strong.verdict, weak.verdict, refuted.verdict, open_.verdict) == (
       stats.HOLDS, stats.HOLDS, stats.DOES_NOT_HOLD, stats.INCONCLUSIVE)

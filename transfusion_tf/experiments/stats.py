@@ -57,8 +57,9 @@ ZERO_SPREAD = "every run gave the same value and no test-set noise is known: no 
 
 RULES = {
     "equivalence": "A 'no difference' claim holds when the 95% CI of the difference lies inside +-margin, does not "
-                   "hold when the CI lies entirely outside +-margin, and is inconclusive otherwise or with fewer "
-                   "than 2 seeds per arm.",
+                   "hold when the 97.5% CI lies entirely outside +-margin (a difference on either side refutes it, "
+                   "so each side is tested at 1.25%: a true 0 is refuted at most 2.5% of the time), and is "
+                   "inconclusive otherwise or with fewer than 2 seeds per arm.",
     "direction": "A 'faster/larger' claim holds when the 95% CI of the difference excludes zero in the claimed "
                  "direction, does not hold when its claimed-side end lies below the directional margin (the CI rules "
                  "out any effect that matters, or lies on the other side) without excluding zero on the claimed side "
@@ -626,13 +627,20 @@ def read_equivalence(interval: Interval, margin: float, what: str = "", unit: st
     return Verdict(INCONCLUSIVE, f"{_prefix(what)}difference {_fmt(interval.mean)}, no interval ({why}).",
                    "equivalence", unit=unit)
   est, se, df = _interval_tests(interval)
-  # TOST: both one-sided nulls |d| >= margin rejected; "does not hold": one side of +-margin rejected.
+  alpha = (1.0 - interval.level) / 2.0  # Each one-sided test's level (2.5% at 95%).
+  # TOST: both one-sided nulls |d| >= margin rejected at alpha. "Does not hold": |d| > margin on either side, two
+  # chances, so each side is tested at alpha / 2 (Bonferroni): at a true 0 both sides together err at most alpha.
   p_holds = max(_sf(df, (est + margin) / se), _sf(df, (margin - est) / se))
-  p_not = min(_sf(df, (est - margin) / se), _sf(df, (-margin - est) / se))  # Only one side can be reached.
+  p_not = min(1.0, 2.0 * min(_sf(df, (est - margin) / se), _sf(df, (-margin - est) / se)))
+  level_out = 1.0 - alpha  # The CI whose lying outside +-margin is "does not hold" (97.5% at 95%).
   if -margin < interval.lo and interval.hi < margin:
     verdict, why = HOLDS, f"lies inside +-{_fmt(margin)}"
+  elif (interval.lo >= margin or interval.hi <= -margin) and p_not < alpha:
+    verdict, why = DOES_NOT_HOLD, (f"lies entirely outside +-{_fmt(margin)}, and so does the {level_out:.1%} CI (either "
+                                   "side could have erred, so each is tested at half the level)")
   elif interval.lo >= margin or interval.hi <= -margin:
-    verdict, why = DOES_NOT_HOLD, f"lies entirely outside +-{_fmt(margin)}"
+    verdict, why = INCONCLUSIVE, (f"lies outside +-{_fmt(margin)}, but the {level_out:.1%} CI does not (either side "
+                                  "could have erred, so each is tested at half the level)")
   else:
     verdict, why = INCONCLUSIVE, f"crosses +-{_fmt(margin)}"
   mde = minimum_detectable(interval.se, interval.df, interval.level)
@@ -725,7 +733,8 @@ def holm(verdicts, alpha=FAMILY_ALPHA):
 
   verdicts: [Verdict]. Each reading is one hypothesis with p = 2 x the one-sided p of the test behind its verdict
   (p_holds for "holds", p_not for "does not hold", the smaller when inconclusive; each test is at 2.5% unadjusted,
-  so p < 0.05 is exactly the 95% CI rule). Holm's step-down
+  so p < 0.05 is exactly the CI rule: the 95% CI, or the 97.5% CI for an equivalence's "does not hold", whose p_not
+  already holds its two sides' Bonferroni factor). Holm's step-down
   at `alpha` over the readings with a p keeps the family-wise rate of any wrong decided verdict at or below alpha
   (Holm 1979; any dependence). A decided verdict whose test does not survive becomes inconclusive ("holds before
   adjustment"); readings without p-values are left as they are (they are inconclusive for want of an interval, or

@@ -1,6 +1,7 @@
 """Every registered experiment on hand-made run results (tf-models factory_test style), the readings reaching all
 three verdicts, the report assembled from them, and the study's checks before anything is written."""
 import dataclasses
+import itertools
 import os
 import re
 
@@ -12,7 +13,7 @@ from transfusion_tf.data import registry as data_registry
 from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
 from transfusion_tf.experiments import answer, catalog, common, plan, registry, report, stats, study
-from transfusion_tf.training import metrics, trainer
+from transfusion_tf.training import metrics, rundir, trainer
 
 N_TEST = 3000
 VERDICTS = {"holds", "does not hold", "inconclusive"}
@@ -268,6 +269,85 @@ class ReadingsTest(tf.test.TestCase):
     t1 = [v for v in readings_of(ctx, "T1") if v.text.startswith("cbr_small")][0]
     self.assertEqual((t1.verdict, t1.raw_verdict), ("inconclusive", "does not hold"))
     self.assertIn("did not learn", t1.text)
+
+
+class LabelMeanCovarianceTest(tf.test.TestCase):
+  """auc_mean's test-set covariance: the labels' covariance on the images they share, and the old files' note."""
+
+  def _runs(self, seeds=3, n=300):
+    """RunResults of a CXR task with co-occurring, partly masked labels, scored by `seeds` runs on the same images,
+    written as the trainer writes them; and the arrays behind them."""
+    rng = np.random.default_rng(9)
+    task = tasks.get_task("cxr", uncertainty_policy="ignore")
+    patients = np.repeat(np.arange(n // 2), 2)
+    latent = 0.9 * rng.normal(size=(n, 1)) + 0.45 * rng.normal(size=(n, 5))
+    labels = (latent > 0.3).astype(np.float32)
+    masks = (rng.random((n, 5)) > 0.2).astype(np.float32)
+    out, logits_all = [], []
+    for seed in range(seeds):
+      logits = latent + 0.8 * rng.normal(size=(n, 5))
+      d = self.create_tempdir().full_path
+      inputs = metrics.auc_inputs(task, labels, masks, logits)
+      rundir.save_test_predictions(d, inputs, metrics.auc_indices(task, masks, n), n, patients=patients)
+      result = {"selected": {"test": metrics.compute_metrics(task, labels, masks, logits)}}
+      out.append(common.RunResult(plan.Run("cbr_tiny", "random", seed), d, result, []))
+      logits_all.append(logits)
+    return out, labels, masks, np.stack(logits_all), patients
+
+  def test_joint_covariance_holds_the_labels_covariance(self):
+    results, labels, masks, logits, patients = self._runs()
+    cov, note = common.joint_test_cov(results, "auc_mean")
+    self.assertIsNone(note)
+    # The same numbers assembled here from the arrays, not from the files.
+    scores = 1.0 / (1.0 + np.exp(-np.transpose(logits, (0, 2, 1))))
+    keys = [f"auc_{tasks.metric_key(p)}" for p in tasks.CXR_PATHOLOGIES]
+    order = np.argsort(keys)  # label_matrices sorts the keys.
+    means, expected = stats.delong_cov_mean(scores[:, order], labels.T[order], masks.T[order] > 0, patients)
+    self.assertAllClose(cov, expected, rtol=1e-12, atol=0)
+    self.assertAllClose(means, [res.test_metric("auc_mean") for res in results], rtol=0, atol=1e-12)
+    # The old formula, labels as independent test sets, is smaller here: the labels co-occur.
+    old = sum(stats.delong_auc(*res.predictions[k], clusters=res.patients(k))[1]
+              for k, res in itertools.product(keys, results[:1])) / len(keys) ** 2
+    self.assertGreater(cov[0, 0], 1.3 * old)
+    value, var = results[0].auc_with_var("auc_mean")
+    self.assertEqual(value, results[0].test_metric("auc_mean"))
+    self.assertAllClose(var, cov[0, 0], rtol=1e-12, atol=0)
+    self.assertIsNone(results[0].labels_note("auc_mean"))
+    iv = common.runs_contrast([results], [1.0], "auc_mean")
+    self.assertEqual(iv.note, "")
+    self.assertNotIn("independent", common.fmt_interval(iv))
+
+  def test_old_run_dirs_without_image_indices_fall_back_and_say_so(self):
+    results, _, _, _, _ = self._runs()
+    keys = sorted(results[0].predictions)
+    # Files from before the per-label image indices predate the patient ids too: each image its own cluster.
+    old = sum(stats.delong_cov(np.stack([res.predictions[k][0] for res in results]), results[0].predictions[k][1])[1]
+              for k in keys) / len(keys) ** 2
+    stripped = []
+    for res in results:
+      path = os.path.join(res.dir, rundir.TEST_PREDICTIONS)
+      with np.load(path) as z:
+        kept = {k: z[k] for k in z.files if not k.endswith(".index") and k != rundir.PATIENT_KEY}
+      rundir.atomic_write_npz(path, kept)
+      stripped.append(common.RunResult(res.run, res.dir, res.result, []))
+    cov, note = common.joint_test_cov(stripped, "auc_mean")
+    self.assertEqual(note, common.INDEPENDENT_LABELS)
+    self.assertAllClose(cov, old, rtol=1e-12, atol=0)
+    self.assertEqual(stripped[0].labels_note("auc_mean"), common.INDEPENDENT_LABELS)
+    self.assertAllClose(stripped[0].auc_with_var("auc_mean")[1], old[0, 0], rtol=1e-12, atol=0)
+    iv = common.runs_contrast([stripped], [1.0], "auc_mean")
+    self.assertIsNotNone(iv.lo)
+    self.assertIn(common.INDEPENDENT_LABELS, common.fmt_interval(iv))
+    self.assertIn(common.INDEPENDENT_LABELS, stats.read_direction(iv, what="x").text)
+
+  def test_runs_on_different_images_have_no_covariance(self):
+    results, _, _, _, _ = self._runs(seeds=2)
+    other, _, _, _, _ = self._runs(seeds=1, n=302)
+    cov, why = common.joint_test_cov([results[0], other[0]], "auc_mean")
+    self.assertIsNone(cov)
+    self.assertIn("different", why)
+    iv = common.runs_contrast([[results[0]], [other[0]]], [1.0, -1.0], "auc_mean")
+    self.assertIsNone(iv.lo)
 
 
 class ReportTest(tf.test.TestCase):

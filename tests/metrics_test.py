@@ -92,3 +92,23 @@ class MetricsTest(tf.test.TestCase):
       self.assertEqual(out[key], metrics.roc_auc(labels[:, j], 1 / (1 + np.exp(-logits[:, j])), masks[:, j]))
     self.assertEqual(metrics.auc_inputs(tasks.get_task("source", num_classes=4), np.zeros(3), np.ones(3),
                                         np.zeros((3, 4))), {})
+
+  def test_label_matrices_put_each_label_back_on_its_images(self):
+    rng = np.random.default_rng(2)
+    cxr = tasks.get_task("cxr")
+    labels = rng.integers(0, 2, (30, 5)).astype(np.float32)
+    masks = (rng.random((30, 5)) > 0.3).astype(np.float32)
+    logits = rng.normal(size=(30, 5))
+    inputs, indices = metrics.auc_inputs(cxr, labels, masks, logits), metrics.auc_indices(cxr, masks, 30)
+    keys, scores, binary, defined = metrics.label_matrices(inputs, indices, 30)
+    self.assertEqual(keys, sorted(inputs))
+    for row, key in enumerate(keys):
+      j = list(inputs).index(key)
+      self.assertAllEqual(defined[row], masks[:, j] > 0)
+      self.assertAllClose(scores[row, defined[row]], 1 / (1 + np.exp(-logits[masks[:, j] > 0, j])))
+      self.assertTrue(np.isnan(scores[row, ~defined[row]]).all())
+      self.assertAllEqual(binary[row, defined[row]], labels[masks[:, j] > 0, j])
+    with self.assertRaises(ValueError):
+      metrics.label_matrices(inputs, dict(indices, auc_edema=indices["auc_edema"][:-1]), 30)
+    with self.assertRaises(ValueError):
+      metrics.label_matrices(inputs, indices, 20)  # Indices beyond the images.

@@ -71,6 +71,29 @@ class TestPredictionsTest(tf.test.TestCase):
       self.assertAllEqual(z["auc_edema.index"], np.flatnonzero(masks[:, 3] > 0))
       self.assertAllEqual(z["auc_edema.labels"], labels[masks[:, 3] > 0, 3])
 
+  def test_indices_align_the_labels_and_old_files_without_them(self):
+    n = 50
+    task, labels, masks, logits = cxr_outputs(4, n, 0.3)
+    masks[:, 0] = 1.0  # Atelectasis keeps every image.
+    inputs, indices = metrics.auc_inputs(task, labels, masks, logits), metrics.auc_indices(task, masks, n)
+    run_dir = self.create_tempdir().full_path
+    rundir.save_test_predictions(run_dir, inputs, indices, n)
+    got_n, got = rundir.load_test_indices(run_dir)
+    self.assertEqual((got_n, sorted(got)), (n, sorted(inputs)))
+    for key in inputs:
+      self.assertAllEqual(got[key], indices[key])
+    # A file written without per-key indices: only a key that kept all N images can be placed.
+    path = os.path.join(run_dir, rundir.TEST_PREDICTIONS)
+    with np.load(path) as z:
+      old = {k: z[k] for k in z.files if not k.endswith(".index")}
+    rundir.atomic_write_npz(path, old)
+    got_n, got = rundir.load_test_indices(run_dir)
+    self.assertEqual(got_n, n)
+    self.assertAllEqual(got["auc_atelectasis"], np.arange(n))
+    self.assertIsNone(got["auc_edema"])
+    with self.assertRaisesRegex(UsageError, "test_predictions.npz does not exist"):
+      rundir.load_test_indices(self.create_tempdir().full_path)
+
   def test_missing_predictions_is_a_usage_error(self):
     with self.assertRaisesRegex(UsageError, "test_predictions.npz does not exist"):
       rundir.load_test_predictions(self.create_tempdir().full_path)

@@ -1,6 +1,7 @@
 """Tests for transfusion_tf.experiments.stats: DeLong against its definition, interval coverage, convergence measures,
 the censored rank test, and every reading rule reaching each of its three verdicts."""
 import dataclasses
+import itertools
 import math
 import os
 import subprocess
@@ -575,3 +576,143 @@ def test_share_interval_covers_the_true_share(seeds, sds):
     iv = stats.share_interval(base, part, full)
     hits += iv.lo is None or iv.lo <= 0.4 <= iv.hi
   assert 0.92 <= hits / 2000 <= 0.975
+
+
+# -- several labelings of the same images (auc_mean of multi-label and one-vs-rest tasks) ----------------------------
+
+
+def _labelings(rng, patients, per=2, labels=3, rho=0.85, mask_rate=0.2, runs=2, decimals=None):
+  """Patients with `per` images each; L labels that co-occur (one latent per image, shared by the labels at weight
+  rho, part of it shared by the patient's images), some masked; R runs' scores of each label (the label's latent plus
+  run noise and a per-image nuisance every label and run shares). Returns (scores (R, L, N), labels (L, N), mask
+  (L, N), patients (N,))."""
+  n = patients * per
+  pat = np.repeat(np.arange(patients), per)
+  u = 0.6 * rng.standard_normal(patients)[pat] + 0.8 * rng.standard_normal(n)
+  latent = rho * u[None] + math.sqrt(1 - rho ** 2) * rng.standard_normal((labels, n))
+  y = (latent > 0.3).astype(np.int8)
+  scores = latent[None] + 0.9 * rng.standard_normal((runs, labels, n)) + 0.5 * rng.standard_normal(n)
+  if decimals is not None:
+    scores = np.round(scores, decimals)  # Ties within and across labels.
+  return scores, y, rng.random((labels, n)) > mask_rate, pat
+
+
+def _brute_labels(scores, labels, mask, clusters):
+  """delong_cov_labels written from its definition by loops: psi for every (positive, negative) pair of a label's
+  defined images, the structural components summed per cluster into A_l(c), B_l(c), and the cluster sums with their
+  K / (K - 1) factors."""
+  runs, num_labels, _ = scores.shape
+  ids = sorted(set(clusters.tolist()))
+  aucs = np.zeros((runs, num_labels))
+  a, b = np.zeros((runs, num_labels, len(ids))), np.zeros((runs, num_labels, len(ids)))
+  counts = {}
+  for lab in range(num_labels):
+    pos = [i for i in range(labels.shape[1]) if mask[lab, i] and labels[lab, i] == 1]
+    neg = [i for i in range(labels.shape[1]) if mask[lab, i] and labels[lab, i] == 0]
+    held = lambda images: sum(any(clusters[i] == c for i in images) for c in ids)  # noqa: E731
+    counts[lab] = (held(pos), held(neg), held(pos + neg))
+    for r in range(runs):
+      s = scores[r, lab]
+      psi = np.array([[1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0 for j in neg] for i in pos])
+      aucs[r, lab] = psi.mean()
+      for ci, c in enumerate(ids):
+        a[r, lab, ci] = sum(psi[p].mean() - aucs[r, lab] for p, i in enumerate(pos) if clusters[i] == c) / len(pos)
+        b[r, lab, ci] = sum(psi[:, q].mean() - aucs[r, lab] for q, j in enumerate(neg) if clusters[j] == c) / len(neg)
+  factor = lambda k: k / (k - 1.0)  # noqa: E731
+  labelled = sum(any(clusters[i] == c and mask[:, i].any() for i in range(labels.shape[1])) for c in ids)
+  cov = np.zeros((runs, num_labels, runs, num_labels))
+  for r, l, t, k in itertools.product(range(runs), range(num_labels), range(runs), range(num_labels)):
+    if l == k:
+      f10, f01, fl = (factor(x) for x in counts[l])
+      cov[r, l, t, k] = sum(f10 * a[r, l, c] * a[t, l, c] + f01 * b[r, l, c] * b[t, l, c]
+                            + fl * (a[r, l, c] * b[t, l, c] + b[r, l, c] * a[t, l, c]) for c in range(len(ids)))
+    else:
+      cov[r, l, t, k] = factor(labelled) * sum((a[r, l, c] + b[r, l, c]) * (a[t, k, c] + b[t, k, c])
+                                               for c in range(len(ids)))
+  return aucs, cov
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_label_covariance_matches_brute_force_with_masks_clusters_and_ties(seed):
+  rng = np.random.default_rng(seed)
+  scores, y, mask, pat = _labelings(rng, 12, per=3, decimals=0)
+  pat = np.where(rng.random(pat.size) < 0.2, 100 + np.arange(pat.size), pat)  # Some singletons.
+  scores[:, ~mask] = np.nan  # A masked label's score is never read.
+  aucs, cov = stats.delong_cov_labels(scores, y, mask, pat)
+  b_aucs, b_cov = _brute_labels(scores, y, mask, pat)
+  np.testing.assert_allclose(aucs, b_aucs, atol=1e-12)
+  np.testing.assert_allclose(cov, b_cov, atol=1e-12)
+  assert np.abs(cov[0, 0, 0, 1]) > 1e-5  # The labels' covariance is there to be checked.
+
+
+def test_label_covariance_of_one_label_is_delong_cov():
+  rng = np.random.default_rng(4)
+  scores, y, mask, pat = _labelings(rng, 60, labels=1, runs=3, decimals=1)
+  for clusters in (None, pat):
+    for m in (None, mask):
+      aucs, cov = stats.delong_cov_labels(scores, y, m, clusters)
+      keep = np.ones(y.shape[1], bool) if m is None else m[0]
+      d_aucs, d_cov = stats.delong_cov(scores[:, 0, keep], y[0, keep], None if clusters is None else clusters[keep])
+      np.testing.assert_allclose(aucs[:, 0], d_aucs, rtol=0, atol=1e-15)
+      np.testing.assert_allclose(cov[:, 0, :, 0], d_cov, rtol=1e-12, atol=1e-18)
+      means, mean_cov = stats.delong_cov_mean(scores, y, m, clusters)
+      np.testing.assert_allclose(mean_cov, d_cov, rtol=1e-12, atol=1e-18)
+
+
+def test_label_covariance_agrees_with_the_cluster_jackknife():
+  """An independent estimator: the delete-one-patient jackknife's pseudo-values of every (run, label) AUC."""
+  rng = np.random.default_rng(5)
+  scores, y, mask, pat = _labelings(rng, 150)
+  aucs, cov = stats.delong_cov_labels(scores, y, mask, pat)
+  runs, labels = aucs.shape
+  ids = np.unique(pat)
+  loo = np.array([[[stats.delong_auc(scores[r, lab, mask[lab] & (pat != c)], y[lab, mask[lab] & (pat != c)])[0]
+                    for lab in range(labels)] for r in range(runs)] for c in ids]).reshape(ids.size, -1)
+  dev = loo - loo.mean(axis=0)
+  jack = (ids.size - 1) / ids.size * dev.T @ dev
+  flat = cov.reshape(runs * labels, -1)
+  np.testing.assert_allclose(flat, jack, rtol=0.06, atol=0.01 * np.diag(flat).max())
+  assert flat[0, 1] > 0.1 * np.sqrt(flat[0, 0] * flat[1, 1])  # Correlated labels, as CheXpert's are.
+
+
+def test_label_mean_variance_matches_simulated_test_sets_and_independence_does_not():
+  """Many simulated test sets with co-occurring labels: the predicted variance of auc_mean (and of two runs'
+  difference in it) matches its spread across test sets; summing the per-label variances / L^2 (labels taken as
+  independent) is too small."""
+  rng = np.random.default_rng(11)
+  means, predicted, independent = [], [], []
+  for _ in range(1600):  # The variance ratio's standard error is about sqrt(2 / 1600) = 0.035.
+    scores, y, mask, pat = _labelings(rng, 100, labels=4, rho=0.9)
+    aucs, cov = stats.delong_cov_labels(scores, y, mask, pat)
+    m, mean_cov = stats.label_mean_cov(aucs, cov)
+    means.append(m)
+    predicted.append(mean_cov)
+    # Each label's own block is its delong_cov (tested above): the old formula, sum of the variances / L^2.
+    independent.append(np.trace(cov[0, :, 0, :]) / y.shape[0] ** 2)
+  means, predicted = np.array(means), np.array(predicted)
+  truth = np.var(means[:, 0], ddof=1)
+  assert 0.85 <= predicted[:, 0, 0].mean() / truth <= 1.15
+  assert np.mean(independent) / truth < 0.8
+  diff = np.var(means[:, 0] - means[:, 1], ddof=1)
+  assert 0.85 <= (predicted[:, 0, 0] + predicted[:, 1, 1] - 2 * predicted[:, 0, 1]).mean() / diff <= 1.15
+
+
+def test_label_mean_leaves_out_labels_without_an_auc_and_checks_input():
+  rng = np.random.default_rng(6)
+  scores, y, mask, pat = _labelings(rng, 40, labels=3)
+  y[2] = 0  # No positives: no AUC, left out of the mean as compute_metrics leaves it out.
+  aucs, cov = stats.delong_cov_labels(scores, y, mask, pat)
+  assert np.isnan(aucs[:, 2]).all() and np.isnan(cov[:, 2]).all() and np.isfinite(cov[:, :2, :, :2]).all()
+  means, mean_cov = stats.label_mean_cov(aucs, cov)
+  np.testing.assert_allclose(means, aucs[:, :2].mean(axis=1))
+  np.testing.assert_allclose(mean_cov, cov[:, :2, :, :2].sum(axis=(1, 3)) / 4)
+  with pytest.raises(UsageError):
+    stats.label_mean_cov(aucs[:, 2:], cov[:, 2:, :, 2:])
+  with pytest.raises(UsageError):
+    stats.delong_cov_labels(scores[:, :, :-1], y)
+  with pytest.raises(UsageError):
+    stats.delong_cov_labels(scores, y, clusters=pat[:-1])
+  bad = y.copy()
+  bad[0, 0] = 2
+  with pytest.raises(UsageError):
+    stats.delong_cov_labels(scores, bad)

@@ -609,9 +609,37 @@ class EvaluateIntervalsTest(tf.test.TestCase):
       self.assertAllClose(clustered[key], [auc, max(0.0, auc - half), min(1.0, auc + half)])
       auc, var = stats.delong_auc(scores, binary)
       self.assertAllClose(plain[key][1], max(0.0, auc - 1.959964 * np.sqrt(var)))
-    out = {"intervals": {"auc_edema": (0.81234, 0.79011, 1.0)}, "split": "test", "num_examples": 60, "patients": 20}
-    self.assertEqual(evaluate_cli.interval_lines(out), ["auc_edema 0.8123 [0.7901, 1.0000]",
+    # The primary auc_mean comes first: the mean of the four labels with an AUC, its variance with their covariance.
+    self.assertEqual(list(clustered)[0], "auc_mean")
+    keys, scores, binary, defined = metrics.label_matrices(inputs, indices, n)
+    means, cov = stats.delong_cov_mean(scores, binary, defined, patients)
+    self.assertAllClose(means[0], metrics.compute_metrics(task, labels, masks, logits)["auc_mean"], atol=1e-12)
+    half = 1.959964 * np.sqrt(cov[0, 0])
+    self.assertAllClose(clustered["auc_mean"], [means[0], max(0.0, means[0] - half), min(1.0, means[0] + half)])
+    _, plain_cov = stats.delong_cov_mean(scores, binary, defined)
+    self.assertAllClose(plain["auc_mean"][1], max(0.0, means[0] - 1.959964 * np.sqrt(plain_cov[0, 0])))
+    self.assertNotAllClose(cov, plain_cov)
+    out = {"intervals": {"auc_mean": (0.70001, 0.65, 0.75), "auc_edema": (0.81234, 0.79011, 1.0)}, "split": "test",
+           "num_examples": 60, "patients": 20}
+    self.assertEqual(evaluate_cli.interval_lines(out), ["auc_mean 0.7000 [0.6500, 0.7500]",
+                                                        "auc_edema 0.8123 [0.7901, 1.0000]",
                                                         "test: 60 images, 20 patients (CI clustered by patient)"])
+
+  def test_one_vs_rest_classes_get_auc_mean_with_their_covariance(self):
+    rng = np.random.default_rng(1)
+    task = tasks.image_task("multiclass", ("a", "b", "c"))
+    n = 300
+    labels = rng.integers(0, 3, n)
+    logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[labels]
+    masks = np.ones(n, np.float32)
+    out = evaluate_cli.auc_intervals(task, labels, masks, logits)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    means, cov = stats.delong_cov_mean(probs.T, np.eye(3)[labels].T.astype(int))
+    self.assertAllClose(out["auc_mean"][0], metrics.compute_metrics(task, labels, masks, logits)["auc_mean"])
+    self.assertAllClose(out["auc_mean"][2] - out["auc_mean"][1], 2 * 1.959964 * np.sqrt(cov[0, 0]))
+    # One softmax: the classes' AUCs are correlated, so the labels-as-independent variance is not the one used.
+    independent = sum(stats.delong_auc(probs[:, k], labels == k)[1] for k in range(3)) / 9
+    self.assertGreater(abs(cov[0, 0] / independent - 1.0), 0.05)
 
 
 class DamageAndFullDiskTest(tf.test.TestCase):

@@ -3,10 +3,12 @@
 `--which=best` is the checkpoint the run selected on validation (result.json["selected"]); a run already scores
 it on the test split once when it finishes, so this is for other splits or other checkpoints.
 
-Besides the metrics it prints each AUC with its 95% DeLong CI, `auc_referable 0.8123 [0.7901, 0.8345]` (retina; cxr:
-one line per pathology, none for auc_mean), and a line with the split's images and patients. Where the data names
-patients (synthetic retina and cxr, EyePACS, CheXpert) the CI is clustered by patient (Obuchowski 1997: a patient's
-images are not independent); elsewhere (APTOS) each image is its own cluster, and the line says so.
+Besides the metrics it prints each AUC with its 95% DeLong CI, `auc_referable 0.8123 [0.7901, 0.8345]` (retina; cxr
+and image_csv with several labels or classes: first the primary auc_mean, the mean of the per-label AUCs with the
+labels' covariance on the images they share (stats.delong_cov_mean), then one line per label), and a line with the
+split's images and patients. Where the data names patients (synthetic retina and cxr, EyePACS, CheXpert) the CI is
+clustered by patient (Obuchowski 1997: a patient's images are not independent); elsewhere (APTOS) each image is its
+own cluster, and the line says so.
 """
 import math
 import os
@@ -34,23 +36,35 @@ FLAGS = flags.FLAGS
 Z95 = 1.959964  # Two-sided 95% normal quantile.
 
 
+def _interval(auc, var):
+  half = Z95 * math.sqrt(max(var, 0.0))
+  return auc, max(0.0, auc - half), min(1.0, auc + half)
+
+
 def auc_intervals(task, labels, masks, logits, patients=None):
   """{AUC key: (auc, lo, hi)}: each AUC of `task` with its 95% DeLong CI, clipped to [0, 1].
 
   labels, masks, logits: gather_predictions' arrays (N images); patients: None or int (N,) patient codes, the
   clusters (each key's masked images are dropped from its clusters too). lo and hi are NaN where the AUC is (one
-  class only).
+  class only). Tasks with several labels or one-vs-rest classes also get "auc_mean" first: the mean over the labels
+  with an AUC, its variance with the labels' covariance (they are scored on the same images).
   """
   indices = metrics_lib.auc_indices(task, masks, len(labels))
+  inputs = metrics_lib.auc_inputs(task, labels, masks, logits)
   out = {}
-  for key, (scores, binary) in metrics_lib.auc_inputs(task, labels, masks, logits).items():
+  if task.kind == "multilabel" or (task.kind == "multiclass" and task.one_vs_rest):
+    _, scores, binary, defined = metrics_lib.label_matrices(inputs, indices, len(labels))
+    try:
+      means, cov = stats.delong_cov_mean(scores, binary, defined, patients)
+      out["auc_mean"] = _interval(float(means[0]), float(cov[0, 0]))
+    except UsageError:  # No label has both classes: no auc_mean either (compute_metrics gives NaN).
+      out["auc_mean"] = (math.nan, math.nan, math.nan)
+  for key, (scores, binary) in inputs.items():
     if binary.size == 0 or binary.all() or not binary.any():
       out[key] = (math.nan, math.nan, math.nan)
       continue
     clusters = None if patients is None else np.asarray(patients)[indices[key]]
-    auc, var = stats.delong_auc(scores, binary, clusters=clusters)
-    half = Z95 * math.sqrt(var)
-    out[key] = (auc, max(0.0, auc - half), min(1.0, auc + half))
+    out[key] = _interval(*stats.delong_auc(scores, binary, clusters=clusters))
   return out
 
 

@@ -42,7 +42,8 @@ def _ci(iv, scale=100.0, digits=1):
     return "no data"
   if iv.lo is None:
     return f"{iv.mean * scale:+.{digits}f} (no CI: {iv.note or stats.FEW_SEEDS})"
-  return f"{iv.mean * scale:+.{digits}f} [{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]"
+  return (f"{iv.mean * scale:+.{digits}f} [{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]"
+          + (f" ({iv.note})" if iv.note else ""))
 
 
 def _has(ctx, model, init):

@@ -20,9 +20,13 @@ from transfusion_tf import files
 from transfusion_tf.errors import UsageError
 from transfusion_tf.data import registry as data_registry
 from transfusion_tf.experiments import plan, stats
+from transfusion_tf.training import metrics as metrics_lib
 from transfusion_tf.training import rundir
 
 LEVEL = 0.95
+# The note on an auc_mean interval whose runs cannot align their labels by image (a test_predictions.npz without
+# per-label image indices): the old approximation, which makes the interval too narrow for co-occurring labels.
+INDEPENDENT_LABELS = "labels taken as independent: old run dir without image index"
 
 
 def _delong_var(pred, patients):
@@ -55,13 +59,22 @@ class RunResult:
       return {}
 
   @functools.cached_property
+  def indices(self):
+    """(N or None, {auc metric key: image positions int64 (N_k,) or None}) on the test split
+    (rundir.load_test_indices), or (None, {}) when not written."""
+    try:
+      return rundir.load_test_indices(self.dir)
+    except (UsageError, OSError, KeyError, ValueError):
+      return None, {}
+
+  @functools.cached_property
   def _patients(self):
     """{metric key: patient codes (N_k,) or None}, filled lazily."""
     return {}
 
   def patients(self, key):
-    """The test images' patient codes aligned with predictions[key], or None (no patient ids: each image is its
-    own cluster)."""
+    """The test images' patient codes aligned with predictions[key] (key None: all N test images), or None (no
+    patient ids: each image is its own cluster)."""
     if key not in self._patients:
       try:
         self._patients[key] = rundir.load_test_patients(self.dir, key=key)
@@ -70,9 +83,10 @@ class RunResult:
     return self._patients[key]
 
   def auc_with_var(self, key):
-    """(test AUC, DeLong variance or None) of `key`, clustered by patient where the data has patients; auc_mean
-    averages the per-label AUCs and their variances (labels taken as independent test sets, a stated
-    approximation)."""
+    """(test AUC, DeLong variance or None) of `key`, clustered by patient where the data has patients. auc_mean's
+    variance is that of the mean of the per-label AUCs with the labels' covariance (they are scored on the same
+    images: stats.delong_cov_mean); a run dir without per-label image indices falls back to the sum of the per-label
+    variances / L^2 (`labels_note` then says so)."""
     value = self.test_metric(key)
     if value is None:
       return None, None
@@ -80,12 +94,18 @@ class RunResult:
     if key in preds:
       return value, _delong_var(preds[key], self.patients(key))
     if key == "auc_mean":
-      # The labels that have an AUC (both classes present), as metrics.compute_metrics averages them.
-      parts = [_delong_var(v, self.patients(k)) for k, v in preds.items() if k != "auc_mean"]
-      parts = [p for p in parts if p is not None]
-      if parts:
-        return value, float(np.sum(parts) / len(parts) ** 2)
+      cov, _ = joint_test_cov([self], key)
+      if cov is not None:
+        return value, float(max(cov[0, 0], 0.0))
     return value, None
+
+  def labels_note(self, key):
+    """INDEPENDENT_LABELS when this run's `key` variance takes its labels as independent (auc_mean of a run dir
+    without per-label image indices), else None."""
+    if key != "auc_mean" or not self.predictions:
+      return None
+    n, why = _label_alignment([self])
+    return INDEPENDENT_LABELS if n is None and why == INDEPENDENT_LABELS else None
 
   def auc_ci(self, key, level=LEVEL):
     """(lo, hi) of this run's test AUC of `key` (DeLong, clustered by patient where known), or None."""
@@ -213,17 +233,67 @@ def _scored(ctx, model, init, key, subset):
   return [res for res in ctx.group(model, init, subset) if res.test_metric(key) is not None]
 
 
+def _label_alignment(results):
+  """(n, {label key: image positions (N_k,)}) shared by `results`' auc_mean labels, or (None, why) when a run's file
+  cannot place some label's images (an old run dir without per-label image indices) or the runs place them
+  differently."""
+  keys = sorted(k for k in results[0].predictions if k != "auc_mean")
+  first_n, first = results[0].indices
+  for res in results:
+    n, idx = res.indices
+    if any(idx.get(k) is None or idx[k].size != res.predictions[k][0].size for k in keys if k in res.predictions):
+      return None, INDEPENDENT_LABELS
+    if n != first_n or any(k in idx and k in first and not np.array_equal(idx[k], first[k]) for k in keys):
+      return None, "the runs' labels sit on different test images"
+  n = first_n if first_n is not None else max((int(first[k].max()) + 1 for k in keys if first[k].size), default=0)
+  return n, {k: first[k] for k in keys}
+
+
+def _label_mean_cov(results, keys):
+  """(cov (R, R), None) of the runs' auc_mean with the labels' covariance (stats.delong_cov_mean) on the images
+  they share, or (None, why) when the labels cannot be aligned by image (INDEPENDENT_LABELS) or the runs differ."""
+  n, idx = _label_alignment(results)
+  if n is None:
+    return None, idx
+  try:
+    rows = [metrics_lib.label_matrices(res.predictions, idx, n) for res in results]
+  except ValueError as e:
+    return None, str(e)
+  _, _, labels, mask = rows[0]
+  if any(not (np.array_equal(r[2], labels) and np.array_equal(r[3], mask)) for r in rows):
+    return None, "the runs were scored on different test sets (auc_mean)"
+  patients = [res.patients(None) for res in results]
+  if any((p is None) != (patients[0] is None) or (p is not None and not np.array_equal(p, patients[0]))
+         for p in patients):
+    return None, "the runs' test images name different patients (auc_mean)"
+  if patients[0] is not None and patients[0].shape != (n,):
+    return None, f"{patients[0].size} patient codes for {n} test images"
+  try:
+    _, cov = stats.delong_cov_mean(np.stack([r[1] for r in rows]), labels, mask, patients[0])
+  except UsageError as e:
+    return None, str(e)
+  return cov, None
+
+
 def joint_test_cov(results, key):
-  """(cov, reason): the joint DeLong covariance (R, R) of the test AUCs of `key` of `results` (RunResults), all
-  scored on the same images, clustered by patient where the runs name patients, and None; for auc_mean the mean over
-  the labels with an AUC of the per-label covariances / L^2 (labels taken as independent, a stated approximation).
-  When the covariance cannot be formed, (None, why): a reading must then say so, never fall back to a narrower
-  interval."""
+  """(cov, note): the joint DeLong covariance (R, R) of the test AUCs of `key` of `results` (RunResults), all
+  scored on the same images, clustered by patient where the runs name patients. For auc_mean, the covariance of the
+  runs' means over the labels with an AUC, the labels' covariance included (they share the images:
+  stats.delong_cov_mean). note is None, or, with a covariance, the approximation it rests on: INDEPENDENT_LABELS
+  for runs whose files cannot align the labels by image, whose per-label covariances are summed / L^2 as if the
+  labels were independent test sets (too narrow where labels co-occur). When the covariance cannot be formed,
+  (None, why): a reading must then say so, never fall back to a narrower interval."""
   if not results:
     return None, "no runs"
   keys = [key] if key != "auc_mean" else sorted(k for k in results[0].predictions if k != "auc_mean")
   if not keys:
     return None, "no test predictions"
+  note = None
+  if key == "auc_mean" and all(sorted(k for k in res.predictions if k != "auc_mean") == keys for res in results):
+    cov, why = _label_mean_cov(results, keys)
+    if why != INDEPENDENT_LABELS:
+      return cov, why
+    note = INDEPENDENT_LABELS  # The old files' approximation, below.
   total, used = np.zeros((len(results), len(results))), 0
   for k in keys:
     preds = [res.predictions.get(k) for res in results]
@@ -247,7 +317,7 @@ def joint_test_cov(results, key):
     used += 1
   if not used:
     return None, "no label has both classes in the test split"
-  return total / used ** 2, None
+  return total / used ** 2, note
 
 
 def auc_contrast(ctx, model, cells, weights, key):
@@ -266,14 +336,16 @@ def runs_contrast(groups, weights, key):
   cov, why = joint_test_cov([res for g, _ in kept for res in g], key)
   iv = stats.contrast_interval([[res.test_metric(key) for res in g] for g, _ in kept], [w for _, w in kept],
                                level=LEVEL, cov=cov)
-  return _without_test_noise(iv, why)
+  return _without_test_noise(iv, cov, why)
 
 
-def _without_test_noise(iv, why):
-  """The interval with no CI when the test-set covariance is missing (`why`): the seed spread alone would be
-  narrower than the truth."""
+def _without_test_noise(iv, cov, why):
+  """The interval with no CI when the test-set covariance is missing (cov None, `why` says why): the seed spread
+  alone would be narrower than the truth; with a covariance and a note (`joint_test_cov`), the CI carries the note."""
   if why is None or iv.lo is None:
     return iv
+  if cov is not None:
+    return dataclasses.replace(iv, note=why)
   return dataclasses.replace(iv, lo=None, hi=None, se=None, df=None, note=f"no test-set covariance: {why}")
 
 
@@ -284,7 +356,8 @@ def group_interval(ctx, model, init, key, subset=None):
   if not group:
     return None
   cov, why = joint_test_cov(group, key)
-  return _without_test_noise(stats.t_interval([res.test_metric(key) for res in group], level=LEVEL, cov=cov), why)
+  return _without_test_noise(stats.t_interval([res.test_metric(key) for res in group], level=LEVEL, cov=cov), cov,
+                             why)
 
 
 def auc_difference(ctx, model, init_a, init_b, key, subset=None):
@@ -430,7 +503,7 @@ def fmt_interval(iv, scale=100.0, digits=1, signed=False):
   if iv.std is not None:
     s += f" ± {iv.std * scale:.{digits}f}"
   if iv.lo is not None:
-    s += f" [{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]"
+    s += f" [{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]" + (f" ({iv.note})" if iv.note else "")
   elif iv.std is None and iv.n == 1:
     s += " (n=1, no CI)"
   elif iv.note and iv.note != stats.FEW_SEEDS:

@@ -5,6 +5,8 @@ AUC is in [0, 1] units everywhere (0.01 is one AUC point).
 Test-set noise (one run's scores on the test images):
   `delong_auc`, `delong_diff`, `delong_cov`, `pairwise_diff_vars`: the fast DeLong variance (Sun & Xu 2014,
   midranks, ties counted half) of one AUC and of the difference of two AUCs scored on the SAME images;
+  `delong_cov_labels`, `label_mean_cov`, `delong_cov_mean`: the same for several labelings of the same images (the
+  per-label AUCs of a multi-label or one-vs-rest task, correlated through the shared images) and their mean (auc_mean);
   `bootstrap_diff`: a paired, label-stratified bootstrap over test images.
 Seed noise (one value per run): `t_interval` (mean, std and t-interval across seeds), `diff_interval` and
   `contrast_interval` (differences and other linear combinations of arm means, optionally with the runs' joint
@@ -95,6 +97,19 @@ def _check_scores(score_matrix, labels):
   return s, y
 
 
+def _components(s, y):
+  """DeLong's structural components of k score rows: (aucs (k,), v10 (k, m), v01 (k, n)); v10 per positive (in image
+  order): the share of negatives scored below it, v01 per negative: the share of positives scored above it, ties
+  half. s: (k, N) float64, y: (N,) bool, both checked by _check_scores."""
+  pos, neg = s[:, y], s[:, ~y]
+  m, n = pos.shape[1], neg.shape[1]
+  tz = sp_stats.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
+  tx = sp_stats.rankdata(pos, axis=1)
+  ty = sp_stats.rankdata(neg, axis=1)
+  aucs = (tz[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
+  return aucs, (tz[:, :m] - tx) / n, 1.0 - (tz[:, m:] - ty) / m
+
+
 def delong_cov(score_matrix, labels, clusters=None):
   """AUCs of k score vectors on the same images and their DeLong covariance, clustered by patient when given.
 
@@ -110,14 +125,8 @@ def delong_cov(score_matrix, labels, clusters=None):
   over all I clusters. With one image per cluster this is exactly the unclustered DeLong covariance.
   """
   s, y = _check_scores(score_matrix, labels)
-  pos, neg = s[:, y], s[:, ~y]
-  m, n = pos.shape[1], neg.shape[1]
-  tz = sp_stats.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
-  tx = sp_stats.rankdata(pos, axis=1)
-  ty = sp_stats.rankdata(neg, axis=1)
-  aucs = (tz[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
-  v10 = (tz[:, :m] - tx) / n  # Per positive: share of negatives scored below it.
-  v01 = 1.0 - (tz[:, m:] - ty) / m  # Per negative: share of positives scored above it.
+  aucs, v10, v01 = _components(s, y)
+  m, n = v10.shape[1], v01.shape[1]
   if clusters is None:
     s10 = np.atleast_2d(np.cov(v10)) if m > 1 else np.zeros((s.shape[0],) * 2)
     s01 = np.atleast_2d(np.cov(v01)) if n > 1 else np.zeros((s.shape[0],) * 2)
@@ -139,6 +148,104 @@ def delong_cov(score_matrix, labels, clusters=None):
   s01 = (i01 / ((i01 - 1) * n)) * (d01 @ d01.T) if i01 > 1 else np.zeros((k, k))
   s11 = (big_i / (big_i - 1)) * (d10 @ d01.T) if big_i > 1 else np.zeros((k, k))
   return aucs, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+
+
+def _small_sample(count):
+  """Obuchowski's I / (I - 1) for a sum over `count` clusters of centred terms; 0 when there is at most one."""
+  return count / (count - 1.0) if count > 1 else 0.0
+
+
+def delong_cov_labels(score_matrices, label_matrix, mask=None, clusters=None):
+  """AUCs of R runs on L labelings of the same N images and their joint DeLong covariance, clustered by patient when
+  given: what the per-label `delong_cov` gives within one label, plus the covariance between labels that the shared
+  images cause (CheXpert's co-occurring pathologies; the one-vs-rest classes of one softmax).
+
+  score_matrices: (R, L, N) or (L, N) floats, run r's score of label l on image i (higher = more likely positive);
+  label_matrix: (L, N) 0/1; mask: None or (L, N) bool, False where image i has no label l (masked): it contributes
+  nothing to label l and its score and label there are ignored; clusters: None (each image its own cluster) or (N,)
+  ids. Returns (aucs (R, L), cov (R, L, R, L)) in AUC^2 units; a label without both classes among its images has NaN
+  AUCs and NaN covariance rows and columns.
+  Each AUC is linearised over clusters: phi_l(c) = A_l(c) + B_l(c), A_l(c) = (V10_l,c - m_l,c AUC_l) / m_l and
+  B_l(c) = (V01_l,c - n_l,c AUC_l) / n_l, with V10_l,c (V01_l,c) the sum of the structural components of cluster c's
+  positives (negatives) for label l (`delong_cov`), m_l,c (n_l,c) their count. Then
+    cov(l, l)  = f10_l A_l A_l^T + f01_l B_l B_l^T + f_l (A_l B_l^T + B_l A_l^T)     (Obuchowski 1997, as delong_cov)
+    cov(l, l') = f (A_l + B_l)(A_l' + B_l')^T                                       (l != l')
+  summed over clusters, with the small-sample factors K / (K - 1): K = the clusters holding label l's positives (f10),
+  its negatives (f01), any of its images (f_l), any labelled image (f). With one label this is exactly delong_cov.
+  """
+  s = np.asarray(score_matrices, dtype=np.float64)
+  s = s[None] if s.ndim == 2 else s
+  y = np.asarray(label_matrix)
+  if s.ndim != 3 or y.shape != s.shape[1:]:
+    raise UsageError(f"scores {s.shape} must be (R, L, N) for labels (L, N) {y.shape}")
+  runs, num_labels, n = s.shape
+  keep = np.ones(y.shape, bool) if mask is None else np.asarray(mask).astype(bool)
+  if keep.shape != y.shape:
+    raise UsageError(f"mask {keep.shape} must match the labels {y.shape}")
+  if clusters is None:
+    index, big_i = np.arange(n), n
+  else:
+    c = np.asarray(clusters).ravel()
+    if c.shape[0] != n:
+      raise UsageError(f"clusters {c.shape} must name one cluster per image ({n})")
+    _, index = np.unique(c, return_inverse=True)
+    big_i = int(index.max()) + 1 if n else 0
+  aucs = np.full((runs, num_labels), np.nan)
+  a_parts, b_parts = np.zeros((runs, num_labels, big_i)), np.zeros((runs, num_labels, big_i))
+  factors = np.zeros((num_labels, 3))  # f10, f01, f_l per label.
+  defined = np.zeros(num_labels, bool)
+  for lab in range(num_labels):
+    k = keep[lab]
+    yl = y[lab, k]
+    if not np.all((yl == 0) | (yl == 1)):
+      raise UsageError(f"labels must be 0/1 where defined (label {lab})")
+    if yl.all() or not yl.any():
+      continue  # No AUC for this label (metrics.compute_metrics leaves it out of auc_mean too).
+    sl, yl = _check_scores(s[:, lab, k], yl)
+    aucs[:, lab], v10, v01 = _components(sl, yl)
+    m, nn = v10.shape[1], v01.shape[1]
+    cl = index[k]
+    pos_c, neg_c = cl[yl], cl[~yl]
+    mc = np.bincount(pos_c, minlength=big_i).astype(np.float64)
+    nc = np.bincount(neg_c, minlength=big_i).astype(np.float64)
+    v10_c = np.stack([np.bincount(pos_c, weights=row, minlength=big_i) for row in v10])
+    v01_c = np.stack([np.bincount(neg_c, weights=row, minlength=big_i) for row in v01])
+    a_parts[:, lab] = (v10_c - mc[None] * aucs[:, lab, None]) / m
+    b_parts[:, lab] = (v01_c - nc[None] * aucs[:, lab, None]) / nn
+    factors[lab] = [_small_sample(int((mc > 0).sum())), _small_sample(int((nc > 0).sum())),
+                    _small_sample(np.unique(cl).size)]
+    defined[lab] = True
+  labelled = np.zeros(big_i, bool)
+  labelled[index[keep.any(axis=0)]] = True
+  phi = (a_parts + b_parts).reshape(runs * num_labels, big_i)
+  cov = (_small_sample(int(labelled.sum())) * (phi @ phi.T)).reshape(runs, num_labels, runs, num_labels)
+  for lab in np.flatnonzero(defined):
+    a, b = a_parts[:, lab], b_parts[:, lab]
+    f10, f01, fl = factors[lab]
+    cross = a @ b.T
+    cov[:, lab, :, lab] = f10 * (a @ a.T) + f01 * (b @ b.T) + fl * (cross + cross.T)
+  cov[:, ~defined] = np.nan
+  cov[:, :, :, ~defined] = np.nan
+  return aucs, cov
+
+
+def label_mean_cov(aucs, cov):
+  """The mean AUC over labels of each run and their joint covariance, from `delong_cov_labels`' (aucs (R, L), cov
+  (R, L, R, L)): weights 1/L' over the L' labels with an AUC, as metrics.compute_metrics forms auc_mean. Returns
+  (means (R,), cov (R, R)) in AUC and AUC^2 units; raises UsageError when no label has an AUC."""
+  aucs, cov = np.asarray(aucs, np.float64), np.asarray(cov, np.float64)
+  defined = np.all(np.isfinite(aucs), axis=0)
+  if not defined.any():
+    raise UsageError("no label has both classes: no mean AUC")
+  sub = cov[:, defined][:, :, :, defined]
+  return aucs[:, defined].mean(axis=1), sub.sum(axis=(1, 3)) / float(defined.sum()) ** 2
+
+
+def delong_cov_mean(score_matrices, label_matrix, mask=None, clusters=None):
+  """The mean AUC over labels of R runs scored on the same images (auc_mean) and its joint DeLong covariance, the
+  labels' correlations included: label_mean_cov(delong_cov_labels(...)). Arguments as `delong_cov_labels`. Returns
+  (means (R,), cov (R, R)) in AUC and AUC^2 units."""
+  return label_mean_cov(*delong_cov_labels(score_matrices, label_matrix, mask, clusters))
 
 
 def delong_auc(scores, labels, clusters=None):
@@ -219,7 +326,8 @@ class Interval:
   for `t_interval`, None for differences and contrasts and for n < 2; lo, hi: the interval, None when it cannot be
   estimated (fewer than 2 seeds); n: the number of values that went in; df: the t degrees of freedom (None when no
   interval, inf when only the test part is left); se: the standard error behind lo/hi (None when no interval);
-  note: why there is no interval, or "". The parts of se^2 (for the power estimates of `seeds_needed`):
+  note: why there is no interval, or, with one, an approximation it rests on (e.g. auc_mean's labels taken as
+  independent), or "". The parts of se^2 (for the power estimates of `seeds_needed`):
   seed_var = sum_i w_i^2 s_i^2 / n_i (the seed spread, holding each run's own test noise), own_var = that own test
   noise, sum_i w_i^2 own_i / n_i, and shared_var = the test noise every run shares; se^2 = seed_var + shared_var.
   n_min: the smallest arm's number of runs. None when unknown.
@@ -592,7 +700,7 @@ def _prefix(what):
 
 def _ci_text(interval, unit=""):
   return (f"difference {_fmt(interval.mean)}, {interval.level:.0%} CI [{_fmt(interval.lo)}, {_fmt(interval.hi)}], "
-          f"n={interval.n}" + (f" {unit}" if unit else ""))
+          f"n={interval.n}" + (f" {unit}" if unit else "") + (f" ({interval.note})" if interval.note else ""))
 
 
 def _sf(df, x):

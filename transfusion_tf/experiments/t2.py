@@ -44,9 +44,9 @@ def section(ctx):
                    common.paper_value(paper[1]) if paper else "unknown"])
   common.write_csv(f"{ctx.out}/table_t2.csv", header, rows)
   return [f"Test AUC × 100 per {label} at each run's checkpoint picked on validation: mean ± std over seeds "
-          "[95% CI, seeds and test images]. The mean row's test-set variance treats the labels as independent"
-          + (" (a class's one-vs-rest AUCs share their images: a stated approximation)." if ctx.task.one_vs_rest
-             else "."), "", common.table(header, rows)]
+          "[95% CI, seeds and test images]. The mean row's test-set variance holds the labels' covariance (they "
+          "are scored on the same images); a cell whose runs' files cannot align the labels by image says so.", "",
+          common.table(header, rows)]
 
 
 def readings(ctx):

@@ -140,3 +140,26 @@ def compute_metrics(task, labels, masks, logits):
   else:
     raise ValueError(f"unknown task kind {task.kind!r}")
   return out
+
+
+def label_matrices(inputs, indices, n):
+  """The per-label AUC arrays of one image set side by side, for the labels' joint covariance (auc_mean's).
+
+  inputs: {metric key: (scores (N_k,), labels (N_k,))} as `auc_inputs` returns or test_predictions.npz holds;
+  indices: {metric key: int64 (N_k,)} positions of those images in 0..n-1 (`auc_indices`). Returns (keys (L,) sorted,
+  scores float64 (L, n), labels int8 (L, n), mask bool (L, n)): label l of image i is defined where mask[l, i];
+  elsewhere the score is NaN and the label 0. Raises ValueError when an index does not fit its arrays or 0..n-1.
+  """
+  keys = sorted(k for k in inputs if k != "auc_mean")
+  scores = np.full((len(keys), n), np.nan)
+  labels = np.zeros((len(keys), n), np.int8)
+  mask = np.zeros((len(keys), n), bool)
+  for row, key in enumerate(keys):
+    s, y = inputs[key]
+    idx = np.asarray(indices[key]).reshape(-1)
+    if idx.shape != np.shape(s) or np.shape(s) != np.shape(y):
+      raise ValueError(f"{key}: {idx.size} image indices for {np.size(s)} scores and {np.size(y)} labels")
+    if idx.size and (idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size):
+      raise ValueError(f"{key}: image indices outside 0..{n - 1} or repeated")
+    scores[row, idx], labels[row, idx], mask[row, idx] = s, y, True
+  return keys, scores, labels, mask

@@ -192,6 +192,28 @@ def load_test_predictions(run_dir):
     return {k: (z[f"{k}.scores"], z[f"{k}.labels"]) for k in keys}
 
 
+def load_test_indices(run_dir):
+  """(N, {metric key: int64 (N_k,) or None}) from `run_dir`/test_predictions.npz: the test split's image count (None
+  when the file does not say) and, per metric, its images' positions in eval order ("k.index"), which align the
+  labels of one image (auc_mean's covariance needs them). A file without "k.index" but with "index" gives 0..N-1
+  for a key that kept all N images (nothing was dropped) and None for one that did not: its images cannot be
+  aligned. Raises UsageError when the run has no test_predictions.npz."""
+  path = os.path.join(run_dir, TEST_PREDICTIONS)
+  if not os.path.exists(path):
+    raise UsageError(f"{path} does not exist: the run in {run_dir} is unfinished or predates the test protocol")
+  with np.load(path) as z:
+    n = int(z["index"].size) if "index" in z.files else None
+    out = {}
+    for key in sorted(name[:-len(".scores")] for name in z.files if name.endswith(".scores")):
+      if f"{key}.index" in z.files:
+        out[key] = z[f"{key}.index"].astype(np.int64)
+      elif n is not None and z[f"{key}.scores"].size == n:
+        out[key] = np.arange(n, dtype=np.int64)
+      else:
+        out[key] = None
+    return n, out
+
+
 def load_test_patients(run_dir, key=None):
   """The test images' patient codes from `run_dir`/test_predictions.npz: int64 (N,) in eval order (all images), or,
   with `key` (e.g. "auc_edema"), int64 (N_k,) aligned with load_test_predictions(run_dir)[key], i.e. patient[k.index]

@@ -385,6 +385,17 @@ class AnswerVerdictsTest(tf.test.TestCase):
     self.assertIs(answer.at_ceiling(wide, [Run(1.0)] * 4, "auc_a"), wide)
     self.assertIsNone(answer.at_ceiling(None, [Run(1.0)], "auc_a"))
 
+  def test_open_readings_have_names_that_tell_them_apart(self):
+    reading = lambda text: stats.Verdict(stats.INCONCLUSIVE, text, "direction")
+    readings = [("T2", reading("cbr_tiny: mean test AUC transfer − random (the paper: within about 1 point): d")),
+                ("T2", reading("resnet50: mean test AUC transfer − random (the paper: within about 1 point): d")),
+                ("F3", reading("cbr_tiny: the paper: the lowest layers stay closest to init (4 runs): conv1 d")),
+                ("F3", reading("cbr_tiny: the paper: the pretrained − random gap is positive: conv1 d")),
+                ("F3", reading("resnet50: the paper: the lowest layers stay closest to init (4 runs): conv1 d"))]
+    self.assertEqual(answer.reading_labels(readings), [
+        "T2 cbr_tiny", "T2 resnet50", "F3 cbr_tiny: the paper: the lowest layers stay closest to init (4 runs)",
+        "F3 cbr_tiny: the paper: the pretrained − random gap is positive", "F3 resnet50"])
+
   def test_best_arm_breaks_ties_by_size_and_names_them(self):
     iv = lambda m: stats.Interval(m, None, None, None, 2, None, None, 0.95, stats.FEW_SEEDS)
     cost = {("big", "random"): {"params": 900}, ("big", "pretrained"): {"params": 900},

@@ -326,13 +326,28 @@ def _needed_text(v):
   return f"{words[0]} at this study's test images, {words[1]} at 10x"
 
 
+def reading_labels(readings, most=3):
+  """A short name per reading, [(experiment id, Verdict)] -> ["F3 cbr_tiny", ...]: the id and the first ':'-separated
+  part of its text, or the first 2, ..., `most` parts where readings of one experiment share the shorter name (F3
+  makes two readings per model, which 'F3 cbr_tiny' alone could not tell apart)."""
+  def prefix(v, k):
+    return ":".join(v.text.split(":")[:k]).strip()
+  labels = []
+  for e, v in readings:
+    k = 1
+    while k < most and sum(1 for e2, v2 in readings if e2 == e and prefix(v2, k) == prefix(v, k)) > 1:
+      k += 1
+    labels.append(f"{e} {prefix(v, k)}")
+  return labels
+
+
 def q5(ctx, readings):
   if not readings:
     return "Nothing to settle yet: no readings were made (no finished runs of the selected experiments)."
   open_ = [(e, v) for e, v in readings if v.verdict == stats.INCONCLUSIVE]
   if not open_:
     return "Nothing: every reading is decided."
-  listed = [f"{e} {v.text.split(':')[0]}: {_needed_text(v)}" for e, v in open_[:MAX_LISTED]]
+  listed = [f"{label}: {_needed_text(v)}" for label, (_, v) in zip(reading_labels(open_), open_[:MAX_LISTED])]
   more = f"; and {len(open_) - MAX_LISTED} more" if len(open_) > MAX_LISTED else ""
   return (f"{len(open_)} of {len(readings)} readings are open after the family-wise adjustment (the readings "
           "section). What each needs to be decided with 80% power if the "

@@ -362,6 +362,12 @@ class AnswerTest(tf.test.TestCase):
     self.assertIn("--experiments=...,F3", a[3])
 
 
+class DurationTest(tf.test.TestCase):
+
+  def test_seconds_under_a_minute_minutes_above(self):
+    self.assertEqual([report.duration(x) for x in (2.4, 59.4, 59.6, 851.0)], ["2 s", "59 s", "1.0 min", "14.2 min"])
+
+
 class AnswerVerdictsTest(tf.test.TestCase):
   """Each question of the answer section reaches each of its outcomes on hand-made results: holds, does not hold,
   inconclusive, and not run (naming the flag) or planned but unfinished; the cost figures of Q4; --experiments=ANSWER."""

@@ -291,8 +291,8 @@ def q4(ctx, titles):
   best, tied = best_arm(means, cost)
   cheaper = sorted((a for a in means if cost[a]["params"] < cost[best]["params"]), key=lambda a: cost[a]["params"])
   size = ctx.cfg.base.image_size
-  ties = f", tied with {', '.join(f'{a[0]}/{a[1]}' for a in tied)}" if tied else ""
-  best_text = (f"the best arm {best[0]}/{best[1]} ({means[best].mean * 100:.1f} test AUC{ties}, "
+  ties = f", tied with {', '.join(f'{a[0]}/{a[1]}' for a in tied)};" if tied else ","
+  best_text = (f"the best arm {best[0]}/{best[1]} ({means[best].mean * 100:.1f} test AUC{ties} "
                f"{_cost_text(cost[best])})")
   where = (f" Costs at {size} px: FLOPs are 2 × the multiply-adds of the conv and dense layers per image; img/s as "
            "each run's result.json records them, measured where it trained"

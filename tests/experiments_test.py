@@ -442,9 +442,59 @@ class AnswerTest(tf.test.TestCase):
     self.assertIn("--experiments=...,F3", a[3])
 
 
+class DurationTest(tf.test.TestCase):
+
+  def test_seconds_under_a_minute_minutes_above(self):
+    self.assertEqual([report.duration(x) for x in (2.4, 59.4, 59.6, 851.0)], ["2 s", "59 s", "1.0 min", "14.2 min"])
+
+
 class AnswerVerdictsTest(tf.test.TestCase):
   """Each question of the answer section reaches each of its outcomes on hand-made results: holds, does not hold,
   inconclusive, and not run (naming the flag) or planned but unfinished; the cost figures of Q4; --experiments=ANSWER."""
+
+  def test_ceiling_is_named_not_missing_noise(self):
+    class Run:  # A RunResult's test_metric only.
+      def __init__(self, auc):
+        self.auc = auc
+
+      def test_metric(self, key):
+        del key
+        return self.auc
+
+    iv = stats.contrast_interval([[1.0, 1.0], [1.0, 1.0]], [1.0, -1.0])
+    self.assertEqual(iv.note, stats.ZERO_SPREAD)
+    self.assertEqual(answer.at_ceiling(iv, [Run(1.0)] * 4, "auc_a").note, answer.CEILING)
+    self.assertIn("at its ceiling", answer._ci(answer.at_ceiling(iv, [Run(1.0)] * 4, "auc_a")))
+    # Equal but below 1 (no DeLong covariance given): the stats note stands; an interval that exists is untouched.
+    self.assertEqual(answer.at_ceiling(iv, [Run(0.9)] * 4, "auc_a").note, stats.ZERO_SPREAD)
+    wide = stats.contrast_interval([[0.9, 1.0], [1.0, 1.0]], [1.0, -1.0])
+    self.assertIs(answer.at_ceiling(wide, [Run(1.0)] * 4, "auc_a"), wide)
+    self.assertIsNone(answer.at_ceiling(None, [Run(1.0)], "auc_a"))
+
+  def test_open_readings_have_names_that_tell_them_apart(self):
+    reading = lambda text: stats.Verdict(stats.INCONCLUSIVE, text, "direction")
+    readings = [("T2", reading("cbr_tiny: mean test AUC transfer − random (the paper: within about 1 point): d")),
+                ("T2", reading("resnet50: mean test AUC transfer − random (the paper: within about 1 point): d")),
+                ("F3", reading("cbr_tiny: the paper: the lowest layers stay closest to init (4 runs): conv1 d")),
+                ("F3", reading("cbr_tiny: the paper: the pretrained − random gap is positive: conv1 d")),
+                ("F3", reading("resnet50: the paper: the lowest layers stay closest to init (4 runs): conv1 d"))]
+    self.assertEqual(answer.reading_labels(readings), [
+        "T2 cbr_tiny", "T2 resnet50", "F3 cbr_tiny: the paper: the lowest layers stay closest to init (4 runs)",
+        "F3 cbr_tiny: the paper: the pretrained − random gap is positive", "F3 resnet50"])
+
+  def test_best_arm_breaks_ties_by_size_and_names_them(self):
+    iv = lambda m: stats.Interval(m, None, None, None, 2, None, None, 0.95, stats.FEW_SEEDS)
+    cost = {("big", "random"): {"params": 900}, ("big", "pretrained"): {"params": 900},
+            ("tiny", "random"): {"params": 10}, ("tiny", "pretrained"): {"params": 10}}
+    level = {("big", "random"): iv(1.0), ("big", "pretrained"): iv(1.0), ("tiny", "random"): iv(0.8),
+             ("tiny", "pretrained"): iv(1.0)}
+    self.assertEqual(answer.best_arm(level, cost),
+                     (("tiny", "pretrained"), [("big", "random"), ("big", "pretrained")]))
+    # The order of the arms does not change the answer.
+    self.assertEqual(answer.best_arm(dict(reversed(list(level.items()))), cost)[0], ("tiny", "pretrained"))
+    # A clear best keeps its place whatever its size.
+    level[("big", "random")] = iv(1.0 + 1e-3)
+    self.assertEqual(answer.best_arm(level, cost), (("big", "random"), []))
 
   @staticmethod
   def _drop(ctx, inits, planned):
@@ -461,7 +511,8 @@ class AnswerVerdictsTest(tf.test.TestCase):
     self.assertRegex(q3, r"cbr_small: no transfused prefix closes more than half the gap \(up to conv1: [^)]+\), "
                      r"\*\*does not hold\*\*")
     # Transfer no faster than random: the share's denominator may be 0, so Fieller's interval is unbounded.
-    self.assertRegex(q3, r"cbr_small: Mean-Var − random [^;]*share -?\d+\.\d+, 95% CI unbounded")
+    self.assertRegex(q3, r"cbr_small: Mean-Var − random [^;]*share \*\*inconclusive\*\*: its 95% CI is unbounded")
+    self.assertNotRegex(q3, r"share -?\d")  # No bare ratio of means when its interval is unbounded.
     self.assertIn("Least changed stages: not run: F3 (add it with `--experiments=...,F3`, or `--experiments=ANSWER`",
                   q3)
     # The questions whose runs the study did not plan name the flag; planned but unfinished ones say so.

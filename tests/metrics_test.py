@@ -62,6 +62,15 @@ class MetricsTest(tf.test.TestCase):
     self.assertAllClose(out["auc_mean"], 1.0)
     self.assertEqual(len([k for k in out if k.startswith("auc_")]), 6)
 
+  def test_binary_image_task_has_no_auc_mean(self):
+    # One 0/1 column: its AUC is the metric; an auc_mean would repeat it as a second, different-looking name.
+    task = tasks.image_task("binary", ("tumour",))
+    labels = np.array([[1], [0], [1], [0]], np.float32)
+    out = metrics.compute_metrics(task, labels, np.ones_like(labels), np.array([[2.0], [-1.0], [0.5], [1.0]]))
+    self.assertEqual(sorted(out), ["auc_tumour"])
+    self.assertAllClose(out["auc_tumour"], 0.75)
+    self.assertEqual(set(out), set(task.metric_names))
+
   def test_auc_inputs_are_what_compute_metrics_scores(self):
     rng = np.random.default_rng(1)
     for task in (tasks.get_task("retina"), tasks.get_task("retina", binary_head=True)):

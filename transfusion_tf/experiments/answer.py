@@ -19,6 +19,7 @@ run says so and names the flag that adds them (`--experiments=ANSWER` selects al
 whose runs are planned but not finished says that. Verdicts here are the unadjusted ones; the readings section
 applies Holm over the whole study.
 """
+import dataclasses
 import math
 
 from transfusion_tf.experiments import common, curves, plan, power, stats
@@ -46,6 +47,20 @@ def _ci(iv, scale=100.0, digits=1):
           + (f" ({iv.note})" if iv.note else ""))
 
 
+CEILING = ("every run scored test AUC 1.000: the task is at its ceiling on these test images, so neither a "
+           "difference nor its interval can show")
+
+
+def at_ceiling(iv, runs, key):
+  """`iv` (a stats.Interval of test AUCs or their difference) with its note saying the task is at its ceiling when it
+  has no CI only because every one of `runs` (RunResults) scored test `key` 1.0: stats.ZERO_SPREAD's 'no test-set
+  noise is known' would read as a missing input, while DeLong's variance is 0 there because nothing is misranked."""
+  if (iv is not None and iv.lo is None and iv.note == stats.ZERO_SPREAD and runs
+      and all((r.test_metric(key) or 0.0) >= 1.0 - 1e-12 for r in runs)):
+    return dataclasses.replace(iv, note=CEILING)
+  return iv
+
+
 def _has(ctx, model, init):
   return bool(ctx.group(model, init))
 
@@ -71,7 +86,8 @@ def q1(ctx, titles):
   for m in ctx.cfg.models:
     if not (_has(ctx, m, "pretrained") and _has(ctx, m, "random")):
       continue
-    iv = common.auc_difference(ctx, m, "pretrained", "random", key)
+    iv = at_ceiling(common.auc_difference(ctx, m, "pretrained", "random", key),
+                    common.arm_runs(ctx, m, ("pretrained", "random")), key)
     v = common.gate_trained(ctx, common.read_equivalence(iv, ctx.cfg.equivalence_margin, what=m),
                             common.arm_runs(ctx, m, ("pretrained", "random")))
     parts.append(f"{m}: {_ci(iv)} AUC points, **{v.verdict}**")
@@ -137,11 +153,13 @@ def _wt_answer(ctx, m):
 
 
 def _share_text(iv):
-  """Mean-Var's share and its Fieller interval as text."""
+  """Mean-Var's share and its Fieller interval as text. An unbounded interval prints no share: with transfer − random
+  possibly 0 the ratio of the means can be any number (e.g. 23.00) and says nothing."""
   if iv.lo is not None:
     return f"share {iv.mean:.2f} [{iv.lo:.2f}, {iv.hi:.2f}]"
   if iv.note == stats.UNBOUNDED:
-    return f"share {iv.mean:.2f}, 95% CI unbounded (transfer − random's CI includes 0)"
+    return ("share **inconclusive**: its 95% CI is unbounded (transfer − random's CI includes 0, so the ratio of "
+            "the means is no estimate)")
   return f"share n/a ({iv.note})" if math.isnan(iv.mean) else f"share {iv.mean:.2f} (no CI: {iv.note})"
 
 
@@ -247,6 +265,21 @@ def _cost_text(c):
   return f"{c['params']:,} parameters, {_flops(c['flops_per_image'])} per image, {speeds}"
 
 
+TIE = 1e-9  # Mean test AUCs closer than this are one value (e.g. every arm at 1.000).
+
+
+def best_arm(means, cost):
+  """(best, tied): the arm with the highest mean test AUC and the other arms level with it (within TIE), in order.
+
+  means: {(model, init): stats.Interval of its mean test AUC}; cost: {arm: arm_cost}. Among tied arms the one with
+  the fewest parameters is best (then the order of `means`), so the answer never depends on which of equal arms
+  happened to come first, and a tie at the top is named rather than hidden."""
+  top = max(iv.mean for iv in means.values())
+  level = [a for a in means if means[a].mean >= top - TIE]
+  best = min(level, key=lambda a: (cost[a]["params"], level.index(a)))
+  return best, [a for a in level if a != best]
+
+
 def q4(ctx, titles):
   key = ctx.primary
   arms = [(m, i) for m in ctx.cfg.models for i in ("random", "pretrained", "meanvar") if _has(ctx, m, i)]
@@ -254,12 +287,14 @@ def q4(ctx, titles):
   means = {a: iv for a, iv in means.items() if iv is not None}
   if not means:
     return _absent(ctx, ("random",), "random or pretrained runs", "--study_inits=random,pretrained")
-  best = max(means, key=lambda a: means[a].mean)
   counted = {}
   cost = {a: arm_cost(ctx, a[0], ctx.group(*a), counted) for a in means}
+  best, tied = best_arm(means, cost)
   cheaper = sorted((a for a in means if cost[a]["params"] < cost[best]["params"]), key=lambda a: cost[a]["params"])
   size = ctx.cfg.base.image_size
-  best_text = f"the best arm {best[0]}/{best[1]} ({means[best].mean * 100:.1f} test AUC, {_cost_text(cost[best])})"
+  ties = f", tied with {', '.join(f'{a[0]}/{a[1]}' for a in tied)};" if tied else ","
+  best_text = (f"the best arm {best[0]}/{best[1]} ({means[best].mean * 100:.1f} test AUC{ties} "
+               f"{_cost_text(cost[best])})")
   where = (f" Costs at {size} px: FLOPs are 2 × the multiply-adds of the conv and dense layers per image; img/s as "
            "each run's result.json records them, measured where it trained"
            + (f" ({ctx.group(*best)[0].result['device']})" if ctx.group(*best)[0].result.get("device") else "")
@@ -270,7 +305,7 @@ def q4(ctx, titles):
   tried = []
   for arm in cheaper:
     group_a, group_b = ctx.group(*arm), ctx.group(*best)
-    iv = common.runs_contrast([group_a, group_b], [1.0, -1.0], key)
+    iv = at_ceiling(common.runs_contrast([group_a, group_b], [1.0, -1.0], key), group_a + group_b, key)
     v = common.gate_trained(ctx, common.read_equivalence(iv, ctx.cfg.equivalence_margin, what="x"),
                             group_a + group_b)
     if v.verdict == stats.HOLDS:
@@ -292,13 +327,28 @@ def _needed_text(v):
   return f"{words[0]} at this study's test images, {words[1]} at 10x"
 
 
+def reading_labels(readings, most=3):
+  """A short name per reading, [(experiment id, Verdict)] -> ["F3 cbr_tiny", ...]: the id and the first ':'-separated
+  part of its text, or the first 2, ..., `most` parts where readings of one experiment share the shorter name (F3
+  makes two readings per model, which 'F3 cbr_tiny' alone could not tell apart)."""
+  def prefix(v, k):
+    return ":".join(v.text.split(":")[:k]).strip()
+  labels = []
+  for e, v in readings:
+    k = 1
+    while k < most and sum(1 for e2, v2 in readings if e2 == e and prefix(v2, k) == prefix(v, k)) > 1:
+      k += 1
+    labels.append(f"{e} {prefix(v, k)}")
+  return labels
+
+
 def q5(ctx, readings):
   if not readings:
     return "Nothing to settle yet: no readings were made (no finished runs of the selected experiments)."
   open_ = [(e, v) for e, v in readings if v.verdict == stats.INCONCLUSIVE]
   if not open_:
     return "Nothing: every reading is decided."
-  listed = [f"{e} {v.text.split(':')[0]}: {_needed_text(v)}" for e, v in open_[:MAX_LISTED]]
+  listed = [f"{label}: {_needed_text(v)}" for label, (_, v) in zip(reading_labels(open_), open_[:MAX_LISTED])]
   more = f"; and {len(open_) - MAX_LISTED} more" if len(open_) > MAX_LISTED else ""
   return (f"{len(open_)} of {len(readings)} readings are open after the family-wise adjustment (the readings "
           "section). What each needs to be decided with 80% power if the "

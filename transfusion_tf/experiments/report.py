@@ -48,6 +48,11 @@ def _source_line(ctx, sources):
   return "- **Pretrained source:** " + "; ".join(desc) + "."
 
 
+def duration(seconds):
+  """'N s' under a minute, else 'M.M min' (a report-only re-run took seconds and read '0.0 min')."""
+  return f"{seconds:.0f} s" if seconds < 59.5 else f"{seconds / 60:.1f} min"
+
+
 def header(ctx, sources, wall_seconds):
   cfg = ctx.cfg
   synthetic = cfg.base.dataset.startswith("synthetic_")
@@ -74,8 +79,8 @@ def header(ctx, sources, wall_seconds):
   if device:
     lines.append(f"- **Machine:** {device}.")
   run_secs = sum(res.result.get("seconds", 0.0) for res in ctx.results.values())
-  lines.append(f"- **Wall time:** {wall_seconds / 60:.1f} min for this invocation; the finished runs' training "
-               f"time adds up to {run_secs / 60:.1f} min. Generated {datetime.datetime.now():%Y-%m-%d %H:%M}.")
+  lines.append(f"- **Wall time:** {duration(wall_seconds)} for this invocation; the finished runs' training "
+               f"time adds up to {duration(run_secs)}. Generated {datetime.datetime.now():%Y-%m-%d %H:%M}.")
   for r, why in ctx.damaged.items():
     lines.append(f"- **Left out as unfinished:** {r.name}: {why}.")
   missing = [r.name for r in ctx.runs if r not in ctx.results]

@@ -107,7 +107,8 @@ def compute_metrics(task, labels, masks, logits):
 
   labels/masks: as the pipeline yields them, concatenated over the split ((N,) or (N, P)); logits: (N, outputs).
   grading: auc_referable (from P(grade >= 2) = p2 + p3 + p4, or the binary sigmoid), accuracy, kappa_quadratic.
-  multilabel: auc_<pathology> per output (masked labels left out) and auc_mean over the defined ones.
+  multilabel: auc_<pathology> per output (masked labels left out) and, with several outputs, auc_mean over the
+  defined ones (a binary image task, one output, gets only its auc_<label>: its task.metric_names).
   multiclass: accuracy and top5_accuracy; with task.one_vs_rest also auc_<class> per class and their macro mean
   auc_mean over the defined ones.
   Every AUC is roc_auc of the arrays `auc_inputs` returns.
@@ -127,8 +128,9 @@ def compute_metrics(task, labels, masks, logits):
       out["accuracy"] = float(np.mean(preds == labels))
       out["kappa_quadratic"] = quadratic_kappa(labels, preds, task.num_outputs)
   elif task.kind == "multilabel":
-    defined = [a for a in aucs.values() if not np.isnan(a)]
-    out["auc_mean"] = float(np.mean(defined)) if defined else float("nan")
+    if task.num_outputs > 1:  # A binary task's one AUC is its metric: a mean of one would only repeat it.
+      defined = [a for a in aucs.values() if not np.isnan(a)]
+      out["auc_mean"] = float(np.mean(defined)) if defined else float("nan")
   elif task.kind == "multiclass":
     if task.one_vs_rest:
       defined = [a for a in aucs.values() if not np.isnan(a)]

@@ -12,7 +12,7 @@ from transfusion_tf import files, models
 from transfusion_tf.data import registry as data_registry
 from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
-from transfusion_tf.experiments import answer, catalog, common, plan, registry, report, stats, study
+from transfusion_tf.experiments import answer, catalog, common, plan, registry, report, stats, study, t1
 from transfusion_tf.training import metrics, rundir, trainer
 
 N_TEST = 3000
@@ -383,6 +383,24 @@ class ReportTest(tf.test.TestCase):
                                      wall_seconds=61)).read()
     strip = lambda t: [l for l in t.splitlines() if "Wall time" not in l]  # noqa: E731
     self.assertEqual(strip(text), strip(again))
+
+  def test_bounded_quantities_clip_their_ci_to_the_range(self):
+    # Two seeds near the ceiling: t at 1 df (12.7) takes the upper end past an AUC of 1.
+    wide = stats.Interval(mean=0.99, std=0.02, lo=0.80, hi=1.17, n=2, df=1.0)
+    self.assertEqual(common.fmt_interval(wide), "99.0 ± 2.0 [80.0, 117.0]")
+    self.assertEqual(common.fmt_interval(wide, bounds=common.AUC_BOUNDS), "99.0 ± 2.0 [80.0, 100.0]")
+    diff = stats.Interval(mean=-0.9, std=None, lo=-1.4, hi=-0.4, n=4, df=2.0)
+    self.assertEqual(common.fmt_interval(diff, signed=True, bounds=common.DIFF_BOUNDS), "-90.0 [-100.0, -40.0]")
+    # The T1 table passes the bounds for its AUC cells and its difference.
+    _, _, ctx = make_study(self)
+    real = common.group_interval
+    try:
+      common.group_interval = lambda *a, **k: wide
+      text = "\n".join(t1.section(ctx))
+    finally:
+      common.group_interval = real
+    self.assertIn("[80.0, 100.0]", text)
+    self.assertNotIn("117.0", text)
 
   def test_partial_study_reports_what_is_finished(self):
     cfg, runs, ctx = make_study(self, seeds=2)

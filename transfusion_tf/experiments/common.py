@@ -494,8 +494,16 @@ def steps_cell(ctx, model, init):
 # -- formatting ----------------------------------------------------------------------------------------------------
 
 
-def fmt_interval(iv, scale=100.0, digits=1, signed=False):
-  """'mean ± std [lo, hi]' (scaled), '(1 seed)' when the spread is unknown, '—' when empty."""
+AUC_BOUNDS = (0.0, 1.0)  # An AUC, a mean SVCCA similarity, an orientation selectivity: each lies in [0, 1].
+DIFF_BOUNDS = (-1.0, 1.0)  # A difference of two such quantities.
+
+
+def fmt_interval(iv, scale=100.0, digits=1, signed=False, bounds=None):
+  """'mean ± std [lo, hi]' (scaled), '(1 seed)' when the spread is unknown, '—' when empty.
+
+  bounds: (low, high) in the interval's own units (before `scale`) of the quantity's range, e.g. AUC_BOUNDS; the CI's
+  ends are clipped to it. A t interval from 2 seeds can reach past an AUC of 1 (t at 1 df is 12.7); the true value
+  cannot, so the clipped interval covers it whenever the unclipped one does. Readings use the unclipped interval."""
   if iv is None or iv.n == 0 or iv.mean is None:
     return "—"
   f = f"{{:{'+' if signed else ''}.{digits}f}}"
@@ -503,7 +511,8 @@ def fmt_interval(iv, scale=100.0, digits=1, signed=False):
   if iv.std is not None:
     s += f" ± {iv.std * scale:.{digits}f}"
   if iv.lo is not None:
-    s += f" [{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]" + (f" ({iv.note})" if iv.note else "")
+    lo, hi = (iv.lo, iv.hi) if bounds is None else (max(iv.lo, bounds[0]), min(iv.hi, bounds[1]))
+    s += f" [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]" + (f" ({iv.note})" if iv.note else "")
   elif iv.std is None and iv.n == 1:
     s += " (n=1, no CI)"
   elif iv.note and iv.note != stats.FEW_SEEDS:

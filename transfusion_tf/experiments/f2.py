@@ -77,8 +77,8 @@ def section(ctx):
     pr, base = similarities(ctx, m, "pretrained_vs_random")
     rr, base_rr = similarities(ctx, m, "random_vs_random")
     base += base_rr
-    rows.append([m, common.fmt_interval(common.t_iv(pr), scale=1, digits=3),
-                 common.fmt_interval(common.t_iv(rr), scale=1, digits=3),
+    rows.append([m, common.fmt_interval(common.t_iv(pr), scale=1, digits=3, bounds=common.AUC_BOUNDS),
+                 common.fmt_interval(common.t_iv(rr), scale=1, digits=3, bounds=common.AUC_BOUNDS),
                  f"{sum(base) / len(base):.3f}" if base else "—", f"{len(pr)} + {len(rr)}"])
   return [common.figure_link(ctx, "F2", data["png"]), "",
           "Mean SVCCA of the top two stages ± std over disjoint pairs of runs [95% CI]; the permutation baseline is "

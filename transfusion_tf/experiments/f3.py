@@ -97,9 +97,10 @@ def section(ctx):
   for m in ctx.cfg.models:
     pre, rnd = per_stage(ctx, m, "pretrained"), per_stage(ctx, m, "random")
     for s in plan.model_stages(m):
-      rows.append([m, s, common.fmt_interval(common.t_iv(pre[s]), scale=1, digits=3),
-                   common.fmt_interval(common.t_iv(rnd[s]), scale=1, digits=3),
-                   common.fmt_interval(common.diff_iv(pre[s], rnd[s]), scale=1, digits=3, signed=True),
+      rows.append([m, s, common.fmt_interval(common.t_iv(pre[s]), scale=1, digits=3, bounds=common.AUC_BOUNDS),
+                   common.fmt_interval(common.t_iv(rnd[s]), scale=1, digits=3, bounds=common.AUC_BOUNDS),
+                   common.fmt_interval(common.diff_iv(pre[s], rnd[s]), scale=1, digits=3, signed=True,
+                                       bounds=common.DIFF_BOUNDS),
                    baseline(ctx, m, s)])
   return [common.figure_link(ctx, "F3", data["png"]), "",
           "SVCCA(init, trained) per stage, mean ± std over runs [95% CI]; the permutation baseline is the same "

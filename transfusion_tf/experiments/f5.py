@@ -69,7 +69,8 @@ def section(ctx):
   for m, kind in dict.fromkeys((r["model"], r["kind"]) for r in data["runs"]):
     ref = refs.get(m, {})
     rows.append([m, kind, len(per_run(ctx, m, kind, "moved"))]
-                + [common.fmt_interval(common.t_iv(per_run(ctx, m, kind, k)), 1, 3)
+                + [common.fmt_interval(common.t_iv(per_run(ctx, m, kind, k)), 1, 3,
+                                       bounds=None if k == "moved" else common.AUC_BOUNDS)
                    for k in ("moved", "selectivity_before", "selectivity_after")]
                 + [f"{ref.get('random', float('nan')):.2f}", f"{ref.get('gabor', float('nan')):.2f}"])
   return [common.figure_link(ctx, "F5", data["png"]), "",

@@ -18,9 +18,11 @@ def runs(cfg):
 def section(ctx):
   png = curves.figure_curves(ctx, "resnet50", LABELS, "sl", "SL: Slim ResNet50 vs full transfer")
   return [common.figure_link(ctx, "SL resnet50", png), "",
-          "Test AUC × 100: slim " + common.fmt_interval(common.group_interval(ctx, "resnet50", "slim", ctx.primary))
-          + ", full transfer " + common.fmt_interval(common.group_interval(ctx, "resnet50", "pretrained",
-                                                                           ctx.primary)) + "."]
+          "Test AUC × 100: slim "
+          + common.fmt_interval(common.group_interval(ctx, "resnet50", "slim", ctx.primary), bounds=common.AUC_BOUNDS)
+          + ", full transfer "
+          + common.fmt_interval(common.group_interval(ctx, "resnet50", "pretrained", ctx.primary),
+                                bounds=common.AUC_BOUNDS) + "."]
 
 
 def readings(ctx):

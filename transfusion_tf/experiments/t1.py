@@ -29,9 +29,10 @@ def section(ctx):
   for m in ctx.cfg.models:
     (pr, prs), (pt, pts), unsure = PAPER.get(m, ((None, None), (None, None), True))
     rows.append([m, f"{common.param_count(ctx.cfg, m):,}",
-                 common.fmt_interval(common.group_interval(ctx, m, "random", key)),
-                 common.fmt_interval(common.group_interval(ctx, m, "pretrained", key)),
-                 common.fmt_interval(common.auc_difference(ctx, m, "pretrained", "random", key), signed=True),
+                 common.fmt_interval(common.group_interval(ctx, m, "random", key), bounds=common.AUC_BOUNDS),
+                 common.fmt_interval(common.group_interval(ctx, m, "pretrained", key), bounds=common.AUC_BOUNDS),
+                 common.fmt_interval(common.auc_difference(ctx, m, "pretrained", "random", key), signed=True,
+                                     bounds=common.DIFF_BOUNDS),
                  common.paper_value(pr, prs, unsure), common.paper_value(pt, pts, unsure)])
   common.write_csv(f"{ctx.out}/table_t1.csv", header, rows)
   return [f"Test `{key}` × 100 at each run's checkpoint picked on validation: mean ± std over seeds [95% CI, seeds "

@@ -36,10 +36,12 @@ def section(ctx):
     for p in _labels(ctx.task):
       key = f"auc_{tasks.metric_key(p)}"
       paper = PAPER_RESNET.get(p) if m == "resnet50" and ctx.task.name == "cxr" else None
-      rows.append([m, p, common.fmt_interval(common.group_interval(ctx, m, "random", key), digits=2),
-                   common.fmt_interval(common.group_interval(ctx, m, "pretrained", key), digits=2),
+      rows.append([m, p, common.fmt_interval(common.group_interval(ctx, m, "random", key), digits=2,
+                                       bounds=common.AUC_BOUNDS),
+                   common.fmt_interval(common.group_interval(ctx, m, "pretrained", key), digits=2,
+                                       bounds=common.AUC_BOUNDS),
                    common.fmt_interval(common.auc_difference(ctx, m, "pretrained", "random", key), digits=2,
-                                       signed=True),
+                                       signed=True, bounds=common.DIFF_BOUNDS),
                    common.paper_value(paper[0]) if paper else "unknown",
                    common.paper_value(paper[1]) if paper else "unknown"])
   common.write_csv(f"{ctx.out}/table_t2.csv", header, rows)

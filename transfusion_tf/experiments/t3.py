@@ -30,7 +30,8 @@ def section(ctx):
   rows = []
   for m in ctx.cfg.models:
     p = PAPER.get(m)
-    rows.append([m] + [common.fmt_interval(common.group_interval(ctx, m, init, key, subset))
+    rows.append([m] + [common.fmt_interval(common.group_interval(ctx, m, init, key, subset),
+                                           bounds=common.AUC_BOUNDS)
                        for subset in (n, None) for init in ("random", "pretrained")]
                 + [common.fmt_interval(gain_contrast(ctx, m), signed=True),
                    f"{p[0]} / {p[1]}" + (" [unsure]" if p[2] else "") if p else "unknown"])

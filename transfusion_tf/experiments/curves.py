@@ -68,8 +68,10 @@ def convergence_rows(ctx, model, labels):
     areas = common.area_group(ctx, model, label)
     norm, _ = common.normalized_area_group(ctx, model, label)
     rows.append([label, common.steps_cell(ctx, model, label),
-                 common.fmt_interval(common.t_iv(areas)) if areas else "—",
-                 common.fmt_interval(common.t_iv(norm), scale=1, digits=3) if norm else "—"])
+                 common.fmt_interval(common.t_iv(areas), bounds=common.AUC_BOUNDS) if areas else "—",
+                 # Each point's progress (value - 0.5) / (best - 0.5) is at most 1, so their mean is too.
+                 common.fmt_interval(common.t_iv(norm), scale=1, digits=3, bounds=(-np.inf, 1.0)) if norm
+                 else "—"])
   return rows
 
 

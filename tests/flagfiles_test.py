@@ -20,7 +20,7 @@ class FlagfilesTest(tf.test.TestCase):
     names = {os.path.basename(f) for f in files}
     self.assertTrue({"quick.cfg", "demo.cfg", "retina_table1.cfg", "chexpert_table2.cfg",
                      "retina_small_data_table3.cfg", "representations.cfg", "transfusion.cfg", "answer.cfg",
-                     "answer_gpu.cfg"} <= names)
+                     "answer_gpu.cfg", "offline_paper.cfg"} <= names)
     os.environ["KERAS_HOME"] = self.create_tempdir().full_path  # No ImageNet files: "auto" falls back.
     try:
       for path in files:
@@ -51,6 +51,21 @@ class FlagfilesTest(tf.test.TestCase):
           self.assertTrue({"random", "pretrained", "meanvar", "transfuse:conv1"} <= inits, (path, inits))
           self.assertGreaterEqual(cfg.seeds, 2, path)
           self.assertIsNone(cfg.base.convergence_auc, path)  # No known threshold on a task of one's own.
+        if path.endswith("offline_paper.cfg"):
+          # Every experiment, the paper's six models, the embedded retina at InceptionV3's minimum size.
+          self.assertEqual(cfg.base.dataset, "synthetic_retina")
+          self.assertEqual(set(cfg.experiments), {"T1", "T3", "F2", "F3", "F4", "F5", "MV", "WT", "SL", "GB"})
+          self.assertEqual({r.model for r in runs}, set(PAPER_SETTINGS["retina_table1.cfg"]["models"]))
+          self.assertEqual(cfg.base.image_size, 75)
+          for m in cfg.models:  # F4 needs 5 random runs of its models; T1 compares them with 3 transfer runs.
+            self.assertLen([r for r in runs if r.model == m and r.init == "random" and r.subset is None], 5, m)
+            self.assertLen([r for r in runs if r.model == m and r.init == "pretrained" and r.subset is None], 3, m)
+          inits = {r.init for r in runs}
+          self.assertTrue({"meanvar", "transfuse:conv1", "transfuse:stem", "slim", "gabor_low", "gabor_high"}
+                          <= inits, inits)
+          self.assertEqual({r.subset for r in runs}, {None, 500})  # T3's small-data arms.
+          self.assertLen(runs, 146)
+          self.assertEqual(cfg.base.plateau_patience, 3)  # Runs stop at a plateau within the budget.
         if path.endswith("answer.cfg"):
           self.assertLen(runs, 16)  # 2 models x (random, pretrained, meanvar, transfused conv1) x 2 seeds.
           self.assertEqual(cfg.base.image_size, 64)

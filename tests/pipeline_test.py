@@ -14,6 +14,7 @@ from transfusion_tf.data import sources
 from transfusion_tf.data import synthetic
 from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
+from transfusion_tf.training import trainer
 
 
 def _save(path, array, fmt=None):
@@ -264,6 +265,37 @@ class OrderTest(tf.test.TestCase):
     self.assertGreater(np.abs(a[0][0] - plain[0][0]).max(), 0.05)
     evals = [b[0] for b in _batches(make(True).eval("validation"), 1)]
     np.testing.assert_allclose(evals[0], images / 255.0, atol=1e-5)  # No augmentation at eval.
+
+  def test_flips_override_the_task(self):
+    # Flips only (no rotation, brightness or contrast), so each training image is the original or a mirror of it.
+    rng = np.random.default_rng(1)
+    task = tasks.get_task("retina")  # Its own flips: left-right and up-down.
+    images = (rng.random((8, 16, 16, 3)) * 255).astype(np.uint8)
+    labels, masks = sources.training_labels(np.zeros(8), task)
+    src = sources.ArraySource(images=images, labels=labels, masks=masks)
+
+    def seen(flips):
+      aug = pipeline.Augmentation(flips=flips, rotation_degrees=0.0, brightness=0.0, contrast=0.0)
+      data = pipeline.Data(task, {"train": src, "validation": src}, 16, 8, "unit", augmentation=aug)
+      out = set()
+      for x, _, _ in _batches(data.train(0), 4):
+        for img in x:
+          found = {name for name, f in (("same", lambda a: a), ("lr", lambda a: a[:, ::-1]),
+                                        ("ud", lambda a: a[::-1]), ("lr_ud", lambda a: a[::-1, ::-1]))
+                   if any(np.abs(img - f(im) / 255.0).max() < 1e-5 for im in images)}
+          self.assertLen(found, 1, f"flips={flips}: a training image is not one original or mirror")
+          out |= found
+      return out
+
+    self.assertEqual(seen("none"), {"same"})
+    self.assertEqual(seen("lr"), {"same", "lr"})
+    self.assertEqual(seen(None), {"same", "lr", "ud", "lr_ud"})  # The task's.
+    with self.assertRaisesRegex(UsageError, "--flips='diagonal'"):
+      pipeline.build_data("synthetic_retina", 16, 4, "cbr_tiny", flips="diagonal")
+    # A run trained with other flips is another configuration: the study does not reuse it.
+    base = trainer.TrainConfig(dataset="image_csv", data_kwargs={"data_dir": "d"})
+    other = trainer.TrainConfig(dataset="image_csv", data_kwargs={"data_dir": "d", "flips": "none"})
+    self.assertEqual(trainer.train_config_differences(base.to_dict(), other), ["data_kwargs"])
 
   def test_eval_finite_fixed_order_partial_batch(self):
     data = _array_data(n=10, batch=4)

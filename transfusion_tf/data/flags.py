@@ -70,6 +70,10 @@ flags.DEFINE_enum("validate_images", "quick", list(records.VALIDATE_LEVELS),
                   "Up-front image check: quick (exists, header, JPEG/PNG end marker), full (decode every file once "
                   "with PIL; cached in --data_cache_dir) or off (existence only).")
 flags.DEFINE_boolean("augment", True, "Training augmentation: random flips, small rotations, brightness/contrast.")
+flags.DEFINE_enum("flips", None, ["none", "lr", "lr_ud"], "Augmentation flips, overriding the task's (retina: "
+                  "lr_ud; chest x-rays, image_csv and the source task: lr). none where a mirror image changes the "
+                  "label (text, digits, laterality: a heart drawn on the right); lr_ud where any orientation is "
+                  "valid (e.g. histology patches).")
 flags.DEFINE_enum("preprocessing", None, list(MODES), "Override the model's preprocessing mode (default: follows the "
                   "model and weights: caffe for ResNet50, tf for the others).")
 flags.DEFINE_float("synthetic_difficulty", None, "Synthetic tasks: generator difficulty (default: the generator's).")
@@ -109,5 +113,5 @@ def data_kwargs_from_flags():
       **{k: v for k, v in dict(label_columns=tuple(FLAGS.label_columns) if FLAGS.label_columns else None,
                                patient_column=FLAGS.patient_column, split_column=FLAGS.split_column,
                                num_classes=FLAGS.num_classes, val_fraction=FLAGS.val_fraction,
-                               test_fraction=FLAGS.test_fraction).items() if v is not None},
+                               test_fraction=FLAGS.test_fraction, flips=FLAGS.flips).items() if v is not None},
   )

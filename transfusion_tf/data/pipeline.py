@@ -123,10 +123,12 @@ def _flip_rotate(images, flip_lr, flip_ud, angles):
 class Augmentation:
   """Training augmentation, drawn per example from (seed, example index) with stateless ops.
 
-  flips follow the task (retina: left-right and up-down; cxr and source: left-right only). rotation_degrees: max
-  absolute angle. brightness: max shift as a fraction of 255. contrast: max relative change of the contrast.
+  flips: None follows the task (retina: left-right and up-down; cxr, image_csv and source: left-right only), or one
+  of FLIPS: "none", "lr", "lr_ud" (--flips). rotation_degrees: max absolute angle. brightness: max shift as a
+  fraction of 255. contrast: max relative change of the contrast.
   """
   enabled: bool = True
+  flips: str = None
   rotation_degrees: float = 10.0
   brightness: float = 0.1
   contrast: float = 0.1
@@ -138,9 +140,13 @@ def _aug_params(seed, g):
   return tf.random.stateless_uniform([5], seed=s, dtype=tf.float32)
 
 
+FLIPS = ("none", "lr", "lr_ud")
+
+
 def _augment(images, params, flips, aug):
-  """Applies the per-example augmentation `params` (B, 5) to float images (B, H, W, C) in [0, 255]."""
-  flip_lr = params[:, 0] < 0.5
+  """Applies the per-example augmentation `params` (B, 5) to float images (B, H, W, C) in [0, 255]; flips: one of
+  FLIPS."""
+  flip_lr = params[:, 0] < 0.5 if flips in ("lr", "lr_ud") else None
   flip_ud = params[:, 1] < 0.5 if flips == "lr_ud" else None
   angles = None
   if aug.rotation_degrees > 0:
@@ -377,7 +383,7 @@ class Data:
 
     ds = ds.batch(batch, drop_remainder=training)
     array_images = src.images if isinstance(src, ArraySource) else None
-    flips, aug, mode, want = task.flips, self.augmentation, self.preprocessing, self.channels
+    flips, aug, mode, want = self.augmentation.flips or task.flips, self.augmentation, self.preprocessing, self.channels
 
     def finish(b):
       if array_images is not None:
@@ -503,6 +509,8 @@ def build_data(dataset, image_size, batch_size, model_name, weights=None, seed=0
   registry.get(dataset)  # An unknown name fails before any other check.
   records_lib.check_choice(opts.on_bad_image, records_lib.ON_BAD_IMAGE, "on_bad_image")
   records_lib.check_choice(opts.validate_images, records_lib.VALIDATE_LEVELS, "validate_images")
+  if opts.flips is not None:
+    records_lib.check_choice(opts.flips, FLIPS, "flips")
   if int(image_size) < 8:
     raise UsageError(f"image_size must be at least 8 px, got {image_size}")
   mode = preprocessing_mode(model_name, weights, opts.preprocessing)
@@ -519,6 +527,6 @@ def build_data(dataset, image_size, batch_size, model_name, weights=None, seed=0
     sources["train"] = subset_source(sources["train"], int(opts.train_subset), opts.split_seed, task)
     description += f", train subset of {int(opts.train_subset)} (stratified, split seed {opts.split_seed})"
   aug = opts.augmentation or Augmentation()
-  aug = dataclasses.replace(aug, enabled=bool(opts.augment) and aug.enabled)
+  aug = dataclasses.replace(aug, enabled=bool(opts.augment) and aug.enabled, flips=opts.flips or aug.flips)
   return Data(task, sources, image_size, batch_size, mode, seed=seed, channels=channels, augmentation=aug,
               on_bad_image=opts.on_bad_image, source_description=description)

@@ -48,7 +48,8 @@ class DataOptions:
   train_subset: the small-data regime: a stratified seeded subset of N training examples (PAPER: 5,000).
   uncertainty_policy, frontal_only: CheXpert. binary_head: retina single-sigmoid head.
   on_bad_image: "fail" | "skip"; validate_images: "quick" | "full" | "off" (see records.check_image_files).
-  augment: training augmentation on/off; augmentation: a pipeline.Augmentation to change its strengths.
+  augment: training augmentation on/off; augmentation: a pipeline.Augmentation to change its strengths; flips:
+    None (the task's) or "none" | "lr" | "lr_ud", overriding the task's flips (--flips).
   preprocessing: overrides the model's preprocessing mode.
   synthetic_difficulty, cache_dir: the synthetic generator's (cache_dir also holds image-check sidecars).
   split_seed: held-out splits, synthetic generation and subsets (fixed across training seeds by default).
@@ -75,6 +76,7 @@ class DataOptions:
   on_bad_image: str = "fail"
   validate_images: str = "quick"
   augment: bool = True
+  flips: str = None
   preprocessing: str = None
   synthetic_difficulty: float = None
   cache_dir: str = None

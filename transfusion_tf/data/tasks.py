@@ -210,7 +210,8 @@ def image_task(kind, class_names):
 
   kind: one of IMAGE_KINDS. class_names: binary: (label column,); multiclass: one name per class 0..K-1 (e.g.
   ("diagnosis_0", "diagnosis_1", "diagnosis_2")); multilabel: the label columns. Their metric keys must differ
-  from each other and from "mean". Images are RGB (grayscale replicated), flipped left-right only, not cropped.
+  from each other and from "mean". Images are RGB (grayscale replicated), flipped left-right only (--flips
+  overrides), not cropped.
   """
   names = tuple(str(n) for n in class_names)
   keys = [metric_key(n) for n in names]

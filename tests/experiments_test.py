@@ -12,7 +12,7 @@ from transfusion_tf import files, models
 from transfusion_tf.data import registry as data_registry
 from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
-from transfusion_tf.experiments import answer, catalog, common, plan, registry, report, stats, study, t1
+from transfusion_tf.experiments import answer, catalog, common, plan, registry, report, stats, study, t1, wt
 from transfusion_tf.training import metrics, rundir, trainer
 
 N_TEST = 3000
@@ -429,6 +429,9 @@ class AnswerTest(tf.test.TestCase):
     self.assertRegex(a[2], r"cbr_small: \+0\.\d+ \[[^]]+\], \*\*holds\*\*")
     self.assertIn("transfusing up to conv1 closes more than half the gap", a[3])
     self.assertIn("Mean-Var − random", a[3])
+    # The least-changed stages with their CIs and F3's verdict on "the lowest stage stays closest to init".
+    self.assertRegex(a[3], r"cbr_small: conv\d \d\.\d\d ± \d\.\d\d \[\d\.\d\d, \d\.\d\d\], [^;]*\('the lowest "
+                     r"stage stays closest to init': \*\*(holds|does not hold|inconclusive)\*\*\)")
     self.assertRegex(a[4], r"(cbr_small/\w+ \([\d,]+ parameters.*is equivalent to the best arm|is the smallest model)")
     self.assertRegex(a[5], r"\d+ of \d+ readings are open")  # F2's random pairs with 3 seeds: one pair, no CI.
     a = self._answers(effects={"pretrained": (1.6, 40.0)})  # Transfer better at test, no faster.
@@ -706,6 +709,22 @@ class AnalysisImagesTest(tf.test.TestCase):
     self.assertEqual(count(1000), 285)  # block4 cannot reach 10 per neuron: it does not raise the count.
     self.assertEqual(count(None), 1280)  # Split size unknown (real data): the split caps what is read.
     self.assertEqual(count(1000, ["conv1", "block1"]), 256)
+
+
+class WtStagesTest(tf.test.TestCase):
+
+  def test_stages_read_bottom_up_from_random_whatever_the_flag_order(self):
+    cfg = plan.StudyConfig(out="x", base=_base(), models=("resnet50",), wt_stages=("block1", "conv1", "nope"))
+    self.assertEqual(plan.wt_stages(cfg, "resnet50"), ("none", "conv1", "block1"))
+    # Without none in the flag, random init is still WT's first arm: its reading needs it.
+    self.assertEqual(wt.labels_of(cfg, "resnet50"), ["random", "transfuse:conv1", "transfuse:block1", "pretrained"])
+    cfg = dataclasses.replace(cfg, wt_stages=None)
+    self.assertEqual(plan.wt_stages(cfg, "resnet50"), plan.default_wt_stages("resnet50"))
+    # A name that is a stage of no model of the study is a typo, named before anything runs.
+    bad = dataclasses.replace(cfg, wt_stages=("none", "conv_1"), experiments=("WT",))
+    with self.assertRaisesRegex(UsageError, "--wt_stages names conv_1, a stage of none of --study_models"):
+      plan.plan_runs(bad, catalog.experiments())
+    plan.plan_runs(dataclasses.replace(bad, wt_stages=("none", "conv1", "all")), catalog.experiments())
 
 
 class StudyChecksTest(tf.test.TestCase):

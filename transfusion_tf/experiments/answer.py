@@ -124,7 +124,7 @@ def _wt_answer(ctx, m):
   """The fewest lowest WT stages whose normalised area exceeds the midpoint of random and full transfer (a
   directional reading that holds), or why not: every prefix refuted (does not hold), or the lowest prefix's reading
   (inconclusive). None when the model has no finished WT arm."""
-  labels = [plan.wt_label(s) for s in plan.wt_stages(ctx.cfg, m)][1:]
+  labels = [plan.wt_label(s) for s in plan.wt_stages(ctx.cfg, m) if s != "none"]  # Bottom-up.
   labels = [lab for lab in labels if lab != "pretrained"]
   if not labels or not _has(ctx, m, "random") or not _has(ctx, m, "pretrained"):
     return None
@@ -200,14 +200,19 @@ def q3(ctx, titles):
   if f3:
     from transfusion_tf.experiments import f3 as f3_mod  # pylint: disable=import-outside-toplevel
     least = []
+    closest = {v.text.split(":", 1)[0]: v.verdict for v in f3_mod.readings(ctx) if "closest to init" in v.text}
     for m in ctx.cfg.models:
       sims = f3_mod.per_stage(ctx, m, "pretrained")
       means = {s: sum(v) / len(v) for s, v in sims.items() if v}
       if means:
         top = sorted(means, key=means.get, reverse=True)[:2]
-        least.append(f"{m}: {', '.join(f'{s} ({means[s]:.2f})' for s in top)}")
-    out.append("Least changed from their (pretrained) init, mean SVCCA to init: " + "; ".join(least) + "."
-               + _link(ctx, "F3", titles))
+        cells = ", ".join(f"{s} {common.fmt_interval(common.t_iv(sims[s]), 1, 2, bounds=common.AUC_BOUNDS)}"
+                          for s in top)
+        least.append(f"{m}: {cells}" + (f" ('the lowest stage stays closest to init': **{closest[m]}**)"
+                                         if m in closest else ""))
+    out.append("Least changed from their (pretrained) init, SVCCA to init over the pretrained runs, mean ± std "
+               "[95% CI], with F3's reading over pretrained and random runs and its control: " + "; ".join(least)
+               + "." + _link(ctx, "F3", titles))
   elif "F3" in chosen:
     out.append("Least changed stages: no F3 analysis yet (it runs once the pretrained and random runs are finished).")
   else:

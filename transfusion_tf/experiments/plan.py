@@ -159,9 +159,13 @@ def default_wt_stages(model_name):
 
 
 def wt_stages(cfg, model_name):
-  """The WT stages of `model_name`: --wt_stages where they exist in this architecture, else the default list."""
+  """The WT stages of `model_name`: none, then the --wt_stages that exist in this architecture, bottom-up whatever
+  order they were given in; the default list without --wt_stages. none (random init) is always there: WT's reading
+  contrasts the lowest transfused stage with random and full transfer, and reads the stages from the bottom."""
   known = default_wt_stages(model_name)
-  return tuple(s for s in cfg.wt_stages if s in known) if cfg.wt_stages else known
+  if not cfg.wt_stages:
+    return known
+  return ("none",) + tuple(s for s in known[1:] if s in cfg.wt_stages)
 
 
 def wt_label(stage):
@@ -202,6 +206,13 @@ def validate_config(cfg, experiments):
     raise UsageError(f"--curve_area_steps={cfg.curve_area_steps} must lie in (0, --train_steps]")
   if cfg.analysis_images < 1:
     raise UsageError(f"--analysis_images={cfg.analysis_images} must be positive")
+  if cfg.wt_stages and "WT" in cfg.experiments:
+    # A stage may exist in one model only (ResNet50's block1, InceptionV3's stem); one in none is a typo.
+    unknown = [s for s in cfg.wt_stages if s not in ("none", "all")
+               and not any(s in default_wt_stages(m) for m in cfg.models)]
+    if unknown:
+      stages = "; ".join(f"{m}: {', '.join(model_stages(m))}" for m in cfg.models)
+      raise UsageError(f"--wt_stages names {', '.join(unknown)}, a stage of none of --study_models ({stages})")
 
 
 def plan_runs(cfg, experiments):

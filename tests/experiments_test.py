@@ -618,7 +618,8 @@ class AnswerVerdictsTest(tf.test.TestCase):
     self.assertEqual(open_.verdict, stats.INCONCLUSIVE)
     _, _, ctx = make_study(self, seeds=2, experiments=("T1",))
     text = answer.q5(ctx, [("T1", open_), ("T1", stats.read_equivalence(iv, 0.5, what="resnet50"))])
-    self.assertRegex(text, r"^1 of 2 readings are open after the family-wise adjustment \(the readings section\)\. "
+    self.assertRegex(text, r"^1 of 2 readings are open after the family-wise adjustment \(\[the readings section\]"
+                     r"\(#reading-the-results-against-the-paper\)\)\. "
                      r".*T1 cbr_small: (\d+ seeds per arm|no number of seeds) at this study's test images, "
                      r"(\d+ seeds per arm|no number of seeds) at 10x\. `transfusion-study")
     self.assertEqual(answer.q5(ctx, [("T1", stats.read_equivalence(iv, 0.5, what="x"))]),

@@ -347,6 +347,9 @@ def reading_labels(readings, most=3):
   return labels
 
 
+READINGS_TITLE = "Reading the results against the paper"  # report.py's section of the readings.
+
+
 def q5(ctx, readings):
   if not readings:
     return "Nothing to settle yet: no readings were made (no finished runs of the selected experiments)."
@@ -355,8 +358,8 @@ def q5(ctx, readings):
     return "Nothing: every reading is decided."
   listed = [f"{label}: {_needed_text(v)}" for label, (_, v) in zip(reading_labels(open_), open_[:MAX_LISTED])]
   more = f"; and {len(open_) - MAX_LISTED} more" if len(open_) > MAX_LISTED else ""
-  return (f"{len(open_)} of {len(readings)} readings are open after the family-wise adjustment (the readings "
-          "section). What each needs to be decided with 80% power if the "
+  return (f"{len(open_)} of {len(readings)} readings are open after the family-wise adjustment ([the readings "
+          f"section]({_anchor(READINGS_TITLE)})). What each needs to be decided with 80% power if the "
           "true difference is 0, from this study's variances (experiments/power.py): " + "; ".join(listed) + more
           + f". `transfusion-study --flagfile=... --study_stage=plan --pilot={ctx.cfg.out}` prints the table for "
           "every claim at 1x-10x the test images.")

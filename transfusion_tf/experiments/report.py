@@ -133,7 +133,7 @@ def write_report(ctx, experiments, manifests, sources, wall_seconds):
   adjusted, adjusted_p = stats.holm([v for _, v in readings])
   lines = (header(ctx, sources, wall_seconds)
            + answer.section(ctx, titles, [(exp_id, v) for (exp_id, _), v in zip(readings, adjusted)]) + body)
-  lines += ["## Reading the results against the paper", ""]
+  lines += [f"## {answer.READINGS_TITLE}", ""]
   tested = sum(p is not None for p in adjusted_p)
   if readings:
     lines += [f"- {exp_id}: **{v.verdict}**: {v.text}{_power_text(v, p)}"

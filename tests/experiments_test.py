@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 import os
 import re
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -39,7 +40,9 @@ def fake_run(path, task, run, quality, speed):
   os.makedirs(path, exist_ok=True)
   labels = _labels(task)
   shared = np.random.default_rng(7).normal(size=labels.shape)
-  noise = np.random.default_rng(1000 + run.seed + 17 * hash(run.name) % 1000).normal(size=labels.shape)
+  # zlib.crc32, not hash(): str hashes change with each process (PYTHONHASHSEED), which made the fake runs, and
+  # the verdicts some tests read from them, differ from one pytest run to the next.
+  noise = np.random.default_rng(1000 + run.seed + 17 * zlib.crc32(run.name.encode()) % 1000).normal(size=labels.shape)
   scores = quality * labels + shared + 0.05 * noise
   keys = ["auc_referable"] if task.kind == "grading" else [f"auc_{tasks.metric_key(p)}" for p in
                                                             tasks.CXR_PATHOLOGIES]
@@ -624,6 +627,13 @@ class AnswerVerdictsTest(tf.test.TestCase):
                      r"(\d+ seeds per arm|no number of seeds) at 10x\. `transfusion-study")
     self.assertEqual(answer.q5(ctx, [("T1", stats.read_equivalence(iv, 0.5, what="x"))]),
                      "Nothing: every reading is decided.")
+    # Where no number can be given, Q5 says why: at the ceiling every run scores 1.000 and nothing is known.
+    flat = stats.read_equivalence(stats.diff_interval([1.0, 1.0], [1.0, 1.0]), 0.01, what="resnet50")
+    self.assertEqual(flat.verdict, stats.INCONCLUSIVE)
+    self.assertIn(f"seeds needed unknown ({stats.ZERO_SPREAD})", answer.q5(ctx, [("T1", flat)]))
+    r2 = stats.read_threshold(0.1, 0.9, 0.5, what="F4 resnet50")
+    self.assertIn("seeds needed unknown (a bootstrap reading against a threshold has no seed variance",
+                  answer.q5(ctx, [("F4", r2)]))
     self.assertStartsWith(answer.q5(ctx, []), "Nothing to settle yet: no readings were made")
 
 

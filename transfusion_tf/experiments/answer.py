@@ -324,10 +324,26 @@ def q4(ctx, titles):
 MAX_LISTED = 6  # Open readings named in Q5; the plan command's table has them all.
 
 
+def _unknown_why(v):
+  """Why power.needed has no answer for the reading `v`: the first of its parts without what it extrapolates from."""
+  for p in v.parts or (v,):
+    if p.interval is None:
+      if p.rule == "threshold":
+        return "a bootstrap reading against a threshold has no seed variance to extrapolate"
+      # stats' readings without an interval say why in their text: "..., no interval (why)."
+      return p.text.split("no interval (", 1)[1].rsplit(")", 1)[0] if "no interval (" in p.text else (
+          "the reading has no interval")
+    if p.interval.seed_var is None:
+      return p.interval.note or stats.FEW_SEEDS
+    if p.margin is None:
+      return "the reading has no margin"
+  return "unknown"
+
+
 def _needed_text(v):
   needs = [power.needed(v, f) for f in (1, 10)]
   if needs[0] is None:
-    return "seeds needed unknown (no interval of that kind)"
+    return f"seeds needed unknown ({_unknown_why(v)})"
   words = ["no number of seeds" if n == "more test images" else f"{n} seeds per arm" for n in needs]
   return f"{words[0]} at this study's test images, {words[1]} at 10x"
 

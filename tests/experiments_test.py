@@ -722,6 +722,29 @@ class AnalysisImagesTest(tf.test.TestCase):
     self.assertEqual(count(1000, ["conv1", "block1"]), 256)
 
 
+class TimeEstimateTest(tf.test.TestCase):
+
+  def test_the_estimate_counts_scoring_the_validation_and_test_splits(self):
+    base = dataclasses.replace(_base(), train_steps=300, eval_every=50, batch_size=32,
+                               data_kwargs={"num_val": 2000, "num_test": 5000})
+    cfg = plan.StudyConfig(out=self.create_tempdir().full_path, base=base, models=("cbr_tiny",), seeds=2)
+    runs = plan.plan_runs(cfg, catalog.experiments())
+    sources = {"cbr_tiny": "pretrain"}
+    # 0.1 s per train step, 1 s to trace, 0.05 s per forward-only batch: per run 300 x 0.1 + 7 evaluations x 63
+    # validation batches x 0.05 + 157 test batches x 0.05 + 3 traces = 62.9 s.
+    real = study.estimate_step_seconds
+    try:
+      study.estimate_step_seconds = lambda c, m: (0.1, 1.0, 0.05)
+      without_pretraining = study.print_plan(cfg, runs, {}, runs, procs=2)
+      self.assertAllClose(without_pretraining, len(runs) * 62.9 / 2, rtol=1e-9)
+      # Without known split sizes each evaluation counts as 4 train steps, as before.
+      bare = dataclasses.replace(cfg, base=dataclasses.replace(base, data_kwargs={}))
+      self.assertAllClose(study.print_plan(bare, runs, {}, runs), len(runs) * (0.1 * (300 + 7 * 4) + 3), rtol=1e-9)
+      self.assertGreater(study.print_plan(cfg, runs, sources, runs, procs=2), without_pretraining)
+    finally:
+      study.estimate_step_seconds = real
+
+
 class WtStagesTest(tf.test.TestCase):
 
   def test_stages_read_bottom_up_from_random_whatever_the_flag_order(self):

@@ -129,7 +129,8 @@ def check_unchanged(ctx):
 
 
 def estimate_step_seconds(cfg, model):
-  """Seconds per training step of `model` at the study's size and batch, measured on a few bare steps."""
+  """(seconds per training step, seconds to trace it, seconds per forward-only batch) of `model` at the study's
+  size and batch, measured on a few bare steps (this process's threads)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   keras.mixed_precision.set_global_policy("float32")
   size, bs = cfg.base.image_size, cfg.base.batch_size
@@ -152,8 +153,18 @@ def estimate_step_seconds(cfg, model):
   for _ in range(3):
     step()
   sec = (time.time() - t) / 3
+
+  @tf.function
+  def forward():
+    return m(x, training=False)
+
+  forward()
+  t = time.time()
+  for _ in range(3):
+    forward()
+  fwd = (time.time() - t) / 3
   keras.backend.clear_session()
-  return sec, trace
+  return sec, trace, fwd
 
 
 def _fmt_seconds(s):
@@ -177,18 +188,25 @@ def print_plan(cfg, runs, sources, shard_runs, procs=1):
   todo = [r for r in shard_runs if not plan.done_as_planned(cfg, r, sources)]
   per_model = {m: estimate_step_seconds(cfg, m) for m in sorted({r.model for r in todo} | set(to_pretrain))}
   evals = cfg.base.train_steps // cfg.base.eval_every + 1
+  # Scoring the validation split at every evaluation and the test split at the end can cost as much as training
+  # (InceptionV3 at 75 px with 2,000 validation and 5,000 test images: the estimate was half the measured time when
+  # it counted 4 steps per evaluation), so they are counted in forward-only batches where the split sizes are set.
+  sizes = cfg.base.data_kwargs
+  val_batches, test_batches = (math.ceil(sizes[k] / cfg.base.batch_size) if sizes.get(k) else None
+                               for k in ("num_val", "num_test"))
   estimate = 0.0
   # Each run also builds its model and traces its train and eval steps: about three first-step times.
   for r in todo:
-    sec, trace = per_model[r.model]
-    estimate += sec * (cfg.base.train_steps + evals * 4) + 3 * trace
+    sec, trace, fwd = per_model[r.model]
+    scoring = evals * (val_batches * fwd if val_batches else 4 * sec) + (test_batches or 0) * fwd
+    estimate += sec * cfg.base.train_steps + scoring + 3 * trace
   for m in to_pretrain:
-    sec, trace = per_model[m]
+    sec, trace, _ = per_model[m]
     # Step time scales about with the pixel count; pretraining usually runs at another size.
     scale = (plan.pretrain_config(cfg, m).image_size / cfg.base.image_size) ** 2
     estimate += sec * scale * cfg.pretrain_steps + 3 * trace
   if per_model:
-    steps = ", ".join(f"{m} {s * 1000:.0f} ms/step" for m, (s, _) in per_model.items())
+    steps = ", ".join(f"{m} {s * 1000:.0f} ms/step" for m, (s, _, _) in per_model.items())
     estimate /= procs
     print(f"  measured: {steps}; estimated training time for this shard {_fmt_seconds(estimate)}"
           + (f" over {procs} processes" if procs > 1 else "") + " (analyses come "

@@ -566,6 +566,31 @@ class TrainerTest(tf.test.TestCase):
       self.assertIn(tag, tags)
     self.assertTrue(any("hparams" in t for t in tags), tags)
 
+  def test_bfloat16(self):
+    import keras
+    cfg = tiny_cfg(mixed_precision="bfloat16")
+    self.assertEqual(trainer.precision_policy(cfg.mixed_precision), "mixed_bfloat16")
+    # bfloat16 has float32's exponent range: no loss scaling (float16 keeps it).
+    self.assertNotIsInstance(trainer.make_optimizer(cfg), keras.optimizers.LossScaleOptimizer)
+    self.assertIsInstance(trainer.make_optimizer(tiny_cfg(mixed_precision=True)), keras.optimizers.LossScaleOptimizer)
+    first = trainer.train(cfg, self.create_tempdir().full_path)
+    again = trainer.train(cfg, self.create_tempdir().full_path)
+    self.assertTrue(np.isfinite(first["final"]["auc_referable"]))
+    self.assertEqual(first["final"]["auc_referable"], again["final"]["auc_referable"])  # Deterministic on CPU.
+    self.assertEqual(keras.mixed_precision.global_policy().name, "float32")  # Restored after the run.
+    with self.assertRaisesRegex(UsageError, "mixed_precision='float8' must be False, True"):
+      trainer.validate(tiny_cfg(mixed_precision="float8"))
+    # Runs recorded before bfloat16 existed (mixed_precision False) still match a float32 study.
+    self.assertEqual(trainer.train_config_differences(tiny_cfg().to_dict(), tiny_cfg(mixed_precision=False)), [])
+    self.assertEqual(trainer.train_config_differences(tiny_cfg().to_dict(), cfg), ["mixed_precision"])
+    from absl.testing import flagsaver
+    from transfusion_tf.training import flags as train_flags
+    with flagsaver.flagsaver(bfloat16=True):
+      self.assertEqual(train_flags.config_from_flags().mixed_precision, "bfloat16")
+    with flagsaver.flagsaver(bfloat16=True, mixed_precision=True):
+      with self.assertRaisesRegex(UsageError, "--mixed_precision .float16. and --bfloat16 exclude each other"):
+        train_flags.config_from_flags()
+
   def test_steps_to_threshold_and_cxr_metrics(self):
     run_dir = self.create_tempdir().full_path
     result = trainer.train(tiny_cfg(dataset="synthetic_cxr", convergence_auc=0.0), run_dir)

@@ -92,7 +92,9 @@ class TrainConfig:
   min_train_steps: int = None
   convergence_auc: float = None
   strategy: str = "auto"
-  mixed_precision: bool = False
+  # False (float32), True (mixed_float16 with loss scaling) or "bfloat16" (mixed_bfloat16: bfloat16 has float32's
+  # exponent range, so no loss scaling). A value, not a new field, so runs recorded before bfloat16 keep matching.
+  mixed_precision: object = False
   jit: bool = False
   gabor_frequency: str = "low"
   meanvar_bn: str = "identity"
@@ -104,8 +106,20 @@ class TrainConfig:
     return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
 
+def precision_policy(mixed_precision):
+  """The Keras global policy of a TrainConfig.mixed_precision value: float32, mixed_float16 or mixed_bfloat16."""
+  if mixed_precision is True:
+    return "mixed_float16"
+  if mixed_precision == "bfloat16":
+    return "mixed_bfloat16"
+  if mixed_precision is False or mixed_precision is None:
+    return "float32"
+  raise UsageError(f"mixed_precision={mixed_precision!r} must be False, True (float16) or 'bfloat16'")
+
+
 def validate(cfg):
   """Raises UsageError for mistakes that can be seen before any data is read or any file written."""
+  precision_policy(cfg.mixed_precision)
   models.check_model_name(cfg.model)
   base, _ = init_lib.parse_scheme(cfg.init)
   if base in init_lib.NEEDS_SOURCE and not cfg.weights:
@@ -266,7 +280,7 @@ def make_optimizer(cfg, model=None):
   if model is not None and getattr(opt, "weight_decay", None):
     keep = {id(v) for v in decayed_variables(model)}
     opt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if id(v) not in keep])
-  if cfg.mixed_precision:
+  if cfg.mixed_precision is True:  # float16's narrow exponent needs loss scaling; bfloat16's does not.
     opt = keras.optimizers.LossScaleOptimizer(opt)
   return opt
 
@@ -392,7 +406,7 @@ class Trainer:
     self.tb_dir = tb_dir or os.path.join(run_dir, "tb")
     self.flags_text, self.export_attrs = flags_text, dict(export_attrs or {})
     self.chief = strategy_lib.is_chief()
-    keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy(precision_policy(cfg.mixed_precision))
     self.strategy = strategy_lib.get_strategy(cfg.strategy)
     self.replicas = self.strategy.num_replicas_in_sync
     self.global_batch = cfg.batch_size * self.replicas
@@ -427,7 +441,7 @@ class Trainer:
 
   def _make_train_step(self):
     model, opt, task, strategy, gb = self.model, self.optimizer, self.task, self.strategy, self.global_batch
-    mixed = self.cfg.mixed_precision
+    mixed = self.cfg.mixed_precision is True  # Loss scaling: float16 only.
 
     def grads_fn(images, labels, masks):
       with tf.GradientTape() as tape:

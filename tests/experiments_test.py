@@ -539,6 +539,11 @@ class AnswerVerdictsTest(tf.test.TestCase):
     self.assertNotRegex(q3, r"share -?\d")  # No bare ratio of means when its interval is unbounded.
     self.assertIn("Least changed stages: not run: F3 (add it with `--experiments=...,F3`, or `--experiments=ANSWER`",
                   q3)
+    # F3 selected but its analysis not computed yet (runs unfinished): said so, not "not run".
+    waiting = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, experiments=("T1", "MV", "WT", "F3")),
+                                  analyses={})
+    self.assertIn("Least changed stages: no F3 analysis yet (it runs once the pretrained and random runs are "
+                  "finished).", answer.q3(waiting, {}))
     # The questions whose runs the study did not plan name the flag; planned but unfinished ones say so.
     for planned, expected in ((False, "not run: random and pretrained runs of one model (add it with "
                                       "`--study_inits=random,pretrained`, or `--experiments=ANSWER`"),

@@ -328,12 +328,9 @@ def _unknown_why(v):
   """Why power.needed has no answer for the reading `v`: the first of its parts without what it extrapolates from."""
   for p in v.parts or (v,):
     if p.interval is None:
-      if p.rule == "threshold":
-        return "a bootstrap reading against a threshold has no seed variance to extrapolate"
-      # stats' readings without an interval say why in their text: "..., no interval (why)."
-      return p.text.split("no interval (", 1)[1].rsplit(")", 1)[0] if "no interval (" in p.text else (
-          "the reading has no interval")
-    if p.interval.seed_var is None:
+      return ("a bootstrap reading against a threshold has no seed variance to extrapolate" if p.rule == "threshold"
+              else "the reading has no interval")
+    if p.interval.seed_var is None:  # No CI: the interval's note says why (stats' readings keep the interval).
       return p.interval.note or stats.FEW_SEEDS
     if p.margin is None:
       return "the reading has no margin"

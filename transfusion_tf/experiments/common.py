@@ -249,7 +249,7 @@ def _label_alignment(results):
   return n, {k: first[k] for k in keys}
 
 
-def _label_mean_cov(results, keys):
+def _label_mean_cov(results):
   """(cov (R, R), None) of the runs' auc_mean with the labels' covariance (stats.delong_cov_mean) on the images
   they share, or (None, why) when the labels cannot be aligned by image (INDEPENDENT_LABELS) or the runs differ."""
   n, idx = _label_alignment(results)
@@ -290,7 +290,7 @@ def joint_test_cov(results, key):
     return None, "no test predictions"
   note = None
   if key == "auc_mean" and all(sorted(k for k in res.predictions if k != "auc_mean") == keys for res in results):
-    cov, why = _label_mean_cov(results, keys)
+    cov, why = _label_mean_cov(results)
     if why != INDEPENDENT_LABELS:
       return cov, why
     note = INDEPENDENT_LABELS  # The old files' approximation, below.

@@ -181,8 +181,9 @@ def _run_row(ctx, res):
   test = (sel.get("test") or {}).get(ctx.primary)
   ci = res.auc_ci(ctx.primary) if test is not None else None
   test_text = "—" if test is None else f"{test:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
-  if ci and res.labels_note(ctx.primary):
-    test_text += f" ({res.labels_note(ctx.primary)})"
+  note = res.labels_note(ctx.primary) if ci else None
+  if note:
+    test_text += f" ({note})"
   stop = res.result.get("stopped") or {}
   stopped = f"{stop['reason']} at {stop['step']}" if stop.get("reason") else "—"
   return [(res.result.get("source_weights") or "—").split(":")[0][-60:], stopped, sel.get("step", "—"),

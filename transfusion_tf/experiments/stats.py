@@ -685,7 +685,7 @@ class Verdict:
   mde: Optional[float] = None
   unit: str = ""
   raw_verdict: Optional[str] = None  # The verdict before a family-wise adjustment or a gate, when it changed.
-  interval: Optional[Interval] = None  # The interval it was read from (for `seeds_needed`), when there is one.
+  interval: Optional[Interval] = None  # The interval it was read from (for `seeds_needed`; lo None: no CI, see note).
   margin: Optional[float] = None  # The margin the rule used, when it has one.
   parts: tuple = ()  # The readings a combined verdict was made of (common.all_of), else empty.
 
@@ -733,7 +733,7 @@ def read_equivalence(interval: Interval, margin: float, what: str = "", unit: st
   if interval.lo is None or interval.hi is None:
     why = interval.note or FEW_SEEDS
     return Verdict(INCONCLUSIVE, f"{_prefix(what)}difference {_fmt(interval.mean)}, no interval ({why}).",
-                   "equivalence", unit=unit)
+                   "equivalence", unit=unit, interval=interval, margin=margin)
   est, se, df = _interval_tests(interval)
   alpha = (1.0 - interval.level) / 2.0  # Each one-sided test's level (2.5% at 95%).
   # TOST: both one-sided nulls |d| >= margin rejected at alpha. "Does not hold": |d| > margin on either side, two
@@ -769,7 +769,7 @@ def read_direction(interval: Interval, claimed: str = "greater", what: str = "",
   if interval.lo is None or interval.hi is None:
     why = interval.note or FEW_SEEDS
     return Verdict(INCONCLUSIVE, f"{_prefix(what)}difference {_fmt(interval.mean)}, no interval ({why}).", "direction",
-                   unit=unit)
+                   unit=unit, interval=interval, margin=margin)
   sign = 1.0 if claimed == "greater" else -1.0
   lo, hi = (interval.lo, interval.hi) if sign > 0 else (-interval.hi, -interval.lo)  # Claimed side positive.
   est, se, df = _interval_tests(interval)

@@ -441,7 +441,7 @@ class Trainer:
 
   def _make_train_step(self):
     model, opt, task, strategy, gb = self.model, self.optimizer, self.task, self.strategy, self.global_batch
-    mixed = self.cfg.mixed_precision is True  # Loss scaling: float16 only.
+    mixed = isinstance(opt, keras.optimizers.LossScaleOptimizer)  # make_optimizer decides (float16 only).
 
     def grads_fn(images, labels, masks):
       with tf.GradientTape() as tape:

@@ -207,6 +207,17 @@ class ReadingsTest(tf.test.TestCase):
     self.assertEqual(self._verdicts("MV", "cbr_small", effects={"meanvar": (1.0, 40.0)}), ["does not hold"])
     self.assertEqual(self._verdicts("MV", "cbr_small", seeds=1), ["inconclusive"])
 
+  def test_transfer_faster_than_random(self):
+    self.assertEqual(self._verdicts("convergence", "cbr_small"), ["holds"])
+    self.assertEqual(self._verdicts("convergence", "cbr_small", effects={"pretrained": (1.0, 40.0)}),
+                     ["does not hold"])
+    self.assertEqual(self._verdicts("convergence", "cbr_small", seeds=1), ["inconclusive"])
+
+  def test_convergence_can_be_named_and_plans_its_runs(self):
+    cfg = plan.StudyConfig(out="/x", base=_base(), models=("cbr_tiny",), inits=("meanvar",), seeds=2,
+                           experiments=("convergence",))
+    self.assertEqual({r.init for r in plan.plan_runs(cfg, catalog.experiments())}, {"meanvar", "random", "pretrained"})
+
   def test_wt_gb_sl(self):
     self.assertEqual(self._verdicts("WT", "cbr_small"), ["holds"])
     self.assertEqual(self._verdicts("WT", "cbr_small", effects={"transfuse:conv1": (1.0, 38.0)}), ["does not hold"])

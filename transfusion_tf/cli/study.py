@@ -21,8 +21,8 @@ flags.DEFINE_list("study_models", ["cbr_tiny"], "Models of the sweep.")
 flags.DEFINE_list("study_inits", ["random", "pretrained"], "Init schemes every model runs with, besides those the "
                   "experiments add (random, pretrained, meanvar, transfuse:<stage>, slim, gabor_low, gabor_high).")
 flags.DEFINE_integer("study_seeds", 1, "Repetitions per setting (seeds 0..n-1; the paper: 3).")
-flags.DEFINE_list("experiments", ["T1"], "Experiments: T1, T2, T3, F2, F3, F4, F5, MV, WT, SL, GB (the convergence "
-                  "table comes with MV, WT, SL and GB), or ANSWER: those the report's first section needs (T1, T2, "
+flags.DEFINE_list("experiments", ["T1"], "Experiments: T1, T2, T3, convergence, F2, F3, F4, F5, MV, WT, SL, "
+                  "GB (the convergence table also comes with MV, WT, SL and GB), or ANSWER: those the report's first section needs (T1, T2, "
                   "F3, MV, WT).")
 flags.DEFINE_string("source_weights", "auto", "Pretrained source: auto (ImageNet from the Keras cache where "
                     "present, else pretraining on synthetic_source), synthetic, imagenet, or a weights path.")

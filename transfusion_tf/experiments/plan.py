@@ -222,7 +222,7 @@ def plan_runs(cfg, experiments):
   chosen = set(cfg.experiments)
   wanted = [(m, init, None) for m in cfg.models for init in cfg.inits]
   for exp in experiments:
-    if exp.selected(chosen):
+    if exp.id in chosen:  # Not exp.selected: a table shown beside other experiments adds no runs of its own.
       wanted += list(exp.runs(cfg))
   runs = []
   for model, init, subset in wanted:

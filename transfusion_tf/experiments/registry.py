@@ -77,9 +77,9 @@ def get(experiment_id):
 
 
 def selectable_ids():
-  """Ids of experiments a user can name in --experiments (the convergence table comes with MV, WT, SL and GB);
-  the presets (PRESETS) come on top."""
-  return [e.id for e in _REGISTRY.values() if not e.shown_with]
+  """Ids of experiments a user can name in --experiments (the convergence table also comes with MV, WT, SL and
+  GB); the presets (PRESETS) come on top."""
+  return [e.id for e in _REGISTRY.values()]
 
 
 # --experiments presets -> the registered ids they select. ANSWER: Q1 reads T1 (retina) or T2 (chest x-ray; the

@@ -164,3 +164,13 @@ def test_study_init_seeds_bad_items_name_the_flag():
     study_cli._init_seeds(["random"])
   with pytest.raises(UsageError, match=r"^--study_init_seeds has an unknown init 'rnadom'"):
     study_cli._init_seeds(["rnadom=5"])
+
+
+def test_study_learning_rates_bad_items_name_the_flag():
+  from transfusion_tf.cli import study as study_cli  # pylint: disable=g-import-not-at-top
+  assert study_cli._learning_rates(["resnet50=0.004"]) == {"resnet50": 0.004}
+  with pytest.raises(UsageError, match=r"^--study_learning_rates item 'resnet50' must look like resnet50=0.004$"):
+    study_cli._learning_rates(["resnet50"])
+  for bad in ("0", "-1", "nan", "inf"):
+    with pytest.raises(UsageError, match=rf"^--study_learning_rates item resnet50=.* must be a positive learning rate$"):
+      study_cli._learning_rates([f"resnet50={bad}"])

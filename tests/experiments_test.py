@@ -720,6 +720,18 @@ class StudyModelKwargsTest(tf.test.TestCase):
     for m in cfg.models:
       models.build_model(m, 5, (48, 48, 3), initialize_weights=False, **cfg.model_kwargs(m))
 
+  def test_per_model_learning_rates_reach_their_runs_and_the_header(self):
+    base = trainer.TrainConfig(dataset="synthetic_retina", image_size=48, learning_rate=0.002)
+    cfg = plan.StudyConfig(out="/x", base=base, models=("cbr_small", "resnet50"), experiments=("T1",),
+                           learning_rates={"resnet50": 0.004, "inceptionv3": 0.01})
+    runs = plan.plan_runs(cfg, catalog.experiments())
+    rates = {r.model: plan.run_config(cfg, r, "/w.h5").learning_rate for r in runs}
+    self.assertEqual(rates, {"cbr_small": 0.002, "resnet50": 0.004})
+    # A model outside --study_models is not named; an unknown one is refused.
+    self.assertEqual(cfg.describe_learning_rates(), "0.002 (resnet50 0.004; adam, cosine)")
+    with self.assertRaisesRegex(UsageError, r"--study_learning_rates names an unknown model 'resnet5'"):
+      plan.plan_runs(dataclasses.replace(cfg, learning_rates={"resnet5": 0.1}), catalog.experiments())
+
 
 class AnalysisImagesTest(tf.test.TestCase):
 

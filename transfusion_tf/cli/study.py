@@ -6,6 +6,7 @@ Re-running the same command resumes; on a finished DIR it trains nothing. Runs D
 over processes or machines with --shard=i/n --study_stage=train, then run once more without --shard for the analyses
 and report.
 """
+import math
 import sys
 
 from absl import flags
@@ -54,6 +55,8 @@ flags.DEFINE_integer("curve_area_steps", None, "Step up to which the area under 
                      "(default: --train_steps).")
 flags.DEFINE_list("study_width_multipliers", [], "Per-model width multipliers, e.g. resnet50=0.25 (others use "
                   "--width_multiplier).")
+flags.DEFINE_list("study_learning_rates", [], "Per-model peak learning rates, e.g. resnet50=0.004 (others use "
+                  "--learning_rate): a deep random-init ResNet50 may train faster at a higher rate than a CBR.")
 flags.DEFINE_list("study_init_seeds", [], "Per-init-label seed counts overriding --study_seeds, e.g. random=5,meanvar=3 "
                   "(F4's bootstrap needs 5 random-init runs per model; other arms may need fewer).")
 flags.DEFINE_boolean("force", False, "Redo every run and analysis even when finished.")
@@ -99,6 +102,14 @@ def _widths(items):
   return _name_values(items, "--study_width_multipliers", float, "model=0.5")
 
 
+def _learning_rates(items):
+  rates = _name_values(items, "--study_learning_rates", float, "resnet50=0.004")
+  for name, rate in rates.items():
+    if not (math.isfinite(rate) and rate > 0):
+      raise UsageError(f"--study_learning_rates item {name}={rate} must be a positive learning rate")
+  return rates
+
+
 def _init_seeds(items):
   return _name_values(items, "--study_init_seeds", int, "random=5",
                       lambda name: plan.check_init_label(name, flag="--study_init_seeds"))
@@ -121,7 +132,8 @@ def config_from_flags():
       converge_k=FLAGS.converge_k, curve_area_steps=FLAGS.curve_area_steps, force=FLAGS.force,
       overwrite=FLAGS.overwrite,
       shard=_shard(FLAGS.shard), parallel_runs=FLAGS.parallel_runs,
-      width_multipliers=_widths(FLAGS.study_width_multipliers), init_seeds=_init_seeds(FLAGS.study_init_seeds))
+      width_multipliers=_widths(FLAGS.study_width_multipliers), init_seeds=_init_seeds(FLAGS.study_init_seeds),
+      learning_rates=_learning_rates(FLAGS.study_learning_rates))
 
 
 @exit_on_usage_error

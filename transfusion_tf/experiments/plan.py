@@ -63,6 +63,7 @@ class StudyConfig:
   parallel_runs: str = "1"  # "auto" or N: concurrent training runs (experiments/parallel.py).
   width_multipliers: dict = dataclasses.field(default_factory=dict)
   init_seeds: dict = dataclasses.field(default_factory=dict)  # init label -> seeds, overriding `seeds` for it.
+  learning_rates: dict = dataclasses.field(default_factory=dict)  # model -> peak learning rate, overriding the base's.
 
   def seeds_for(self, init):
     """The number of seeds (0..n-1) of init label `init`: its --study_init_seeds entry, else --study_seeds."""
@@ -73,6 +74,13 @@ class StudyConfig:
     if not self.init_seeds:
       return f"{self.seeds} seed(s)"
     return f"{self.seeds} seed(s) ({', '.join(f'{k} {v}' for k, v in sorted(self.init_seeds.items()))})"
+
+  def describe_learning_rates(self):
+    """The peak learning rate as the report states it, e.g. "0.002 (adam, cosine)", or with the studied models
+    --study_learning_rates sets, "0.002 (resnet50 0.004; adam, cosine)"."""
+    rates = {m: r for m, r in sorted(self.learning_rates.items()) if m in self.models}
+    per = "".join(f"{m} {r:g}; " for m, r in rates.items())
+    return f"{self.base.learning_rate:g} ({per}{self.base.optimizer}, {self.base.lr_schedule})"
 
   def __post_init__(self):
     # A preset (--experiments=ANSWER) stands for its experiments everywhere a study reads its selection.
@@ -183,6 +191,12 @@ def validate_config(cfg, experiments):
       raise UsageError(f"--study_init_seeds={label}={n}: need at least 1 seed")
   if not cfg.models:
     raise UsageError("--study_models is empty")
+  # A known model outside --study_models is allowed, so a flagfile's entry survives a narrower --study_models.
+  for flag, per_model in (("--study_learning_rates", cfg.learning_rates), ("--study_width_multipliers",
+                                                                           cfg.width_multipliers)):
+    for m in per_model:
+      if m not in models.MODEL_NAMES:
+        raise UsageError(f"{flag} names an unknown model {m!r}; known: {', '.join(models.MODEL_NAMES)}")
   for m in cfg.models:
     if m not in models.MODEL_NAMES:
       raise UsageError(f"--study_models has an unknown model {m!r}; known: {', '.join(models.MODEL_NAMES)}")
@@ -279,7 +293,8 @@ def recorded_differences(cfg, run, sources, recorded, finished=True):
 
 
 def run_config(cfg, run, weights):
-  """The TrainConfig of `run`: the study's base with this run's model, init, seed, source and data subset."""
+  """The TrainConfig of `run`: the study's base with this run's model, init, seed, source, data subset and the
+  model's learning rate where --study_learning_rates sets one."""
   scheme, freq = run.scheme()
   model_kwargs = cfg.model_kwargs(run.model)
   model_kwargs["slim"] = scheme == "slim"
@@ -288,7 +303,8 @@ def run_config(cfg, run, weights):
     data_kwargs["train_subset"] = run.subset
   return dataclasses.replace(cfg.base, model=run.model, init=scheme, seed=run.seed, gabor_frequency=freq,
                              weights=weights if run.needs_source() else None, model_kwargs=model_kwargs,
-                             data_kwargs=data_kwargs)
+                             data_kwargs=data_kwargs,
+                             learning_rate=cfg.learning_rates.get(run.model, cfg.base.learning_rate))
 
 
 # -- pretrained sources --------------------------------------------------------------------------------------------

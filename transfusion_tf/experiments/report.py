@@ -60,7 +60,7 @@ def header(ctx, sources, wall_seconds):
   lines.append(f"- **Data:** `{cfg.base.dataset}`: " + (
       "the embedded **synthetic** task (generated images, not real patients)" if synthetic else "real data") +
       f"; image size {cfg.base.image_size} px, {cfg.base.train_steps} steps, batch {cfg.base.batch_size}, "
-      f"{cfg.describe_seeds()}.")
+      f"learning rate {cfg.describe_learning_rates()}, {cfg.describe_seeds()}.")
   if sources:
     lines.append(_source_line(ctx, sources))
   lines.append("- **Stopping:** " + plateau.describe(cfg.base.plateau_patience, cfg.base.plateau_min_delta or 0.0,

@@ -20,7 +20,7 @@ class FlagfilesTest(tf.test.TestCase):
     names = {os.path.basename(f) for f in files}
     self.assertTrue({"quick.cfg", "demo.cfg", "retina_table1.cfg", "chexpert_table2.cfg",
                      "retina_small_data_table3.cfg", "representations.cfg", "transfusion.cfg", "answer.cfg",
-                     "answer_gpu.cfg", "offline_paper.cfg"} <= names)
+                     "answer_gpu.cfg", "offline_paper.cfg", "converged.cfg"} <= names)
     os.environ["KERAS_HOME"] = self.create_tempdir().full_path  # No ImageNet files: "auto" falls back.
     try:
       for path in files:
@@ -41,6 +41,17 @@ class FlagfilesTest(tf.test.TestCase):
           self.assertEqual({r.seed for r in runs if r.init == "meanvar"}, {0, 1})
           self.assertEqual(cfg.model_kwargs("resnet50").get("zero_init_residual"), True)
           self.assertNotIn("zero_init_residual", cfg.model_kwargs("cbr_small"))
+        if path.endswith("converged.cfg"):
+          # The demo's models trained to a plateau: a constant rate (a cosine run's tail is flat because its rate
+          # decays), the plateau stop inside a budget the runs should not reach, speed read over the early steps.
+          self.assertEqual({r.model for r in runs}, {"cbr_small", "resnet50"})
+          self.assertLen(runs, 16)  # 2 models x (5 random, 3 pretrained).
+          self.assertEqual(cfg.base.lr_schedule, "constant")
+          self.assertIsNotNone(cfg.base.plateau_patience)
+          self.assertLess(cfg.area_steps, cfg.base.train_steps)
+          self.assertEqual(plan.run_config(cfg, next(r for r in runs if r.model == "resnet50"), None).learning_rate,
+                           0.004)
+          self.assertIn("convergence", cfg.experiments)
         if os.path.basename(path) in ("answer.cfg", "answer_gpu.cfg"):
           # A user's folder; every question of the answer section has its runs: random vs transfer for each model
           # of a range of sizes, Mean-Var, transfusion of the lowest stages, F3.
@@ -54,7 +65,8 @@ class FlagfilesTest(tf.test.TestCase):
         if path.endswith("offline_paper.cfg"):
           # Every experiment, the paper's six models, the embedded retina at InceptionV3's minimum size.
           self.assertEqual(cfg.base.dataset, "synthetic_retina")
-          self.assertEqual(set(cfg.experiments), {"T1", "T3", "F2", "F3", "F4", "F5", "MV", "WT", "SL", "GB"})
+          self.assertEqual(set(cfg.experiments),
+                           {"T1", "T3", "convergence", "F2", "F3", "F4", "F5", "MV", "WT", "SL", "GB"})
           self.assertEqual({r.model for r in runs}, set(PAPER_SETTINGS["retina_table1.cfg"]["models"]))
           self.assertEqual(cfg.base.image_size, 75)
           for m in cfg.models:  # F4 needs 5 random runs of its models; T1 compares them with 3 transfer runs.

@@ -70,8 +70,8 @@ def header(ctx, sources, wall_seconds):
                "convergence measures are on validation.")
   lines.append("- **Uncertainty:** table cells are mean ± std over seeds [95% CI]. An AUC's CI is the seed spread "
                "plus the test-set noise the runs share (their joint DeLong covariance, each run's own test noise "
-               "counted once: experiments/stats.py), each part with its own quantile: the seed spread's t at Welch's (1947) "
-               "degrees of freedom, the shared test part's normal one. Numbers are × 100.")
+               "counted once: experiments/stats.py), each part with its own quantile: the seed spread's t at the "
+               "Welch-Satterthwaite degrees of freedom, the shared test part's normal one. Numbers are × 100.")
   patients = common.patients_note(ctx)
   if patients:
     lines.append(f"- **Test images:** {patients}.")

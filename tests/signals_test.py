@@ -45,7 +45,7 @@ def end_of(main):
 class SignalsTest(tf.test.TestCase):
 
   def test_in_process_sigterm_and_full_disk_lines(self):
-    before = signal.getsignal(signal.SIGTERM)
+    before, before_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
 
     def terminated(argv):
       os.kill(os.getpid(), signal.SIGTERM)
@@ -55,7 +55,8 @@ class SignalsTest(tf.test.TestCase):
     self.assertEqual((code, err), (143, "interrupted; re-run the same command to resume\n"))
     # Restored for whatever runs next (an ignored SIGINT would be inherited by the processes it starts).
     self.assertEqual(signal.getsignal(signal.SIGTERM), before)
-    self.assertEqual(signal.getsignal(signal.SIGINT), signal.default_int_handler)
+    # As it was: Python's default_int_handler, or SIG_IGN when the tests run from a background job (`cmd &`).
+    self.assertEqual(signal.getsignal(signal.SIGINT), before_int)
     # A full disk anywhere (the report, the analyses) is one line naming the folder, exit 1.
     tmp = self.create_tempdir().full_path
 
@@ -99,7 +100,10 @@ class SignalsTest(tf.test.TestCase):
                       r"re-run the same command to resume$")
     last = 0
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-      proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      # The child starts with SIGINT at its default, as a command typed at a terminal does: a test run from a
+      # background job (`pytest &`) would otherwise pass on an ignored SIGINT, and Ctrl-C could not reach it.
+      proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
       saved = wait_for_checkpoint_after(proc, ckpt_dir, last)
       self.assertIsNotNone(saved, "training ended before it could be interrupted; make the run longer")
       proc.send_signal(sig)

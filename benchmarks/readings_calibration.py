@@ -153,7 +153,8 @@ def right_verdict(claim, delta, margin):
 @dataclasses.dataclass(frozen=True)
 class Design:
   """An AUC comparison design. auc: the arms' base population AUC; seed_std: std of a run's population AUC across
-  seeds (AUC units); n_test: test images; seeds: runs per arm; rho: share of the score noise common to all runs;
+  seeds (AUC units); n_test: test images; seeds: runs per arm (auc_study and two_arms also take one count per arm);
+  rho: share of the score noise common to all runs;
   arm_rho: share common to the runs of one arm (>= rho; None: no arm structure); patients: images 2k, 2k+1 are one
   patient's eyes; patient_share: share of each noise part that is the patient's; test_cov: (var, off) of an
   exchangeable DeLong covariance, to draw the test noise from a normal instead of scoring images (paper scale)."""
@@ -210,7 +211,7 @@ def auc_study(rng, design, arm_means, seeds=None):
   """One simulated study of len(arm_means) arms with `seeds` runs each (default design.seeds), all scored on one test
   set. Returns (true population AUCs (runs,), test AUCs (runs,), cov (runs, runs): the rule's joint DeLong covariance,
   clustered by patient when the design has patients, cov_plain: the unclustered one), runs arm-major."""
-  n = design.seeds if seeds is None else seeds
+  n = design.seeds if seeds is None else seeds  # An int, or one count per arm (e.g. (3, 5): transfer, random).
   arm_of_run = np.repeat(np.arange(len(arm_means)), n)
   true = np.asarray(arm_means, np.float64)[arm_of_run] + design.seed_std * rng.standard_normal(arm_of_run.size)
   if design.test_cov is not None:
@@ -260,7 +261,7 @@ def two_arms(rng, studies, design, effect, margin, seeds=None):
   out = collections.defaultdict(list)
   for _ in range(studies):
     true, aucs, cov, cov_plain = auc_study(rng, design, [design.auc + effect, design.auc], seeds)
-    n = aucs.size // 2
+    n = seeds[0] if isinstance(seeds, tuple) else aucs.size // 2  # Runs of arm a (transfer).
     a, b = aucs[:n], aucs[n:]
     for suffix, c in (("", cov), ("_unclustered", cov_plain))[:2 if design.patients else 1]:
       iv = stats.diff_interval(a, b, cov=c)
@@ -330,17 +331,19 @@ class CurveDesign:
   a_std: float
   tau_cv: float = 0.2
   eval_shared: float = 0.0
+  seeds_b: Optional[int] = None  # The slower (random) arm's seeds when they differ from `seeds` (e.g. 3 vs 5).
 
   @property
   def steps(self):
     return np.arange(0, self.budget + self.every, self.every, dtype=np.float64)
 
 
-def _curves(rng, cfg, tau, a_inf, common=None):
-  """(seeds, E) noisy exponential validation curves; common: (E,) unit noise shared by every run of the study (the
-  validation set's own error at each evaluation), weighted by cfg.eval_shared."""
-  a = a_inf + cfg.a_std * rng.standard_normal((cfg.seeds, 1))
-  t = tau * np.exp(cfg.tau_cv * rng.standard_normal((cfg.seeds, 1)))
+def _curves(rng, cfg, tau, a_inf, common=None, seeds=None):
+  """(seeds, E) noisy exponential validation curves (seeds: default cfg.seeds); common: (E,) unit noise shared by
+  every run of the study (the validation set's own error at each evaluation), weighted by cfg.eval_shared."""
+  seeds = cfg.seeds if seeds is None else seeds
+  a = a_inf + cfg.a_std * rng.standard_normal((seeds, 1))
+  t = tau * np.exp(cfg.tau_cv * rng.standard_normal((seeds, 1)))
   clean = a - (a - 0.5) * np.exp(-cfg.steps[None, :] / t)
   own = rng.standard_normal(clean.shape)
   if common is not None:
@@ -368,7 +371,7 @@ def _read_faster(rng, cfg, speedup, margin, plateau_gain=0.0):
   """One study's "transfer converges faster" Verdict (None when an arm has fewer than 2 runs that learned)."""
   common = rng.standard_normal(cfg.steps.size) if cfg.eval_shared else None
   arms = [_curves(rng, cfg, cfg.tau * speedup, cfg.a_inf + plateau_gain, common),
-          _curves(rng, cfg, cfg.tau, cfg.a_inf, common)]
+          _curves(rng, cfg, cfg.tau, cfg.a_inf, common, cfg.seeds_b)]
   areas = [[stats.normalized_curve_area(cfg.steps, c, cfg.budget) for c in arm] for arm in arms]
   areas = [[x for x in arm if x is not None] for arm in areas]  # Runs that never learned are left out.
   if min(len(arm) for arm in areas) < 2:
@@ -585,6 +588,9 @@ def main(argv=None):
     auc(f"AUC demo ({k} seeds, {sd})", demo, effect, tag=("demo", effect))
   for effect in (0.0, m, 0.05):  # What one more seed per arm buys.
     auc(f"AUC demo ({k + 1} seeds, {sd})", demo, effect, k + 1, tag=("demo+1", effect))
+  # The flagfiles' design: 3 transfer runs against 5 random ones (Welch-type dfs are least exact with unequal n).
+  for effect in (0.0, m):
+    auc(f"AUC demo ({k} vs {k + 2} seeds, {sd})", demo, effect, (k, k + 2), tag=("demo_unequal", effect))
   for effect in (0.0, m):
     auc("AUC demo, correlated arms (seed std 0.2 pt)", arm_corr, effect)
   for effect in (0.0, m):
@@ -609,6 +615,14 @@ def main(argv=None):
                     [("direction", DIRECTION + " (faster)", truth, fm, "frac", False)])
       scenarios.append(sc)
       named[("curve", label, speedup, gain)] = sc
+  curve_unequal = dataclasses.replace(curve_demo, seeds_b=k + 2)
+  for speedup, what in ((1.0, "null"), (0.5, "50% fewer steps")):
+    truth = 0.0 if speedup == 1.0 else convergence_truth(curve_unequal, speedup)
+    sc = Scenario(f"convergence demo ({k} vs {k + 2} seeds), {what}",
+                  lambda r, s, sp=speedup: convergence(r, s, curve_unequal, sp, fm),
+                  [("direction", DIRECTION + " (faster)", truth, fm, "frac", False)])
+    scenarios.append(sc)
+    named[("curve_unequal", speedup)] = sc
   # The readings use the seed spread alone; the validation noise that every run shares (one validation set) is
   # not in it. These rows measure what that leaves out: 70% of the evaluation noise shared, as rho for test AUCs.
   curve_shared = dataclasses.replace(curve_demo, eval_shared=args.rho)

@@ -84,3 +84,17 @@ def test_convergence_truth_is_zero_without_a_speed_up_and_positive_with_one():
   cfg = cal.CurveDesign(seeds=2, tau=150.0, every=50, budget=300, eval_noise=0.015, a_inf=0.78, a_std=0.03)
   assert cal.convergence_truth(cfg, 1.0) == pytest.approx(0.0, abs=1e-12)
   assert cal.convergence_truth(cfg, 0.5) > 0.05
+
+
+def test_unequal_seed_counts_per_arm():
+  """The flagfiles' design, 3 transfer runs against 5 random ones: the arms keep their own counts."""
+  rng = np.random.default_rng(4)
+  true, aucs, cov, _ = cal.auc_study(rng, DEMO, [0.75, 0.72], (3, 5))
+  assert aucs.shape == (8,) and cov.shape == (8, 8)
+  assert abs(true[:3].mean() - 0.75) < 0.1 and abs(true[3:].mean() - 0.72) < 0.1
+  res = cal.two_arms(rng, 30, DEMO, 0.0, 0.01, (3, 5))
+  assert len(res["direction"]) == 30
+  curves = cal.CurveDesign(seeds=3, tau=150.0, every=50, budget=300, eval_noise=0.011, a_inf=0.78, a_std=0.02,
+                           seeds_b=5)
+  assert cal._curves(rng, curves, 150.0, 0.78, seeds=curves.seeds_b).shape == (5, curves.steps.size)
+  assert len(cal.convergence(rng, 20, curves, 1.0, 0.05)["direction"]) == 20

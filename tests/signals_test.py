@@ -73,6 +73,43 @@ class SignalsTest(tf.test.TestCase):
     with self.assertRaises(PermissionError):  # Anything else keeps its traceback.
       end_of(other_os_error)
 
+  def test_a_signal_a_finalizer_swallowed_is_delivered_again(self):
+    # A signal's exception raised inside a __del__ (TensorFlow's EagerResourceDeleter runs at every garbage
+    # collection) is dropped by Python; a SIGTERMed study went on training. The command must still end.
+    hook = sys.unraisablehook
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+      reached = []
+
+      class Finalized:
+
+        def __del__(self):
+          signal.raise_signal(sig)  # The handler runs here, inside the finalizer.
+
+      def swallowed(argv):
+        obj = Finalized()
+        del obj
+        for _ in range(500):
+          time.sleep(0.01)
+        reached.append(True)
+
+      end, err = end_of(swallowed)
+      self.assertEqual((end, err), (code, "interrupted; re-run the same command to resume\n"), sig)
+      self.assertEqual(reached, [], "the command ran on after the signal")
+    self.assertIs(sys.unraisablehook, hook)
+
+    class Broken:
+
+      def __del__(self):
+        raise ValueError("a finalizer's own bug")
+
+    def other(argv):
+      obj = Broken()
+      del obj
+
+    end, err = end_of(other)  # Other unraisable exceptions are reported as Python reports them, and ignored.
+    self.assertEqual(end, 0)
+    self.assertIn("a finalizer's own bug", err)
+
   def test_interrupted_line_names_the_checkpoint_the_list_on_disk_names(self):
     folder = self.create_tempdir().full_path
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)), folder, max_to_keep=2)

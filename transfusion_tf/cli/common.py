@@ -5,6 +5,7 @@ import re
 import signal
 import sys
 import threading
+import time
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -121,6 +122,28 @@ def _raise_terminated(signum, frame):
   raise Terminated()
 
 
+def _redeliver_interrupts(unraisable):
+  """sys.unraisablehook while a command runs: re-delivers a Ctrl-C or SIGTERM that Python swallowed.
+
+  A signal's exception is raised in whatever the main thread runs when the signal arrives; when that is a finalizer
+  (TensorFlow's EagerResourceDeleter.__del__ runs at every garbage collection), Python prints "Exception ignored in"
+  and drops it, and the study went on training (seen: a SIGTERMed --parallel_runs study kept running at full CPU and
+  took over its killed child's runs). Re-delivering the same signal to the main thread raises it again at the next
+  bytecode outside the finalizer (from another thread: called from here, the handler would run inside this hook, and
+  its exception would be dropped too; should it land in a finalizer again, this hook sends it again). Other
+  unraisable exceptions go to Python's default hook."""
+  if isinstance(unraisable.exc_value, KeyboardInterrupt):
+    import _thread  # pylint: disable=import-outside-toplevel
+    sig = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+
+    def later():
+      time.sleep(0.05)  # Past Thread.start's handshake and the finalizer's last bytecodes.
+      _thread.interrupt_main(sig)
+    threading.Thread(target=later, name="redeliver-signal", daemon=True).start()
+    return
+  sys.__unraisablehook__(unraisable)
+
+
 def ends_in_one_line(main, argv):
   """Runs `main(argv)`; Ctrl-C, SIGTERM and a full disk end it with one stderr line instead of a traceback.
 
@@ -131,8 +154,10 @@ def ends_in_one_line(main, argv):
   from transfusion_tf.training import trainer  # pylint: disable=import-outside-toplevel
   main_thread = threading.current_thread() is threading.main_thread()
   handlers = ({sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {})
+  hook = sys.unraisablehook
   if main_thread:
     signal.signal(signal.SIGTERM, _raise_terminated)
+    sys.unraisablehook = _redeliver_interrupts
   try:
     return main(argv)
   except KeyboardInterrupt as e:
@@ -149,6 +174,7 @@ def ends_in_one_line(main, argv):
           "resume", file=sys.stderr, flush=True)
     sys.exit(1)
   finally:
+    sys.unraisablehook = hook
     for sig, handler in handlers.items():
       signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 

@@ -40,7 +40,7 @@ spreads are equal, at the price of a conservative interval with 2 seeds per arm 
 arm's mean cover 90-92%, so the parts keep their own quantiles. The test part shrinks with seeds (u ~ 1/n) down to
 the noise every run shares. Simulated coverage: benchmarks/readings_calibration.py and tests/stats_test.py (the
 README gives the figures). The weak case of every Welch-type df remains: where the arm with fewer seeds holds most of
-the spread (3 + 5 seeds, 4x the variance: a wrong "larger" in 3.1%; 2 + 3 seeds, 25x: 4.3%). With fewer than 2 seeds
+the spread (3 + 5 seeds, 4x the variance: a wrong "larger" in 3.0%; 2 + 3 seeds, 25x: 4.3%). With fewer than 2 seeds
 in any arm the seed variance cannot be estimated and lo/hi are None: the readings then say inconclusive and why.
 """
 import dataclasses

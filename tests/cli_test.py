@@ -172,5 +172,6 @@ def test_study_learning_rates_bad_items_name_the_flag():
   with pytest.raises(UsageError, match=r"^--study_learning_rates item 'resnet50' must look like resnet50=0.004$"):
     study_cli._learning_rates(["resnet50"])
   for bad in ("0", "-1", "nan", "inf"):
-    with pytest.raises(UsageError, match=rf"^--study_learning_rates item resnet50=.* must be a positive learning rate$"):
+    with pytest.raises(UsageError,
+                       match=r"^--study_learning_rates item resnet50=.* must be a positive learning rate$"):
       study_cli._learning_rates([f"resnet50={bad}"])

@@ -192,8 +192,8 @@ def validate_config(cfg, experiments):
   if not cfg.models:
     raise UsageError("--study_models is empty")
   # A known model outside --study_models is allowed, so a flagfile's entry survives a narrower --study_models.
-  for flag, per_model in (("--study_learning_rates", cfg.learning_rates), ("--study_width_multipliers",
-                                                                           cfg.width_multipliers)):
+  for flag, per_model in (("--study_learning_rates", cfg.learning_rates),
+                          ("--study_width_multipliers", cfg.width_multipliers)):
     for m in per_model:
       if m not in models.MODEL_NAMES:
         raise UsageError(f"{flag} names an unknown model {m!r}; known: {', '.join(models.MODEL_NAMES)}")

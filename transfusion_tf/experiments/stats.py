@@ -388,8 +388,8 @@ def _quantile(df, p):
 def _t_bounds(est, seed_var, seed_df, test_var, level):
   """(lo, hi, se, df) of the combined interval: half-width sqrt(t_{seed_df}^2 seed_var + z^2 test_var).
 
-  Each part gets its own quantile: the seed spread its t at seed_df (Welch-Satterthwaite), the test part, known from the test
-  set's thousands of images, the normal one. df is the effective df: the t whose quantile times se gives the same
+  Each part gets its own quantile: the seed spread its t at seed_df (Welch-Satterthwaite), the test part, known from
+  the test set's thousands of images, the normal one. df is the effective df: the t whose quantile times se gives the same
   half-width, so that the p-values of the readings (t at df on est / se) decide exactly as the CI does at `level`.
   """
   p = 0.5 + level / 2.0

@@ -36,9 +36,9 @@ class FlagfilesTest(tf.test.TestCase):
           self.assertEqual(cfg.base.image_size, 587)
         if path.endswith("demo.cfg"):
           self.assertEqual({r.model for r in runs}, {"cbr_small", "resnet50"})  # The paper's F4/F5 pair.
-          self.assertLen(runs, 20)  # 2 models x (5 random, 3 pretrained, 2 Mean-Var).
+          self.assertLen(runs, 16)  # 2 models x (5 random, 3 pretrained): 20 minutes on the AVX2 host.
           self.assertEqual({r.seed for r in runs if r.init == "random"}, set(range(5)))  # F4 needs 5 random runs.
-          self.assertEqual({r.seed for r in runs if r.init == "meanvar"}, {0, 1})
+          self.assertEqual({r.init for r in runs}, {"random", "pretrained"})
           self.assertEqual(cfg.model_kwargs("resnet50").get("zero_init_residual"), True)
           self.assertNotIn("zero_init_residual", cfg.model_kwargs("cbr_small"))
         if path.endswith("converged.cfg"):

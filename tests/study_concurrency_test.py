@@ -97,6 +97,18 @@ class ConcurrencyTest(tf.test.TestCase):
     self.assertTrue(any(re.search(r"; training ETA (unknown|\d\d:\d\d:\d\d, analyses after)", rest) for *_, rest in lines[:-1]), lines)
     self.assertNotIn("study progress", "".join(two.stdout.split("== analyses and report")[1:]))
     self.assertIn("report written to", two.stdout)
+    # The report process shared its two analyses with a helper process; computed again in one process, they are
+    # the same numbers.
+    self.assertIn("analyses in 2 processes: F3 | F2", two.stdout)
+    self.assertNotIn("left no analysis", two.stdout)
+    shared = {e: rundir.read_json(os.path.join(par, "analysis", f"{e}.analysis.json"))["data"] for e in ("f2", "f3")}
+    again = run(par, "--study_seeds=1", "--parallel_runs=1", "--study_stage=report", "--force")
+    self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+    self.assertNotIn("analyses in 2 processes", again.stdout)
+    for e in ("F2", "F3"):
+      self.assertIn(f"{e} computed", again.stdout)
+      self.assertEqual(shared[e.lower()],
+                       rundir.read_json(os.path.join(par, "analysis", f"{e.lower()}.analysis.json"))["data"], e)
     a, b = results(serial), results(par)
     self.assertEqual(sorted(a), sorted(b))
     for name in a:  # One intra-op thread per run in parallel, the default pool alone: see the README.

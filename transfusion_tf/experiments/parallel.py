@@ -22,6 +22,10 @@ from transfusion_tf.errors import UsageError
 CHILD_ENV = "TRANSFUSION_TF_PARALLEL_CHILD"
 # Start time (time.time(), seconds) of the study command that started a report process, for the report's wall time.
 STARTED_ENV = "TRANSFUSION_TF_STUDY_STARTED"
+# Processes a report process shares its analyses between (run_report sets it from the sweep's).
+ANALYSIS_WORKERS_ENV = "TRANSFUSION_TF_ANALYSIS_WORKERS"
+# In a helper of a report process: the comma-separated experiment ids whose analyses it computes (spawn_analyses).
+ANALYSES_ENV = "TRANSFUSION_TF_ANALYSES"
 
 
 def resolve(text, gpus, cores):
@@ -85,18 +89,58 @@ def spawn(count, argv, intra_op, gpus):
   return children
 
 
-def run_report(argv, started):
+def run_report(argv, started, workers=1):
   """Runs the analyses and the report of this study's command (`argv`, sys.argv) in a fresh process with
   TensorFlow's default thread pools, and waits for it. Used after a CPU sweep whose processes were each sized to a
   share of the cores: the pools cannot be resized once TensorFlow runs, and the analyses would keep that share.
-  `started`: the study's start time (time.time()), for the report's wall time. Returns the exit code."""
+  `started`: the study's start time (time.time()), for the report's wall time; `workers`: the sweep's processes,
+  which the report process shares its analyses between (analysis_workers). Returns the exit code."""
   env = {k: v for k, v in os.environ.items()
          if k not in (CHILD_ENV, "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
   env[STARTED_ENV] = repr(float(started))
+  env[ANALYSIS_WORKERS_ENV] = str(int(workers))
   # --overwrite was the sweep's (the report stage refuses it); last on the line, --nooverwrite wins over a flagfile.
   cmd = [sys.executable, "-m", "transfusion_tf.cli.study"] + list(argv[1:]) + [
       "--study_stage=report", "--parallel_runs=1", "--nooverwrite"]
   return subprocess.call(cmd, env=env, preexec_fn=_die_with_parent if os.name == "posix" else None)
+
+
+def analysis_workers(text, cores, gpus=0):
+  """Processes that share a report's analyses: the report process's own setting (ANALYSIS_WORKERS_ENV, from the
+  sweep that started it), else what --parallel_runs=`text` gives on CPU (resolve); one where there are GPUs (each
+  process would take a GPU's memory). Most of an analysis is single-threaded (activations batch by batch, SVCCA on
+  small matrices): one process used 1.1 of 2 cores on the demo's."""
+  if gpus:
+    return 1
+  if os.environ.get(ANALYSIS_WORKERS_ENV):
+    try:
+      return max(1, int(os.environ[ANALYSIS_WORKERS_ENV]))
+    except ValueError:
+      return 1
+  return resolve(text, 0, cores)[0]
+
+
+def analysis_helper_ids():
+  """The experiment ids this process computes the analyses of, as a helper of a report process
+  (spawn_analyses); None in any other process."""
+  ids = os.environ.get(ANALYSES_ENV)
+  return None if ids is None else [i for i in ids.split(",") if i]
+
+
+def spawn_analyses(argv, groups):
+  """Starts one helper process per group of experiment ids (a list of lists), each computing those analyses of
+  this study's command (`argv`, sys.argv) into the study's analysis cache, on one thread. The caller holds the
+  analysis lock, reads the cached analyses back when the helpers end (wait), and writes the report. Returns the
+  Popen objects."""
+  helpers = []
+  for ids in groups:
+    env = {k: v for k, v in os.environ.items() if k not in (CHILD_ENV, ANALYSIS_WORKERS_ENV)}
+    env.update({ANALYSES_ENV: ",".join(ids)}, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1",
+               TF_NUM_INTEROP_THREADS="1")
+    cmd = [sys.executable, "-m", "transfusion_tf.cli.study"] + list(argv[1:]) + [
+        "--study_stage=report", "--parallel_runs=1", "--nooverwrite"]
+    helpers.append(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent if os.name == "posix" else None))
+  return helpers
 
 
 def started_time(default):

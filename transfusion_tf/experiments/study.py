@@ -443,9 +443,50 @@ def read_cached_analysis(path, out):
   return payload, None
 
 
-def run_analyses(ctx, experiments):
+def _analysis_state(ctx, exp, reread=False):
+  """(runs used, manifest, cache path, cached data or None when it must be computed) of one experiment. reread:
+  reading back what a helper process just wrote (--force does not apply to it)."""
+  used = exp.analysis_runs(ctx)
+  manifest = analysis_manifest(ctx, used)
+  path = os.path.join(ctx.adir, f"{exp.id.lower()}.analysis.json")
+  cached, problem = read_cached_analysis(path, ctx.cfg.out)
+  if problem:
+    print(f"  {exp.id}: {problem}; computing it again", flush=True)
+  fresh = cached is not None and cached["manifest"] == manifest and (reread or not ctx.cfg.force)
+  png = isinstance(cached, dict) and isinstance(cached["data"], dict) and cached["data"].get("png")
+  if fresh and png and not os.path.exists(png):
+    # A figure is drawn with its analysis: one deleted since is drawn again by computing the analysis again.
+    print(f"  {exp.id}: {png} is missing; computing {exp.id} again to draw it", flush=True)
+    fresh = False
+  return used, manifest, path, (cached["data"] if fresh else None)
+
+
+# Relative cost of computing each analysis, for sharing them out between processes: measured on the demo (2-core
+# AVX2 EPYC, 16 runs): F2 58 s, F3 145 s, F4 148 s, F5 19 s; the others are lighter.
+ANALYSIS_COST = {"F2": 1.5, "F3": 3.0, "F4": 3.0}
+
+
+def share_analyses(ids, workers):
+  """`ids` (experiment ids) in `workers` groups of about equal ANALYSIS_COST, largest first (greedy); group 0 is
+  the calling process's. Empty groups are dropped, so fewer ids than workers give fewer groups."""
+  groups = [[] for _ in range(max(1, workers))]
+  load = [0.0] * len(groups)
+  for i in sorted(ids, key=lambda i: -ANALYSIS_COST.get(i, 0.5)):
+    k = load.index(min(load))
+    groups[k].append(i)
+    load[k] += ANALYSIS_COST.get(i, 0.5)
+  return [groups[0]] + [g for g in groups[1:] if g]
+
+
+def run_analyses(ctx, experiments, workers=1, argv=None, only=None):
   """Computes (or reuses, while their inputs are unchanged) the analyses of the selected experiments into
-  ctx.analyses; returns {id: manifest}."""
+  ctx.analyses; returns {id: manifest}.
+
+  workers > 1 (with `argv`, the command line): the analyses to compute are shared out (share_analyses) between this
+  process and workers - 1 helper processes (parallel.spawn_analyses), each writing its own cached analyses; this
+  process then reads theirs back, and computes any a helper did not write. Each analysis is computed alone from the
+  runs and its own seeds, so where it is computed does not change it. only: the ids this process computes (a helper:
+  it computes those and nothing else)."""
   cache, counts = {}, {}
 
   def batches_for(model, stages=None):
@@ -461,38 +502,53 @@ def run_analyses(ctx, experiments):
     return cache[model].head(counts[key])
 
   ctx.batches = batches_for
-  manifests = {}
   chosen = set(ctx.cfg.experiments)
-  for exp in experiments:
-    if exp.analysis is None or not exp.selected(chosen):
-      continue
-    used = exp.analysis_runs(ctx)
-    manifest = analysis_manifest(ctx, used)
-    path = os.path.join(ctx.adir, f"{exp.id.lower()}.analysis.json")
-    cached, problem = read_cached_analysis(path, ctx.cfg.out)
-    if problem:
-      print(f"  {exp.id}: {problem}; computing it again", flush=True)
-    fresh = cached is not None and cached["manifest"] == manifest and not ctx.cfg.force
-    png = isinstance(cached, dict) and isinstance(cached["data"], dict) and cached["data"].get("png")
-    if fresh and png and not os.path.exists(png):
-      # A figure is drawn with its analysis: one deleted since is drawn again by computing the analysis again.
-      print(f"  {exp.id}: {png} is missing; computing {exp.id} again to draw it", flush=True)
-      fresh = False
-    if fresh:
-      data = cached["data"]
-    elif not used:
-      data = None
-    else:
-      t = time.time()
-      data = exp.analysis(ctx, used)
-      write_cached_analysis(path, ctx.cfg.out, manifest, data)
-      print(f"  {exp.id} computed in {time.time() - t:.0f} s from {len(used)} runs", flush=True)
-      note = common.datapoint_notes(common.stage_records(data))
-      if note:
-        print(f"  {exp.id}: {note}", flush=True)
-    ctx.analyses[exp.id] = data
-    manifests[exp.id] = manifest
+  selected = [exp for exp in experiments if exp.analysis is not None and exp.selected(chosen)
+              and (only is None or exp.id in only)]
+  states = {exp.id: _analysis_state(ctx, exp) for exp in selected}
+  todo = [exp.id for exp in selected if states[exp.id][3] is None and states[exp.id][0]]
+  mine, helpers = set(todo), []
+  if workers > 1 and argv and only is None and len(todo) > 1:
+    groups = share_analyses(todo, workers)
+    mine = set(groups[0])
+    if len(groups) > 1:
+      print(f"  analyses in {len(groups)} processes: {' | '.join(', '.join(g) for g in groups)}", flush=True)
+      helpers = parallel.spawn_analyses(argv, groups[1:])
+
+  def compute(exp):
+    used, manifest, path, _ = states[exp.id]
+    t = time.time()
+    data = exp.analysis(ctx, used)
+    write_cached_analysis(path, ctx.cfg.out, manifest, data)
+    print(f"  {exp.id} computed in {time.time() - t:.0f} s from {len(used)} runs", flush=True)
+    note = common.datapoint_notes(common.stage_records(data))
+    if note:
+      print(f"  {exp.id}: {note}", flush=True)
     keras.backend.clear_session()
+    return data
+
+  manifests = {}
+  try:
+    for exp in selected:
+      used, manifest, _, data = states[exp.id]
+      if exp.id in mine:
+        data = compute(exp)
+      manifests[exp.id] = manifest
+      ctx.analyses[exp.id] = data
+  except BaseException:
+    for h in helpers:
+      h.terminate()
+    raise
+  finally:
+    codes = parallel.wait(helpers)
+  for exp in selected:
+    if exp.id in mine or exp.id not in todo:
+      continue
+    used, manifest, _, data = _analysis_state(ctx, exp, reread=True)  # What its helper wrote.
+    if data is None:
+      print(f"  {exp.id}: its helper process (exit codes {codes}) left no analysis; computing it here", flush=True)
+      data = compute(exp)
+    ctx.analyses[exp.id] = data
   return manifests
 
 
@@ -538,8 +594,9 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
     n_procs, intra_op = parallel.resolve(cfg.parallel_runs, gpus, os.cpu_count() or 1)
   # Thread pools and visible GPUs are set before TensorFlow's first op, here and in every child (whose
   # environment says how).
-  parallel.configure(intra_op or (int(os.environ["TF_NUM_INTRAOP_THREADS"])
-                                  if os.environ.get(parallel.CHILD_ENV) else None), gpus if n_procs > 1 else 0)
+  helper = os.environ.get(parallel.CHILD_ENV) or parallel.analysis_helper_ids() is not None
+  parallel.configure(intra_op or (int(os.environ["TF_NUM_INTRAOP_THREADS"]) if helper else None),
+                     gpus if n_procs > 1 else 0)
   experiments = catalog.experiments()
   check_out(cfg.out)
   if stage == "report":
@@ -592,7 +649,7 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
     # This process runs on its share of the cores (its thread pools cannot grow back): the analyses get a fresh
     # process with all of them (4.5 of the demo's minutes ran on one of two cores before).
     print(f"== analyses and report: a fresh process with all {os.cpu_count()} cores", flush=True)
-    code = parallel.run_report(argv, t0)
+    code = parallel.run_report(argv, t0, n_procs)
     if code:
       raise SystemExit(code)  # The report process printed why.
     return os.path.join(cfg.out, "report.md")
@@ -604,12 +661,18 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
   check_loaded(ctx, sources)
   for res in ctx.results.values():  # The test predictions are read now: check_unchanged then covers them too.
     _ = res.predictions
+  only = parallel.analysis_helper_ids()
+  if only is not None:
+    # A helper of a report process, which holds the analysis lock and writes the report.
+    run_analyses(ctx, experiments, only=only)
+    return None
   print("== analyses", flush=True)
   analysis_dir = os.path.join(cfg.out, "analysis")
+  workers = parallel.analysis_workers(cfg.parallel_runs, os.cpu_count() or 1, parallel.gpu_count()) if argv else 1
   while True:
     with locks.hold(analysis_dir) as lock:
       if lock is not None:
-        manifests = run_analyses(ctx, experiments)
+        manifests = run_analyses(ctx, experiments, workers=workers, argv=argv)
         check_unchanged(ctx)
         print("== report", flush=True)
         path = report.write_report(ctx, experiments, manifests, sources, wall_seconds=time.time() - t0)

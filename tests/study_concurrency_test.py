@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from unittest import mock
 
 import tensorflow as tf
 
@@ -167,3 +168,33 @@ class ShardTest(tf.test.TestCase):
     for bad in ("0", "-2", "two"):
       with self.assertRaisesRegex(UsageError, "parallel_runs"):
         parallel.resolve(bad, 0, 2)
+
+
+class AnalysisShareTest(tf.test.TestCase):
+
+  def test_analyses_are_shared_by_cost_and_every_one_once(self):
+    from transfusion_tf.experiments import study  # pylint: disable=import-outside-toplevel
+    groups = study.share_analyses(["F2", "F3", "F4", "F5", "MV"], 2)
+    self.assertLen(groups, 2)
+    self.assertEqual(sorted(sum(groups, [])), ["F2", "F3", "F4", "F5", "MV"])
+    self.assertLen({"F3", "F4"} & set(groups[0]), 1)  # The two costliest go to different processes.
+    cost = [sum(study.ANALYSIS_COST.get(i, 0.5) for i in g) for g in groups]
+    self.assertLessEqual(abs(cost[0] - cost[1]), 1.0)
+    self.assertEqual(study.share_analyses(["F5"], 4), [["F5"]])  # No empty helper groups.
+    self.assertEqual(study.share_analyses([], 2), [[]])
+    self.assertEqual(study.share_analyses(["F2", "F3"], 1), [["F3", "F2"]])
+    self.assertEqual(study.share_analyses(["F2", "F3"], 2), [["F3"], ["F2"]])
+
+  def test_workers_follow_the_sweep_and_gpus_get_one(self):
+    with mock.patch.dict(os.environ, {parallel.ANALYSIS_WORKERS_ENV: "2"}):
+      self.assertEqual(parallel.analysis_workers("1", 2), 2)  # The report process: the sweep's processes.
+      self.assertEqual(parallel.analysis_workers("auto", 2, gpus=1), 1)
+    with mock.patch.dict(os.environ, {parallel.ANALYSIS_WORKERS_ENV: ""}):
+      self.assertEqual(parallel.analysis_workers("auto", 2), 2)
+      self.assertEqual(parallel.analysis_workers("1", 2), 1)
+      self.assertEqual(parallel.analysis_workers("auto", 8), 4)
+    with mock.patch.dict(os.environ, {parallel.ANALYSES_ENV: "F4,F5"}):
+      self.assertEqual(parallel.analysis_helper_ids(), ["F4", "F5"])
+    with mock.patch.dict(os.environ, {}, clear=False):
+      os.environ.pop(parallel.ANALYSES_ENV, None)
+      self.assertIsNone(parallel.analysis_helper_ids())

@@ -456,12 +456,15 @@ def compare_pairs(model_a, model_b, pairs, batches, conv_mode="positions", max_p
 
 def compare_pairs_on_groups(model_a, model_b, pairs, groups, conv_mode="positions",
                             max_positions=DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99, keep_dims=None,
-                            return_accumulators=False, min_datapoints_per_neuron=DEFAULT_MIN_DATAPOINTS_PER_NEURON):
+                            return_accumulators=False, min_datapoints_per_neuron=DEFAULT_MIN_DATAPOINTS_PER_NEURON,
+                            streams=None):
   """`compare_pairs` on each group of batches separately: a list, one `compare_pairs` result per group, each equal
   to what `compare_pairs(..., batches=group)` returns.
 
   One set of submodels and one traced step serve every group (the moments are zeroed between groups), so k groups
-  cost one trace instead of k: F4's subsets of images.
+  cost one trace instead of k: F4's subsets of images. streams: a dict the caller keeps across calls whose models
+  are the same objects with other weights loaded (representation.ModelSlots): the traced step of an earlier call
+  on the same two models, stages, mode and seed is reused the same way (the step reads the weights as variables).
   """
   check_conv_mode(conv_mode)
   if not min_datapoints_per_neuron >= 0:
@@ -478,12 +481,18 @@ def compare_pairs_on_groups(model_a, model_b, pairs, groups, conv_mode="position
   shapes_b = dict(zip(stages_b, _stage_shapes(model_b, stages_b)))
   planner = _Planner()
   planned = [planner.pair(a, shapes_a[a], b, shapes_b[b], conv_mode) for a, b in pairs]
-  stream, out = None, []
+  key = (id(model_a), id(model_b), tuple(pairs), conv_mode, int(seed))
+  held = (streams or {}).get(key)
+  # The held stream's submodels keep both models alive, so their ids cannot have been reused by other objects.
+  stream = held[2] if held is not None and held[0] is model_a and held[1] is model_b else None
+  out = []
   for batches in groups:
     positions, batches = _positions_plan(planned, planner.features, max_positions, min_datapoints_per_neuron,
                                          batches)
     if stream is None:
       stream = _Stream(model_a, model_b, stages_a, stages_b, planner, planned, positions, seed, 0)
+      if streams is not None:
+        streams[key] = (model_a, model_b, stream)
     else:
       stream.reset(positions)
     stream.run(batches)
@@ -555,28 +564,31 @@ def few_datapoints_line(results, what="comparisons"):
 
 def compare_models(model_a, model_b, stages, batches, conv_mode="positions", max_positions=DEFAULT_MAX_POSITIONS,
                    seed=0, keep_variance=0.99, keep_dims=None,
-                   min_datapoints_per_neuron=DEFAULT_MIN_DATAPOINTS_PER_NEURON):
+                   min_datapoints_per_neuron=DEFAULT_MIN_DATAPOINTS_PER_NEURON, streams=None):
   """Compares each stage of model_a with the same stage of model_b on the same images, in one pass.
 
   stages: stage names present in both models (None: all stages of model_a). See `compare_pairs` for the other
   arguments (min_datapoints_per_neuron wins over max_positions unless it is 0). Returns {stage: result dict} in
   stage order; each result holds svcca, pwcca, cka, cca, baseline, datapoints, datapoints_per_neuron, neurons,
-  mode, requested_mode, fallback, few_datapoints and below_min (see `compare_pairs`).
+  mode, requested_mode, fallback, few_datapoints and below_min (see `compare_pairs`). streams: see
+  `compare_pairs_on_groups`.
   """
   return compare_models_on_groups(model_a, model_b, stages, [batches], conv_mode=conv_mode,
                                   max_positions=max_positions, seed=seed, keep_variance=keep_variance,
-                                  keep_dims=keep_dims, min_datapoints_per_neuron=min_datapoints_per_neuron)[0]
+                                  keep_dims=keep_dims, min_datapoints_per_neuron=min_datapoints_per_neuron,
+                                  streams=streams)[0]
 
 
 def compare_models_on_groups(model_a, model_b, stages, groups, conv_mode="positions",
                              max_positions=DEFAULT_MAX_POSITIONS, seed=0, keep_variance=0.99, keep_dims=None,
-                             min_datapoints_per_neuron=DEFAULT_MIN_DATAPOINTS_PER_NEURON):
+                             min_datapoints_per_neuron=DEFAULT_MIN_DATAPOINTS_PER_NEURON, streams=None):
   """`compare_models` on each group of batches separately, with one traced step for all groups (see
-  `compare_pairs_on_groups`). Returns a list, one {stage: result dict} per group."""
+  `compare_pairs_on_groups`, also for `streams`). Returns a list, one {stage: result dict} per group."""
   stages = list(stages) if stages else models.stage_names(model_a)
   per_group = compare_pairs_on_groups(model_a, model_b, [(s, s) for s in stages], groups, conv_mode=conv_mode,
                                       max_positions=max_positions, seed=seed, keep_variance=keep_variance,
-                                      keep_dims=keep_dims, min_datapoints_per_neuron=min_datapoints_per_neuron)
+                                      keep_dims=keep_dims, min_datapoints_per_neuron=min_datapoints_per_neuron,
+                                      streams=streams)
   return [{s: r for s, r in zip(stages, results)} for results in per_group]
 
 

@@ -25,7 +25,6 @@ from transfusion_tf import files
 from transfusion_tf.analysis import activations
 from transfusion_tf.analysis import representation as rep
 from transfusion_tf.experiments import common, plan, registry, stats
-from transfusion_tf.training import rundir
 
 SUBSETS = 4
 KINDS = ("random-random", "random-pretrained")
@@ -52,13 +51,6 @@ def _subsets(batches, n):
   return [batches[i::n] for i in range(n)]
 
 
-def _model(loaded, run, which):
-  """The `which` model of `run`, built once into `loaded` ({(run dir, which): model})."""
-  if (run, which) not in loaded:
-    loaded[run, which] = rundir.load_run_model(run, which)[0]
-  return loaded[run, which]
-
-
 def analysis(ctx, finished):
   points = []
   kw = common.analysis_kwargs(ctx.cfg)
@@ -71,22 +63,24 @@ def analysis(ctx, finished):
       continue
     stages = stages_of(m)
     groups = _subsets(ctx.batches(m, stages), SUBSETS)
-    # Each run is in many pairs (n(n-1)/2 random-random ones), and rebuilding a model took half of F4's time on the
-    # demo (200 builds of 32 distinct models), so each (run, checkpoint) is built once per model type: 2 x runs
-    # models held at a time (16 on the demo).
-    loaded = {}
+    # Each run is in many pairs (n(n-1)/2 random-random ones): rebuilding a model took half of F4's time on the
+    # demo (200 builds of 32 distinct models), then tracing a step per comparison most of the rest, so four slot
+    # models (a and b, at init and trained) take each pair's weights and keep their traced steps.
+    slots = rep.ModelSlots()
     for index, (a, b, kind) in enumerate(pairs):
       sims = {}
       for which in ("step0", "final"):
-        for k, sim in enumerate(activations.compare_models_on_groups(_model(loaded, a, which), _model(loaded, b, which),
-                                                                     stages, groups, **kw)):
+        slot = 0 if which == "step0" else 2
+        model_a, model_b = slots.load(a, which, slot)[0], slots.load(b, which, slot + 1)[0]
+        for k, sim in enumerate(activations.compare_models_on_groups(model_a, model_b, stages, groups,
+                                                                     streams=slots.streams, **kw)):
           sims[which, k] = sim
       for k in range(len(groups)):
         for s in stages:
           init, trained = rep.lite(sims["step0", k][s]), rep.lite(sims["final", k][s])
           points.append({"model": m, "stage": s, "pair_kind": kind, "pair": index, "subset": k, "run_a": a,
                          "run_b": b, "x": init["svcca"], "y": trained["svcca"], "init": init, "trained": trained})
-    loaded.clear()
+    del slots
     keras.backend.clear_session()
   if not points:
     return None

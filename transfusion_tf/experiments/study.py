@@ -462,8 +462,8 @@ def _analysis_state(ctx, exp, reread=False):
 
 
 # Relative cost of computing each analysis, for sharing them out between processes: measured on the demo (2-core
-# AVX2 EPYC, 16 runs): F2 58 s, F3 145 s, F4 148 s, F5 19 s; the others are lighter.
-ANALYSIS_COST = {"F2": 1.5, "F3": 3.0, "F4": 3.0}
+# AVX2 EPYC, 16 runs): F2 39 s, F3 90 s, F4 122 s, F5 16 s; the others are lighter.
+ANALYSIS_COST = {"F2": 1.0, "F3": 2.2, "F4": 3.0}
 
 
 def share_analyses(ids, workers):

@@ -144,6 +144,28 @@ def load_run_model(run_dir, which="final"):
   return build_from_config(config, path), config
 
 
+def load_weights_into(model, run_dir, which="final"):
+  """Replaces every weight of `model`, built from the config of `run_dir` (or one of the same architecture), with
+  that run's `which` weights. Returns False, leaving `model` as it may be half-loaded, when the file does not set
+  every weighted layer (then build the model afresh: load_run_model)."""
+  from transfusion_tf.models import weights as weights_lib
+  from transfusion_tf.models.init import copy_weights
+  path = weights_path(run_dir, which)
+  if not os.path.exists(path):
+    raise UsageError(f"{path} does not exist: the run in {run_dir} has not written its {which} weights yet")
+  matched = weights_lib.match_layers(model, weights_lib.read_weight_file(path), skip=())
+  if any(l.name not in matched for l in model.layers if l.weights):
+    return False
+  copy_weights(model, matched)
+  return True
+
+
+def architecture_key(config):
+  """What a run's model is built from (build_from_config): two runs with equal keys have models of one shape."""
+  return json.dumps({k: config.get(k) for k in ("model", "num_outputs", "image_size", "channels", "model_kwargs")},
+                    sort_keys=True, default=str)
+
+
 def atomic_write_npz(path, arrays):
   """Writes {name: np.ndarray} to `path` as an uncompressed .npz via a temp file and rename."""
   buf = io.BytesIO()

@@ -112,6 +112,32 @@ class RepresentationTest(tf.test.TestCase):
     self.assertAllClose(m["difference"],
                         np.array(m["kinds"]["pretrained"]["mean"]) - np.array(m["kinds"]["random"]["mean"]))
 
+  def test_slots_reuse_models_and_steps_with_the_same_numbers(self):
+    from transfusion_tf.analysis import activations  # pylint: disable=import-outside-toplevel
+    slots = representation.ModelSlots()
+    fresh, reused = [], []
+    for run in self.rnd + self.pre:
+      init, final = rundir.load_run_model(run, "step0")[0], rundir.load_run_model(run, "final")[0]
+      fresh.append(activations.compare_models(init, final, ["conv1", "conv4"], self.batches, max_positions=8))
+      a, _ = slots.load(run, "step0", 1)
+      b, _ = slots.load(run, "final", 0)
+      reused.append(activations.compare_models(a, b, ["conv1", "conv4"], self.batches, max_positions=8,
+                                               streams=slots.streams))
+    self.assertEqual([[r[s]["svcca"] for s in r] for r in fresh], [[r[s]["svcca"] for s in r] for r in reused])
+    self.assertLen(slots.models, 2)  # One model per slot for the four runs ...
+    self.assertLen(slots.streams, 1)  # ... and one traced stream.
+    self.assertIs(slots.load(self.pre[1], "final", 0)[0], b)  # Held already: not loaded again.
+    # A weight file without one of the model's layers is refused, as a fresh build refuses it: never half-loaded.
+    partial = self.create_tempdir().full_path
+    shutil.copytree(self.rnd[0], partial, dirs_exist_ok=True)
+    import h5py  # pylint: disable=import-outside-toplevel
+    with h5py.File(rundir.weights_path(partial, "final"), "a") as f:
+      f.attrs["layer_names"] = f.attrs["layer_names"][:-1]
+    with self.assertRaisesRegex(UsageError, "does not fit"):
+      rundir.load_run_model(partial, "final")
+    with self.assertRaisesRegex(UsageError, "does not fit"):
+      slots.load(partial, "final", 0)
+
   def test_f4(self):
     pairs = [(self.rnd[0], self.rnd[1]), (self.rnd[0], self.pre[0]), (self.rnd[1], self.pre[1]),
              (self.pre[0], self.pre[1])]

@@ -88,9 +88,11 @@ class ModelSlots:
     held = self.models.get(key)
     if held is not None and held[1] == stamp:
       return held[0], config
-    if held is not None and rundir.load_weights_into(held[0], run_dir, which):
-      held[1] = stamp
-      return held[0], config
+    if held is not None:
+      held[1] = None  # Until the load below has finished: a failed one leaves no checkpoint named.
+      if rundir.load_weights_into(held[0], run_dir, which):
+        held[1] = stamp
+        return held[0], config
     model, config = rundir.load_run_model(run_dir, which)
     self.models[key] = [model, stamp]
     return model, config

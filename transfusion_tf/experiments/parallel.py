@@ -127,15 +127,15 @@ def analysis_helper_ids():
   return None if ids is None else [i for i in ids.split(",") if i]
 
 
-def spawn_analyses(argv, groups):
+def spawn_analyses(argv, groups, threads=1):
   """Starts one helper process per group of experiment ids (a list of lists), each computing those analyses of
-  this study's command (`argv`, sys.argv) into the study's analysis cache, on one thread. The caller holds the
-  analysis lock, reads the cached analyses back when the helpers end (wait), and writes the report. Returns the
-  Popen objects."""
+  this study's command (`argv`, sys.argv) into the study's analysis cache, with `threads` intra-op threads (the
+  cores divided by the processes). The caller holds the analysis lock, reads the cached analyses back when the
+  helpers end (wait), and writes the report. Returns the Popen objects."""
   helpers = []
   for ids in groups:
     env = {k: v for k, v in os.environ.items() if k not in (CHILD_ENV, ANALYSIS_WORKERS_ENV)}
-    env.update({ANALYSES_ENV: ",".join(ids)}, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1",
+    env.update({ANALYSES_ENV: ",".join(ids)}, OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
                TF_NUM_INTEROP_THREADS="1")
     cmd = [sys.executable, "-m", "transfusion_tf.cli.study"] + list(argv[1:]) + [
         "--study_stage=report", "--parallel_runs=1", "--nooverwrite"]

@@ -443,20 +443,22 @@ def read_cached_analysis(path, out):
   return payload, None
 
 
-def _analysis_state(ctx, exp, reread=False):
+def _analysis_state(ctx, exp, reread=False, quiet=False):
   """(runs used, manifest, cache path, cached data or None when it must be computed) of one experiment. reread:
-  reading back what a helper process just wrote (--force does not apply to it)."""
+  reading back what a helper process just wrote (--force does not apply to it). quiet: a helper's check (the
+  report process prints why it computes an analysis again)."""
   used = exp.analysis_runs(ctx)
   manifest = analysis_manifest(ctx, used)
   path = os.path.join(ctx.adir, f"{exp.id.lower()}.analysis.json")
   cached, problem = read_cached_analysis(path, ctx.cfg.out)
-  if problem:
+  if problem and not quiet and not reread:
     print(f"  {exp.id}: {problem}; computing it again", flush=True)
   fresh = cached is not None and cached["manifest"] == manifest and (reread or not ctx.cfg.force)
   png = isinstance(cached, dict) and isinstance(cached["data"], dict) and cached["data"].get("png")
   if fresh and png and not os.path.exists(png):
     # A figure is drawn with its analysis: one deleted since is drawn again by computing the analysis again.
-    print(f"  {exp.id}: {png} is missing; computing {exp.id} again to draw it", flush=True)
+    if not quiet and not reread:
+      print(f"  {exp.id}: {png} is missing; computing {exp.id} again to draw it", flush=True)
     fresh = False
   return used, manifest, path, (cached["data"] if fresh else None)
 
@@ -505,15 +507,15 @@ def run_analyses(ctx, experiments, workers=1, argv=None, only=None):
   chosen = set(ctx.cfg.experiments)
   selected = [exp for exp in experiments if exp.analysis is not None and exp.selected(chosen)
               and (only is None or exp.id in only)]
-  states = {exp.id: _analysis_state(ctx, exp) for exp in selected}
+  states = {exp.id: _analysis_state(ctx, exp, quiet=only is not None) for exp in selected}
   todo = [exp.id for exp in selected if states[exp.id][3] is None and states[exp.id][0]]
-  mine, helpers = set(todo), []
+  mine, groups, helpers = set(todo), [], []
   if workers > 1 and argv and only is None and len(todo) > 1:
     groups = share_analyses(todo, workers)
     mine = set(groups[0])
-    if len(groups) > 1:
-      print(f"  analyses in {len(groups)} processes: {' | '.join(', '.join(g) for g in groups)}", flush=True)
-      helpers = parallel.spawn_analyses(argv, groups[1:])
+  # What a helper writes is read back only if its file changed since now: a helper that died leaves an older cache
+  # entry, which --force (or a figure drawn since) must not let through.
+  before = {i: _mtime(states[i][2]) for g in groups[1:] for i in g}
 
   def compute(exp):
     used, manifest, path, _ = states[exp.id]
@@ -529,27 +531,43 @@ def run_analyses(ctx, experiments, workers=1, argv=None, only=None):
 
   manifests = {}
   try:
+    if len(groups) > 1:
+      print(f"  analyses in {len(groups)} processes: {' | '.join(', '.join(g) for g in groups)}", flush=True)
+      helpers = parallel.spawn_analyses(argv, groups[1:], max(1, (os.cpu_count() or 1) // len(groups)))
     for exp in selected:
       used, manifest, _, data = states[exp.id]
       if exp.id in mine:
         data = compute(exp)
       manifests[exp.id] = manifest
       ctx.analyses[exp.id] = data
+    codes = parallel.wait(helpers)
   except BaseException:
+    # Ctrl-C, SIGTERM or an error here, also while waiting: no helper goes on writing to a study left unlocked.
     for h in helpers:
       h.terminate()
+    parallel.wait(helpers)
     raise
-  finally:
-    codes = parallel.wait(helpers)
   for exp in selected:
     if exp.id in mine or exp.id not in todo:
       continue
-    used, manifest, _, data = _analysis_state(ctx, exp, reread=True)  # What its helper wrote.
-    if data is None:
-      print(f"  {exp.id}: its helper process (exit codes {codes}) left no analysis; computing it here", flush=True)
+    used, manifest, path, data = _analysis_state(ctx, exp, reread=True)  # What its helper wrote.
+    if data is None or _mtime(path) == before[exp.id]:
+      print(f"  {exp.id}: its helper process (exit code {codes[_group_of(groups, exp.id) - 1]}) left no new "
+            "analysis; computing it here", flush=True)
       data = compute(exp)
     ctx.analyses[exp.id] = data
   return manifests
+
+
+def _mtime(path):
+  try:
+    return os.stat(path).st_mtime_ns
+  except OSError:
+    return None
+
+
+def _group_of(groups, exp_id):
+  return next(k for k, g in enumerate(groups) if exp_id in g)
 
 
 def pilot_power(cfg, pilot, experiments):
@@ -594,11 +612,16 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
     n_procs, intra_op = parallel.resolve(cfg.parallel_runs, gpus, os.cpu_count() or 1)
   # Thread pools and visible GPUs are set before TensorFlow's first op, here and in every child (whose
   # environment says how).
-  helper = os.environ.get(parallel.CHILD_ENV) or parallel.analysis_helper_ids() is not None
-  parallel.configure(intra_op or (int(os.environ["TF_NUM_INTRAOP_THREADS"]) if helper else None),
-                     gpus if n_procs > 1 else 0)
+  only = parallel.analysis_helper_ids()  # Set in a helper of a report process: the analyses it computes.
+  # A GPU child has no thread count of its own (TensorFlow's default pools).
+  threads = os.environ.get("TF_NUM_INTRAOP_THREADS") if os.environ.get(parallel.CHILD_ENV) or only else None
+  parallel.configure(intra_op or (int(threads) if threads else None), gpus if n_procs > 1 else 0)
   experiments = catalog.experiments()
   check_out(cfg.out)
+  workers = 1  # Processes for the analyses (run_analyses), checked before anything is read.
+  if stage in ("all", "report") and argv and only is None and not os.environ.get(parallel.CHILD_ENV):
+    workers = parallel.analysis_workers(cfg.parallel_runs, os.cpu_count() or 1,
+                                        gpus if stage == "all" else parallel.gpu_count())
   if stage == "report":
     plan.read_plan(cfg.out)
     if cfg.overwrite:
@@ -628,6 +651,7 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
     # pools), so a last run alone keeps its share.
     todo = [r for r in plan.shard_runs(cfg, runs)
             if cfg.force or r in stale or not plan.is_done(plan.run_dir(cfg, r))]
+    workers = n_procs  # The analyses' share of the cores, even when there is nothing left to train.
     n_procs = min(n_procs, max(1, len(todo)))
     if n_procs > 1:
       print(f"parallel runs: {n_procs} processes" + (f", {intra_op} intra-op thread(s) each" if intra_op else ""),
@@ -649,26 +673,24 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
     # This process runs on its share of the cores (its thread pools cannot grow back): the analyses get a fresh
     # process with all of them (4.5 of the demo's minutes ran on one of two cores before).
     print(f"== analyses and report: a fresh process with all {os.cpu_count()} cores", flush=True)
-    code = parallel.run_report(argv, t0, n_procs)
+    code = parallel.run_report(argv, t0, workers)
     if code:
       raise SystemExit(code)  # The report process printed why.
     return os.path.join(cfg.out, "report.md")
   missing = [r.name for r in runs if not plan.is_done(plan.run_dir(cfg, r))]
-  if missing:
+  if missing and only is None:
     print(f"warning: {len(missing)} runs unfinished, left out of the report: {', '.join(missing[:5])}"
           + (" ..." if len(missing) > 5 else ""), flush=True)
   ctx = common.load_context(cfg, runs)
   check_loaded(ctx, sources)
   for res in ctx.results.values():  # The test predictions are read now: check_unchanged then covers them too.
     _ = res.predictions
-  only = parallel.analysis_helper_ids()
   if only is not None:
     # A helper of a report process, which holds the analysis lock and writes the report.
     run_analyses(ctx, experiments, only=only)
     return None
   print("== analyses", flush=True)
   analysis_dir = os.path.join(cfg.out, "analysis")
-  workers = parallel.analysis_workers(cfg.parallel_runs, os.cpu_count() or 1, parallel.gpu_count()) if argv else 1
   while True:
     with locks.hold(analysis_dir) as lock:
       if lock is not None:

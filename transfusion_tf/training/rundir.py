@@ -146,8 +146,9 @@ def load_run_model(run_dir, which="final"):
 
 def load_weights_into(model, run_dir, which="final"):
   """Replaces every weight of `model`, built from the config of `run_dir` (or one of the same architecture), with
-  that run's `which` weights. Returns False, leaving `model` as it may be half-loaded, when the file does not set
-  every weighted layer (then build the model afresh: load_run_model)."""
+  that run's `which` weights. A file that does not fit the model is a UsageError, as in build_from_config
+  (weights.match_layers), raised before any weight is set; False, with `model` untouched, if the match still left
+  a weighted layer unset (then build the model afresh: load_run_model)."""
   from transfusion_tf.models import weights as weights_lib
   from transfusion_tf.models.init import copy_weights
   path = weights_path(run_dir, which)

@@ -509,13 +509,14 @@ def run_analyses(ctx, experiments, workers=1, argv=None, only=None):
               and (only is None or exp.id in only)]
   states = {exp.id: _analysis_state(ctx, exp, quiet=only is not None) for exp in selected}
   todo = [exp.id for exp in selected if states[exp.id][3] is None and states[exp.id][0]]
-  mine, groups, helpers = set(todo), [], []
+  groups, helpers = [todo], []
   if workers > 1 and argv and only is None and len(todo) > 1:
     groups = share_analyses(todo, workers)
-    mine = set(groups[0])
+  mine = set(groups[0])
+  helper_of = {i: k for k, g in enumerate(groups[1:]) for i in g}  # Experiment id -> index of its helper.
   # What a helper writes is read back only if its file changed since now: a helper that died leaves an older cache
   # entry, which --force (or a figure drawn since) must not let through.
-  before = {i: _mtime(states[i][2]) for g in groups[1:] for i in g}
+  before = {i: _mtime(states[i][2]) for i in helper_of}
 
   def compute(exp):
     used, manifest, path, _ = states[exp.id]
@@ -531,7 +532,7 @@ def run_analyses(ctx, experiments, workers=1, argv=None, only=None):
 
   manifests = {}
   try:
-    if len(groups) > 1:
+    if helper_of:
       print(f"  analyses in {len(groups)} processes: {' | '.join(', '.join(g) for g in groups)}", flush=True)
       helpers = parallel.spawn_analyses(argv, groups[1:], max(1, (os.cpu_count() or 1) // len(groups)))
     for exp in selected:
@@ -548,12 +549,12 @@ def run_analyses(ctx, experiments, workers=1, argv=None, only=None):
     parallel.wait(helpers)
     raise
   for exp in selected:
-    if exp.id in mine or exp.id not in todo:
+    if exp.id not in helper_of:
       continue
     used, manifest, path, data = _analysis_state(ctx, exp, reread=True)  # What its helper wrote.
     if data is None or _mtime(path) == before[exp.id]:
-      print(f"  {exp.id}: its helper process (exit code {codes[_group_of(groups, exp.id) - 1]}) left no new "
-            "analysis; computing it here", flush=True)
+      print(f"  {exp.id}: its helper process (exit code {codes[helper_of[exp.id]]}) left no new analysis; "
+            "computing it here", flush=True)
       data = compute(exp)
     ctx.analyses[exp.id] = data
   return manifests
@@ -564,10 +565,6 @@ def _mtime(path):
     return os.stat(path).st_mtime_ns
   except OSError:
     return None
-
-
-def _group_of(groups, exp_id):
-  return next(k for k, g in enumerate(groups) if exp_id in g)
 
 
 def pilot_power(cfg, pilot, experiments):
@@ -651,7 +648,6 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
     # pools), so a last run alone keeps its share.
     todo = [r for r in plan.shard_runs(cfg, runs)
             if cfg.force or r in stale or not plan.is_done(plan.run_dir(cfg, r))]
-    workers = n_procs  # The analyses' share of the cores, even when there is nothing left to train.
     n_procs = min(n_procs, max(1, len(todo)))
     if n_procs > 1:
       print(f"parallel runs: {n_procs} processes" + (f", {intra_op} intra-op thread(s) each" if intra_op else ""),

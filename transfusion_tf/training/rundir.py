@@ -123,25 +123,41 @@ def save_model_weights(model, run_dir, which, **attrs):
 def build_from_config(config, weights_file=None):
   """Builds the model a config describes; with `weights_file`, loads every layer of it, head included."""
   from transfusion_tf import models
-  from transfusion_tf.models import weights as weights_lib
   from transfusion_tf.models.init import copy_weights
   size = int(config["image_size"])
   model = models.build_model(config["model"], int(config["num_outputs"]), (size, size, int(config["channels"])),
                              initialize_weights=weights_file is None, **(config.get("model_kwargs") or {}))
   if weights_file:
-    src = weights_lib.read_weight_file(weights_file)
-    copy_weights(model, weights_lib.match_layers(model, src, skip=()))
+    copy_weights(model, _matched_layers(model, weights_file))
   return model
+
+
+def architecture_key(config):
+  """What build_from_config builds a run's model from: two runs with equal keys have models of one shape."""
+  return json.dumps({k: config.get(k) for k in ("model", "num_outputs", "image_size", "channels", "model_kwargs")},
+                    sort_keys=True, default=str)
+
+
+def _matched_layers(model, weights_file):
+  """{layer name: arrays} of `weights_file` for every weighted layer of `model`, head included (a UsageError naming
+  the layer when the file does not fit)."""
+  from transfusion_tf.models import weights as weights_lib
+  return weights_lib.match_layers(model, weights_lib.read_weight_file(weights_file), skip=())
+
+
+def _written_weights(run_dir, which):
+  """Path of `run_dir`'s `which` weights, or a UsageError when the run has not written them."""
+  path = weights_path(run_dir, which)
+  if not os.path.exists(path):
+    raise UsageError(f"{path} does not exist: the run in {run_dir} has not written its {which} weights yet")
+  return path
 
 
 def load_run_model(run_dir, which="final"):
   """Rebuilds the model of `run_dir` with its `which` ("step0", "best" or "final") weights. Returns (model,
   config)."""
   config = load_config(run_dir)
-  path = weights_path(run_dir, which)
-  if not os.path.exists(path):
-    raise UsageError(f"{path} does not exist: the run in {run_dir} has not written its {which} weights yet")
-  return build_from_config(config, path), config
+  return build_from_config(config, _written_weights(run_dir, which)), config
 
 
 def load_weights_into(model, run_dir, which="final"):
@@ -149,22 +165,12 @@ def load_weights_into(model, run_dir, which="final"):
   that run's `which` weights. A file that does not fit the model is a UsageError, as in build_from_config
   (weights.match_layers), raised before any weight is set; False, with `model` untouched, if the match still left
   a weighted layer unset (then build the model afresh: load_run_model)."""
-  from transfusion_tf.models import weights as weights_lib
   from transfusion_tf.models.init import copy_weights
-  path = weights_path(run_dir, which)
-  if not os.path.exists(path):
-    raise UsageError(f"{path} does not exist: the run in {run_dir} has not written its {which} weights yet")
-  matched = weights_lib.match_layers(model, weights_lib.read_weight_file(path), skip=())
+  matched = _matched_layers(model, _written_weights(run_dir, which))
   if any(l.name not in matched for l in model.layers if l.weights):
     return False
   copy_weights(model, matched)
   return True
-
-
-def architecture_key(config):
-  """What a run's model is built from (build_from_config): two runs with equal keys have models of one shape."""
-  return json.dumps({k: config.get(k) for k in ("model", "num_outputs", "image_size", "channels", "model_kwargs")},
-                    sort_keys=True, default=str)
 
 
 def atomic_write_npz(path, arrays):

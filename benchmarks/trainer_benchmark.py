@@ -5,7 +5,7 @@
 
 Full trainer: `Trainer(cfg, run_dir).run()` itself, on synthetic_retina (num_train=512, num_val=64 by default). The
 trainer's compiled step is wrapped by a clock that stamps each call, so the timed interval is exactly what `run()`
-does per step: `next()` on the distributed tf.data iterator (index shuffle, gather, augmentation, preprocessing,
+does per step: `next()` on the trainer's tf.data iterator (index shuffle, gather, augmentation, preprocessing,
 prefetch), the `strategy.run` step, the `float(loss)` host sync and the loop's Python bookkeeping. The first
 --warmup steps (tracing) and the evaluations are outside the timed intervals; the run is stopped right after the
 last timed step, so the final evaluation and checkpoint never happen.
@@ -52,6 +52,7 @@ import tensorflow as tf  # noqa: E402
 
 from transfusion_tf import models  # noqa: E402
 from transfusion_tf.data import pipeline  # noqa: E402
+from transfusion_tf.training import strategy as strategy_lib  # noqa: E402
 from transfusion_tf.training import trainer as trainer_lib  # noqa: E402
 
 DEFAULT_MODELS = "cbr_small:128,resnet50:64"
@@ -323,12 +324,12 @@ def measure(model, size, batch_size, steps, rounds, warmup, settle, mixed=False,
     diag = None
     if diagnose:
       strategy = trainer.strategy
-      const_it = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat()))
-      pipe_it = iter(strategy.experimental_distribute_dataset(trainer.data.train(0)))
-      pipe_only = iter(strategy.experimental_distribute_dataset(trainer.data.train(0)))
+      const_it = iter(strategy_lib.distribute_dataset(strategy, tf.data.Dataset.from_tensors(batch).repeat()))
+      pipe_it = iter(strategy_lib.distribute_dataset(strategy, trainer.data.train(0)))
+      pipe_only = iter(strategy_lib.distribute_dataset(strategy, trainer.data.train(0)))
       noaug = pipeline.build_data(cfg.dataset, image_size=size, batch_size=gb, model_name=model, seed=cfg.seed,
                                   augment=False, **cfg.data_kwargs)
-      noaug_only = iter(strategy.experimental_distribute_dataset(noaug.train(0)))
+      noaug_only = iter(strategy_lib.distribute_dataset(strategy, noaug.train(0)))
       # The pipeline alone runs far faster than training: more batches, and enough untimed ones to drain the
       # prefetch buffers that filled while the other variants ran.
       pipe_steps = dict(mult=5, settle=max(settle, 16))

@@ -250,6 +250,13 @@ class OrderTest(tf.test.TestCase):
         for x, y in zip(a, b):
           np.testing.assert_array_equal(x, y)
 
+  def test_array_pipelines_are_not_autotuned(self):
+    # In-memory sources run with fixed parallelism: an autotuning thread held each iterator's deletion for seconds
+    # beside another busy process (benchmarks/iterator_teardown.py). The order is unchanged (the tests above).
+    data = _array_data(n=10, batch=4)
+    for ds in (data.train(0), data.eval("validation")):
+      self.assertFalse(ds.options().autotune.enabled)
+
   def test_augmentation_is_deterministic_and_varies(self):
     rng = np.random.default_rng(0)
     task = tasks.get_task("retina")
@@ -326,6 +333,11 @@ class FileSourceTest(tf.test.TestCase):
     src = sources.file_source(rec, self.task)
     return pipeline.Data(self.task, {"train": src, "validation": src}, 24, batch, "tf", seed=5,
                          on_bad_image=on_bad_image)
+
+  def test_file_pipelines_keep_autotuning(self):
+    # Decoding files is where parallelism pays, and its best setting depends on the machine.
+    ds = self._data(self.paths[:3]).train(0)
+    self.assertNotEqual(ds.options().autotune.enabled, False)
 
   def test_decodes_every_format(self):
     data = self._data(self.paths)

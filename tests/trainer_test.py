@@ -28,6 +28,7 @@ from transfusion_tf.errors import UsageError
 from transfusion_tf.experiments import stats
 from transfusion_tf.models import cost as cost_lib
 from transfusion_tf.training import locks, metrics, rundir, trainer
+from transfusion_tf.training import strategy as strategy_lib
 from transfusion_tf.training import policy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -768,6 +769,16 @@ class MachineTest(tf.test.TestCase):
       self.assertRegex(desc, r"\(x86_64, (AVX-512|AVX2|AVX)\)")
       # conftest imports the package before TensorFlow, as every command does, so oneDNN is on here.
       self.assertTrue(desc.endswith("oneDNN on"), desc)
+
+  def test_one_cpu_reads_the_dataset_itself_and_others_distribute_it(self):
+    # A distributed dataset's own autotuning thread held each run's end for seconds beside another busy process
+    # (benchmarks/iterator_teardown.py); on one CPU the trainer reads the dataset as it is.
+    ds = tf.data.Dataset.range(4).batch(2)
+    self.assertIs(strategy_lib.distribute_dataset(tf.distribute.OneDeviceStrategy("/cpu:0"), ds), ds)
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
+    distributed = strategy_lib.distribute_dataset(mirrored, ds)
+    self.assertIsNot(distributed, ds)
+    self.assertEqual([int(tf.reduce_sum(b)) for b in distributed], [1, 5])
 
   def test_import_turns_onednn_on_on_x86_unless_the_user_chose(self):
     code = "import os, transfusion_tf; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"

@@ -33,6 +33,7 @@ from transfusion_tf.errors import UsageError
 from transfusion_tf.models.preprocessing import preprocess, preprocessing_mode
 
 AUTOTUNE = tf.data.AUTOTUNE
+_ARRAY_CALLS, _ARRAY_PREFETCH = 2, 2  # In-memory sources' batch parallelism and prefetched batches (not autotuned).
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DataOptions = registry.DataOptions
 
@@ -400,8 +401,15 @@ class Data:
       if apply_preprocessing:
         images = tf.cast(preprocess(images, mode), tf.float32)
       return images, b["label"], b["mask"]
-    ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    if array_images is None:
+      return ds.map(finish, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    # In-memory arrays (the embedded tasks, cached splits): a batch is a gather and a flip, which two calls and two
+    # prefetched batches keep ahead of any model here. Autotuning them bought nothing and cost a thread whose
+    # optimisation, beside another busy process, took about 10 s of CPU at a time and held each iterator's deletion
+    # (a run's end, every evaluation) until it finished (benchmarks/iterator_teardown.py).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.map(finish, num_parallel_calls=_ARRAY_CALLS).prefetch(_ARRAY_PREFETCH).with_options(options)
 
   def _gap_check(self, ds, start, split, training):
     """Notices examples dropped by ignore_errors (index gaps) and reports them by name."""

@@ -38,6 +38,20 @@ def get_strategy(name="auto"):
   return tf.distribute.TPUStrategy(resolver)
 
 
+def distribute_dataset(strategy, dataset):
+  """`dataset` as `strategy`'s train step reads it: distributed over the replicas, except on a one-device CPU strategy,
+  where it is returned as it is (each step's batch is then the replica's whole batch, the same tensors).
+
+  Why: distributing wraps the dataset in a multi-device iterator whose per-device dataset runs a tf.data autotuning
+  thread of its own. Beside another busy process (--parallel_runs) that thread's optimisation took about 10 s of CPU
+  at a time, and deleting the iterator at a run's end waited for it: 6-39 s between runs (benchmarks/
+  iterator_teardown.py). On one CPU there is no device to prefetch to, so nothing is lost.
+  """
+  if isinstance(strategy, tf.distribute.OneDeviceStrategy) and "CPU" in strategy.extended.worker_devices[0].upper():
+    return dataset
+  return strategy.experimental_distribute_dataset(dataset)
+
+
 def is_chief():
   """True unless TF_CONFIG names this process a non-chief worker (only the chief writes results)."""
   cfg = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")

@@ -1,10 +1,11 @@
 """The trainer: one model, one task, one init scheme, one seed, into one run directory (see rundir.py).
 
 A custom tf.distribute loop (Keras 3's `fit` fails under MultiWorkerMirroredStrategy): the dataset is distributed
-with `experimental_distribute_dataset`, each step runs `strategy.run` inside one traced `tf.function`, and the
-per-replica loss is scaled by the global batch. Evaluation gathers every logit of the split and computes exact
-metrics in numpy. Checkpoints hold model, optimiser, step and elapsed time; the input position is the step
-itself, because the pipeline's order and augmentation are a pure function of (seed, example index).
+with `experimental_distribute_dataset` (read as it is on one CPU: `strategy.distribute_dataset`), each step runs
+`strategy.run` inside one traced `tf.function`, and the per-replica loss is scaled by the global batch. Evaluation
+gathers every logit of the split and computes exact metrics in numpy. Checkpoints hold model, optimiser, step and
+elapsed time; the input position is the step itself, because the pipeline's order and augmentation are a pure
+function of (seed, example index).
 
 Test protocol. Each run picks its checkpoint on validation: the best validation primary metric, ties going to the
 earlier step (SELECTION_RULE). When an evaluation strictly improves on the best so far, the model is exported to
@@ -607,7 +608,7 @@ class Trainer:
     if not any(p["step"] == start for p in curve) and (start % cfg.eval_every == 0 or start == cfg.train_steps):
       do_eval(start)  # Also re-done after a kill between checkpoint and curve write.
     best, from_step = self._resume_best(curve, start) if self.chief else (None, 0)
-    iterator = iter(self.strategy.experimental_distribute_dataset(self.data.train(start)))
+    iterator = iter(strategy_lib.distribute_dataset(self.strategy, self.data.train(start)))
     progress = _Progress(cfg.train_steps, start, cfg.log_every_seconds, self.run_dir if self.chief else None,
                          seconds)
     losses, t_log, images_since = [], time.time(), 0

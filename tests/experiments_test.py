@@ -59,7 +59,7 @@ def fake_run(path, task, run, quality, speed):
     np.savez(f, **preds)
   primary = task.primary_metric
   plateau = test[primary]
-  jitter = np.random.default_rng(run.seed + 31 * len(run.name)).normal(0.0, 0.003, 17)
+  jitter = np.random.default_rng(run.seed + 31 * len(run.name)).normal(0.0, 0.0005, 17)
   curve = [{"step": s, "seconds": float(s), primary: plateau - (plateau - 0.5) * np.exp(-s / speed)
             + 0.001 * run.seed + jitter[i]} for i, s in enumerate(range(0, 401, 25))]
   best = max(curve, key=lambda p: p[primary])
@@ -223,8 +223,13 @@ class ReadingsTest(tf.test.TestCase):
     self.assertEqual(self._verdicts("WT", "cbr_small", effects={"transfuse:conv1": (1.0, 38.0)}), ["does not hold"])
     # gabor_high as fast as random: refuted, since the CI rules out a speed-up of the 0.05 margin.
     self.assertEqual(self._verdicts("GB", "cbr_small"), ["holds", "does not hold"])
-    self.assertEqual(self._verdicts("GB", "cbr_small", effects={"gabor_high": (1.0, 60.0)}),
-                     ["holds", "does not hold"])
+    # Slower still (time constant 60 of a 400-step budget), gabor_high's runs rise by about 0.9 points over their
+    # last half, above the 0.5 a plateau may: no plateau shown, so the refutation is not read.
+    slow = [v for v in readings_of(make_study(self, effects={"gabor_high": (1.0, 60.0)})[2], "GB")
+            if v.text.startswith("cbr_small")]
+    self.assertEqual([(v.verdict, v.raw_verdict) for v in slow],
+                     [("holds", None), ("inconclusive", "does not hold")])
+    self.assertIn("cbr_small/gabor_high/seed2 no plateau shown", slow[1].text)
     self.assertEqual(self._verdicts("GB", "cbr_small", seeds=1), ["inconclusive", "inconclusive"])
     self.assertEqual(self._verdicts("SL"), ["holds", "holds"])
     self.assertEqual(self._verdicts("SL", seeds=1), ["inconclusive", "inconclusive"])
@@ -283,6 +288,35 @@ class ReadingsTest(tf.test.TestCase):
     t1 = [v for v in readings_of(ctx, "T1") if v.text.startswith("cbr_small")][0]
     self.assertEqual((t1.verdict, t1.raw_verdict), ("inconclusive", "does not hold"))
     self.assertIn("did not learn", t1.text)
+
+  def test_a_budget_stopped_run_must_show_its_plateau(self):
+    _, runs, ctx = make_study(self)
+    res = ctx.results[next(r for r in runs if r.model == "cbr_small" and r.init == "random" and r.subset is None)]
+    self.assertEqual(common.run_marks(ctx, res), [])  # Flat within 0.05 points over its last 9 evaluations.
+
+    def marks(values, every=50, **stopped):
+      res.curve[:] = [{"step": every * i, ctx.primary: v} for i, v in enumerate(values)]
+      res.result["selected"]["step"] = every * int(np.argmax(values))
+      res.result["stopped"] = dict(stopped) if stopped else None
+      return common.run_marks(ctx, res)
+
+    # The demo's cbr_small/random/seed1: 5.5 points over its last 4 evaluations, but too noisy for the slope test.
+    demo = [0.451, 0.544, 0.618, 0.644, 0.690, 0.693, 0.699]
+    self.assertEqual(marks(demo), ["no plateau shown"])
+    self.assertEqual(marks(demo, reason="plateau", step=300), [])  # The plateau stop ended it: its rule decided.
+    self.assertEqual(marks([0.45, 0.60, 0.70, 0.69, 0.695, 0.685, 0.69]), [])  # Best before the last half: a plateau.
+    self.assertEqual(marks([0.5, 0.6, 0.7, 0.71]), ["no plateau shown"])  # 2 evaluations in the half: nothing shown.
+    flat = [0.5, 0.65] + [0.7 + 0.0004 * (-1) ** i + 0.00001 * i for i in range(14)]
+    self.assertEqual(marks(flat), [])  # Flat within 0.5 points, and shown to be with 8 evaluations.
+    rising = [0.5 + 0.01 * i for i in range(16)]
+    self.assertEqual(marks(rising), ["still improving"])  # Implies 'no plateau shown', which is left out.
+    t1 = [v for v in readings_of(ctx, "T1") if v.text.startswith("cbr_small")][0]
+    self.assertEqual(t1.verdict, "inconclusive")
+    self.assertIn("cbr_small/random/seed0 still improving", t1.text)
+    marks(demo)
+    t1 = [v for v in readings_of(ctx, "T1") if v.text.startswith("cbr_small")][0]
+    self.assertEqual((t1.verdict, t1.raw_verdict), ("inconclusive", "holds"))
+    self.assertIn("cbr_small/random/seed0 no plateau shown", t1.text)
 
 
 class LabelMeanCovarianceTest(tf.test.TestCase):

@@ -391,6 +391,11 @@ RUN_RULES = {
                        "the last half of the validation evaluations (at least 4) rises at one-sided p < 0.025 "
                        "(slope t-test on the line's residuals) by at least half the equivalence margin over that "
                        "half (a smaller rise changes no reading)",
+    "no plateau shown": "the run stopped at its budget (not by the plateau stop), its best validation evaluation "
+                        "lies in the last half of its evaluations, and that half does not show a plateau: it has "
+                        "fewer than 4 evaluations, or the one-sided 97.5% upper bound of its least-squares rise "
+                        "reaches half the equivalence margin (a flat-looking but noisy tail is not taken as a "
+                        "plateau; 'still improving' names the runs whose rise is itself significant)",
     "did not learn": "the run's 95% test AUC CI (DeLong, clustered by patient where known) does not lie above 0.5",
 }
 
@@ -416,6 +421,29 @@ def still_improving(ctx, res):
   return bool(sp_stats.t.sf(fit.slope / fit.stderr, half - 2) < IMPROVING_P)
 
 
+def no_plateau_shown(ctx, res):
+  """Whether a run stopped at its budget without its curve showing a plateau (RUN_RULES); None without a curve.
+
+  Why beside still_improving: with a few noisy evaluations the slope test has almost no power (the demo's last half
+  has 4 points, 2 degrees of freedom), so a run can rise by several AUC points without being marked; this mark asks
+  the curve to show the plateau instead of failing to show the rise.
+  """
+  steps, values = res.curve_points(ctx.primary)
+  if not steps:
+    return None
+  if (res.result.get("stopped") or {}).get("reason") == "plateau":
+    return False
+  half = len(steps) - len(steps) // 2
+  if int(np.argmax(values)) < len(values) - half:
+    return False  # No evaluation of the last half beat the best before it: a plateau (or a decline) by itself.
+  if half < 4:
+    return True
+  x, y = np.asarray(steps[-half:], float), np.asarray(values[-half:], float)
+  fit = sp_stats.linregress(x, y)
+  upper = (fit.slope + sp_stats.t.ppf(1.0 - IMPROVING_P, half - 2) * fit.stderr) * (x[-1] - x[0])
+  return bool(upper >= 0.5 * ctx.cfg.equivalence_margin)
+
+
 def did_not_learn(ctx, res):
   """Whether a run's test AUC CI does not lie above 0.5 (RUN_RULES); None without predictions."""
   ci = res.auc_ci(ctx.primary)
@@ -425,9 +453,11 @@ def did_not_learn(ctx, res):
 
 
 def run_marks(ctx, res):
-  """The marks of a finished run: a list of RUN_RULES keys that apply."""
-  return [name for name, test in (("still improving", still_improving), ("did not learn", did_not_learn))
-          if test(ctx, res)]
+  """The marks of a finished run: a list of RUN_RULES keys that apply ('still improving' implies 'no plateau
+  shown', which is then left out)."""
+  marks = [name for name, test in (("still improving", still_improving), ("no plateau shown", no_plateau_shown),
+                                   ("did not learn", did_not_learn)) if test(ctx, res)]
+  return [m for m in marks if not (m == "no plateau shown" and "still improving" in marks)]
 
 
 def gate_trained(ctx, verdict, runs):

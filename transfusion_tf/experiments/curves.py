@@ -79,7 +79,8 @@ def read_faster(ctx, model, faster, slower, what):
   """The directional reading of "`faster` converges faster than `slower`" on normalised curve areas: each run's mean
   progress towards its own plateau up to cfg.area_steps, so an arm that plateaus higher is not read as faster
   (stats.normalized_curve_area). Seed spread only (every run is evaluated on the same validation images, and the
-  claim is about training). Inconclusive when a run is still improving (its plateau is not known) or did not learn."""
+  claim is about training). Inconclusive when a run is still improving or shows no plateau (its plateau is not known)
+  or did not learn."""
   a, runs_a = common.normalized_area_group(ctx, model, faster)
   b, runs_b = common.normalized_area_group(ctx, model, slower)
   iv = common.diff_iv(a, b)

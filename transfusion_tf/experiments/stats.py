@@ -76,8 +76,8 @@ RULES = {
               "study): a decided verdict whose test does not survive at a family-wise rate of 5% reads "
               "'inconclusive', with its unadjusted verdict named.",
     "trained": "A claim about trained networks (T1, T2, T3, SL, F2-F4, and the convergence claims, which need each "
-               "run's plateau) reads 'inconclusive' when any of its runs is still improving at its budget or did not "
-               "learn (runs table).",
+               "run's plateau) reads 'inconclusive' when any of its runs is still improving at its budget, shows no "
+               "plateau, or did not learn (runs table).",
 }
 
 

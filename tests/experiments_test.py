@@ -288,6 +288,10 @@ class ReadingsTest(tf.test.TestCase):
     t1 = [v for v in readings_of(ctx, "T1") if v.text.startswith("cbr_small")][0]
     self.assertEqual((t1.verdict, t1.raw_verdict), ("inconclusive", "does not hold"))
     self.assertIn("did not learn", t1.text)
+    q5 = answer.q5(ctx, [("T1", t1)])
+    self.assertIn("did not learn; [runs table](#runs))", q5)
+    self.assertIn("Give a run that did not learn another learning rate", q5)
+    self.assertNotIn("Train them until the plateau stop", q5)
 
   def test_a_budget_stopped_run_must_show_its_plateau(self):
     _, runs, ctx = make_study(self)
@@ -317,6 +321,15 @@ class ReadingsTest(tf.test.TestCase):
     t1 = [v for v in readings_of(ctx, "T1") if v.text.startswith("cbr_small")][0]
     self.assertEqual((t1.verdict, t1.raw_verdict), ("inconclusive", "holds"))
     self.assertIn("cbr_small/random/seed0 no plateau shown", t1.text)
+    # The answer's Q5 names training before seeds while runs carry a mark, and says nothing of it otherwise.
+    t1_readings = [("T1", v) for v in readings_of(ctx, "T1")]
+    self.assertRegex(answer.q5(ctx, t1_readings),
+                     rf"readings section\]\(#reading-the-results-against-the-paper\)\)\. First the runs: 1 of the "
+                     rf"{len(ctx.results)} finished runs carry a mark \(1 no plateau shown; \[runs table\]\(#runs\)\), "
+                     r"which keeps 1 of these readings open whatever the seeds\. Train them until the plateau "
+                     r"stop ends them \(.*\)\. The seeds below")
+    marks([0.45, 0.60, 0.70, 0.69, 0.695, 0.685, 0.69])
+    self.assertNotIn("First the runs", answer.q5(ctx, [("T1", v) for v in readings_of(ctx, "T1")]))
 
 
 class LabelMeanCovarianceTest(tf.test.TestCase):

@@ -10,8 +10,10 @@ with its number, its 95% CI, its verdict by the study's rules and a link to the 
   4. What is the cheapest model that does as well?    the smallest arm whose test AUC is equivalent to the best arm's,
                                                       with both arms' parameters, FLOPs per image and measured
                                                       training and inference images/s (result.json "cost").
-  5. What would settle what is still open?            per open reading, the seeds per arm it needs at 1x and 10x the
-                                                      test images (experiments/power.py, the plan command's estimate).
+  5. What would settle what is still open?            first the marked runs (not trained to a plateau, or did not
+                                                      learn) and the readings they hold open, then per open reading
+                                                      the seeds per arm it needs at 1x and 10x the test images
+                                                      (experiments/power.py, the plan command's estimate).
 
 Every number goes through the same functions as the sections below (common.auc_contrast, curves.read_faster, the
 trained-run gate), so an answer never says more than its section. A question whose experiments the study did not
@@ -363,6 +365,32 @@ def reading_labels(readings, most=3):
 READINGS_TITLE = "Reading the results against the paper"  # report.py's section of the readings.
 
 
+def _untrained_text(ctx, open_):
+  """Q5's first step where runs carry a mark (common.RUN_RULES): those readings stay open whatever the seeds, so
+  training is named before seeds. "" when no run is marked."""
+  marked = {res.run.name: common.run_marks(ctx, res) for res in ctx.results.values()}
+  marked = {name: marks for name, marks in marked.items() if marks}
+  if not marked:
+    return ""
+  counts = {}
+  for marks in marked.values():
+    for m in marks:
+      counts[m] = counts.get(m, 0) + 1
+  held = sum(common.NOT_TRAINED in v.text for _, v in open_)
+  if not held:
+    return ""
+  advice = []
+  if set(counts) - {"did not learn"}:
+    advice.append("Train them until the plateau stop ends them (--plateau_patience with a --train_steps budget it "
+                  "can reach, as flags/converged.cfg does for the demo's task).")
+  if "did not learn" in counts:
+    advice.append("Give a run that did not learn another learning rate, more steps or another model.")
+  return (f"First the runs: {len(marked)} of the {len(ctx.results)} finished runs carry a mark ("
+          + ", ".join(f"{n} {m}" for m, n in counts.items()) + f"; [runs table]({_anchor('Runs')})), which "
+          f"keeps {held} of these readings open whatever the seeds. " + " ".join(advice) + " The seeds below come "
+          "from these runs' variances, so read them again from runs that converged. ")
+
+
 def q5(ctx, readings):
   if not readings:
     return "Nothing to settle yet: no readings were made (no finished runs of the selected experiments)."
@@ -372,7 +400,8 @@ def q5(ctx, readings):
   listed = [f"{label}: {_needed_text(v)}" for label, (_, v) in zip(reading_labels(open_), open_[:MAX_LISTED])]
   more = f"; and {len(open_) - MAX_LISTED} more" if len(open_) > MAX_LISTED else ""
   return (f"{len(open_)} of {len(readings)} readings are open after the family-wise adjustment ([the readings "
-          f"section]({_anchor(READINGS_TITLE)})). What each needs to be decided with 80% power if the "
+          f"section]({_anchor(READINGS_TITLE)})). " + _untrained_text(ctx, open_) + "What each needs to be decided "
+          "with 80% power if the "
           "true difference is 0, from this study's variances (experiments/power.py): " + "; ".join(listed) + more
           + f". `transfusion-study --flagfile=... --study_stage=plan --pilot={ctx.cfg.out}` prints the table for "
           "every claim at 1x-10x the test images.")

@@ -470,7 +470,10 @@ def gate_trained(ctx, verdict, runs):
   if not flagged:
     return verdict
   why = "; ".join(f"{', '.join(names)} {mark}" for mark, names in flagged.items())
-  return stats.inconclusive_because(verdict, f"runs not trained to a plateau ({why})")
+  return stats.inconclusive_because(verdict, f"{NOT_TRAINED} ({why})")
+
+
+NOT_TRAINED = "runs not trained to a plateau"  # gate_trained's reason, which the answer's Q5 counts.
 
 
 def arm_runs(ctx, model, inits, subset=None):

@@ -13,7 +13,8 @@ from transfusion_tf import files, models
 from transfusion_tf.data import registry as data_registry
 from transfusion_tf.data import tasks
 from transfusion_tf.errors import UsageError
-from transfusion_tf.experiments import answer, catalog, common, plan, registry, report, stats, study, t1, wt
+from transfusion_tf.experiments import (answer, catalog, common, plan, power, registry, report, stats, study, t1,
+                                        wt)
 from transfusion_tf.training import metrics, rundir, trainer
 
 N_TEST = 3000
@@ -325,11 +326,19 @@ class ReadingsTest(tf.test.TestCase):
     t1_readings = [("T1", v) for v in readings_of(ctx, "T1")]
     self.assertRegex(answer.q5(ctx, t1_readings),
                      rf"readings section\]\(#reading-the-results-against-the-paper\)\)\. First the runs: 1 of the "
-                     rf"{len(ctx.results)} finished runs carry a mark \(1 no plateau shown; \[runs table\]\(#runs\)\), "
-                     r"which keeps 1 of these readings open whatever the seeds\. Train them until the plateau "
-                     r"stop ends them \(.*\)\. The seeds below")
+                     rf"{len(ctx.results)} finished runs is marked \(1 no plateau shown; \[runs table\]\(#runs\)\), "
+                     r"and the marks hold 1 of these readings open whatever the seeds\. Train them until the "
+                     r"plateau stop ends them \(.*\)\. The seeds below")
+    # The pilot plan says the same beside its seed counts.
+    self.assertIn(f"Marked runs: 1 of the pilot's {len(ctx.results)} finished runs (1 no plateau shown;",
+                  "\n".join(power.pilot_text(ctx, catalog.experiments())))
     marks([0.45, 0.60, 0.70, 0.69, 0.695, 0.685, 0.69])
     self.assertNotIn("First the runs", answer.q5(ctx, [("T1", v) for v in readings_of(ctx, "T1")]))
+    self.assertNotIn("Marked runs", "\n".join(power.pilot_text(ctx, catalog.experiments())))
+    # An exactly flat tail (scipy's stderr is nan there) shows its plateau; an exactly linear rise does not.
+    self.assertEqual(marks([0.5, 0.6, 0.7] + [0.71] * 5), [])
+    self.assertEqual(marks([0.5, 0.6, 0.7, 0.71, 0.72, 0.73, 0.74, 0.75], every=10), ["still improving"])
+    self.assertTrue(common.no_plateau_shown(ctx, res))
 
 
 class LabelMeanCovarianceTest(tf.test.TestCase):

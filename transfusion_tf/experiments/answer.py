@@ -366,29 +366,22 @@ READINGS_TITLE = "Reading the results against the paper"  # report.py's section 
 
 
 def _untrained_text(ctx, open_):
-  """Q5's first step where runs carry a mark (common.RUN_RULES): those readings stay open whatever the seeds, so
-  training is named before seeds. "" when no run is marked."""
-  marked = {res.run.name: common.run_marks(ctx, res) for res in ctx.results.values()}
-  marked = {name: marks for name, marks in marked.items() if marks}
-  if not marked:
-    return ""
-  counts = {}
-  for marks in marked.values():
-    for m in marks:
-      counts[m] = counts.get(m, 0) + 1
+  """Q5's first step where runs carry a mark (common.RUN_RULES) and hold open readings: those stay open whatever
+  the seeds, so training is named before seeds. "" otherwise."""
   held = sum(common.NOT_TRAINED in v.text for _, v in open_)
   if not held:
     return ""
+  marked, finished, counts = common.marks_summary(ctx)
   advice = []
-  if set(counts) - {"did not learn"}:
+  if "still improving" in counts or "no plateau shown" in counts:
     advice.append("Train them until the plateau stop ends them (--plateau_patience with a --train_steps budget it "
                   "can reach, as flags/converged.cfg does for the demo's task).")
   if "did not learn" in counts:
     advice.append("Give a run that did not learn another learning rate, more steps or another model.")
-  return (f"First the runs: {len(marked)} of the {len(ctx.results)} finished runs carry a mark ("
-          + ", ".join(f"{n} {m}" for m, n in counts.items()) + f"; [runs table]({_anchor('Runs')})), which "
-          f"keeps {held} of these readings open whatever the seeds. " + " ".join(advice) + " The seeds below come "
-          "from these runs' variances, so read them again from runs that converged. ")
+  return (f"First the runs: {marked} of the {finished} finished runs {'is' if marked == 1 else 'are'} marked "
+          f"({counts}; [runs table]({_anchor('Runs')})), and the marks hold {held} of these readings open whatever "
+          "the seeds. " + " ".join(advice) + " The seeds below come from these runs' variances, so read them again "
+          "from runs that converged. ")
 
 
 def q5(ctx, readings):

@@ -392,10 +392,11 @@ RUN_RULES = {
                        "(slope t-test on the line's residuals) by at least half the equivalence margin over that "
                        "half (a smaller rise changes no reading)",
     "no plateau shown": "the run stopped at its budget (not by the plateau stop), its best validation evaluation "
-                        "lies in the last half of its evaluations, and that half does not show a plateau: it has "
-                        "fewer than 4 evaluations, or the one-sided 97.5% upper bound of its least-squares rise "
-                        "reaches half the equivalence margin (a flat-looking but noisy tail is not taken as a "
-                        "plateau; 'still improving' names the runs whose rise is itself significant)",
+                        "(the first, where tied) lies in the last half of its evaluations, and that half does not "
+                        "show a plateau: it has fewer than 4 evaluations, or the one-sided 97.5% upper bound of "
+                        "its least-squares rise reaches half the equivalence margin (a flat-looking but noisy tail "
+                        "is not taken as a plateau; 'still improving' names the runs whose rise is itself "
+                        "significant)",
     "did not learn": "the run's 95% test AUC CI (DeLong, clustered by patient where known) does not lie above 0.5",
 }
 
@@ -435,13 +436,14 @@ def no_plateau_shown(ctx, res):
     return False
   half = len(steps) - len(steps) // 2
   if int(np.argmax(values)) < len(values) - half:
-    return False  # No evaluation of the last half beat the best before it: a plateau (or a decline) by itself.
+    return False  # No evaluation of the last half reached the (first) best before it: a plateau, or a decline.
   if half < 4:
     return True
   x, y = np.asarray(steps[-half:], float), np.asarray(values[-half:], float)
   fit = sp_stats.linregress(x, y)
-  upper = (fit.slope + sp_stats.t.ppf(1.0 - IMPROVING_P, half - 2) * fit.stderr) * (x[-1] - x[0])
-  return bool(upper >= 0.5 * ctx.cfg.equivalence_margin)
+  se = fit.stderr if np.isfinite(fit.stderr) else 0.0  # scipy gives nan for an exactly flat or exactly linear tail.
+  upper = (fit.slope + sp_stats.t.ppf(1.0 - IMPROVING_P, half - 2) * se) * (x[-1] - x[0])
+  return not upper < 0.5 * ctx.cfg.equivalence_margin  # Fails closed: a nan bound shows no plateau.
 
 
 def did_not_learn(ctx, res):
@@ -461,8 +463,8 @@ def run_marks(ctx, res):
 
 
 def gate_trained(ctx, verdict, runs):
-  """A reading about trained networks made inconclusive when any of `runs` (RunResults) is still improving or did
-  not learn (stats RULES["trained"])."""
+  """A reading about trained networks made inconclusive when any of `runs` (RunResults) carries a mark: still
+  improving, no plateau shown or did not learn (stats RULES["trained"])."""
   flagged = {}
   for res in runs:
     for mark in run_marks(ctx, res):
@@ -474,6 +476,18 @@ def gate_trained(ctx, verdict, runs):
 
 
 NOT_TRAINED = "runs not trained to a plateau"  # gate_trained's reason, which the answer's Q5 counts.
+
+
+def marks_summary(ctx):
+  """(runs that carry a mark, finished runs, "10 no plateau shown, 6 still improving"): the finished runs' marks
+  counted per mark in RUN_RULES order (a run may carry two). (0, n, "") when no run is marked."""
+  counts, marked = {}, 0
+  for res in ctx.results.values():
+    marks = run_marks(ctx, res)
+    marked += bool(marks)
+    for m in marks:
+      counts[m] = counts.get(m, 0) + 1
+  return marked, len(ctx.results), ", ".join(f"{counts[m]} {m}" for m in RUN_RULES if m in counts)
 
 
 def arm_runs(ctx, model, inits, subset=None):

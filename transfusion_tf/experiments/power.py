@@ -66,4 +66,9 @@ def pilot_text(ctx, experiments):
           for e, c, v, m, needs in pilot_rows(ctx, experiments)]
   lines.append(common.table(header, rows) if rows else "No claims: the pilot has no finished runs of the "
                "selected experiments.")
+  marked, finished, counts = common.marks_summary(ctx)
+  if marked:
+    lines += ["", f"Marked runs: {marked} of the pilot's {finished} finished runs ({counts}; the report's runs table). "
+              "Claims about trained networks on them read 'inconclusive' whatever the seeds, and the variances "
+              "above are theirs: train to the plateau first, then plan from those runs."]
   return lines

@@ -8,7 +8,7 @@ its budget and picked its best evaluation. Printed per row: the share of trials 
 marks (any mark), and the share marked 'still improving'. The marks are the study's own functions, called on
 stand-in objects that carry just what they read.
 
-What it showed on the 2-core AMD EPYC (AVX2), seed 0, 20,000 trials a row, margin 0.01 (2.3 min):
+What it showed on the 2-core AMD EPYC (AVX2), seed 0, 20,000 trials a row, margin 0.01 (2.3 and 3.4 min in two runs):
 - flat curves of 7 evaluations are marked 52.1% of the time at noise 0.003 and 32.2% at 0.001; of 17 evaluations,
   40.2% and 1.2%. A flat curve is marked when its best evaluation falls in the last half and the bound on its rise
   is wide: the plateau stop, more evaluations or a larger validation set avoid it (README, "Runs that converged").

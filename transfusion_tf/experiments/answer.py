@@ -394,8 +394,7 @@ def q5(ctx, readings):
   more = f"; and {len(open_) - MAX_LISTED} more" if len(open_) > MAX_LISTED else ""
   return (f"{len(open_)} of {len(readings)} readings are open after the family-wise adjustment ([the readings "
           f"section]({_anchor(READINGS_TITLE)})). " + _untrained_text(ctx, open_) + "What each needs to be decided "
-          "with 80% power if the "
-          "true difference is 0, from this study's variances (experiments/power.py): " + "; ".join(listed) + more
+          "with 80% power if the true difference is 0, from this study's variances (experiments/power.py): " + "; ".join(listed) + more
           + f". `transfusion-study --flagfile=... --study_stage=plan --pilot={ctx.cfg.out}` prints the table for "
           "every claim at 1x-10x the test images.")
 

@@ -401,21 +401,35 @@ RUN_RULES = {
 }
 
 
-def still_improving(ctx, res):
-  """Whether a run was still improving at its budget (RUN_RULES); None when its curve is too short to tell."""
+def _last_half(ctx, res):
+  """What both plateau marks read: (steps, values, half, fit), the run's validation curve (curve_points), the number
+  of evaluations in its last half, and the least-squares line through that half (scipy linregress; None with fewer
+  than 4 evaluations there)."""
   steps, values = res.curve_points(ctx.primary)
   half = len(steps) - len(steps) // 2
-  if half < 4:
+  fit = None
+  if half >= 4:
+    fit = sp_stats.linregress(np.asarray(steps[-half:], float), np.asarray(values[-half:], float))
+  return steps, values, half, fit
+
+
+def _plateau_stopped(res):
+  """Whether the plateau stop ended the run (training/plateau.py): its curve had flattened by the stop's rule."""
+  return (res.result.get("stopped") or {}).get("reason") == "plateau"
+
+
+def still_improving(ctx, res):
+  """Whether a run was still improving at its budget (RUN_RULES); None when its curve is too short to tell."""
+  steps, _, half, fit = _last_half(ctx, res)
+  if fit is None:
     return None
-  if (res.result.get("stopped") or {}).get("reason") == "plateau":
-    return False  # It stopped because its curve had flattened (training/plateau.py).
+  if _plateau_stopped(res):
+    return False
   sel = (res.result.get("selected") or {}).get("step")
   budget = max(steps[-1], (res.result.get("stopped") or {}).get("budget") or 0)
   if sel is None or sel < budget - IMPROVING_TAIL * budget:
     return False
-  x, y = np.asarray(steps[-half:], float), np.asarray(values[-half:], float)
-  fit = sp_stats.linregress(x, y)
-  if fit.slope * (x[-1] - x[0]) < 0.5 * ctx.cfg.equivalence_margin:
+  if fit.slope * (steps[-1] - steps[-half]) < 0.5 * ctx.cfg.equivalence_margin:
     return False
   if not fit.stderr > 0:
     return True
@@ -429,20 +443,17 @@ def no_plateau_shown(ctx, res):
   has 4 points, 2 degrees of freedom), so a run can rise by several AUC points without being marked; this mark asks
   the curve to show the plateau instead of failing to show the rise.
   """
-  steps, values = res.curve_points(ctx.primary)
+  steps, values, half, fit = _last_half(ctx, res)
   if not steps:
     return None
-  if (res.result.get("stopped") or {}).get("reason") == "plateau":
+  if _plateau_stopped(res):
     return False
-  half = len(steps) - len(steps) // 2
   if int(np.argmax(values)) < len(values) - half:
     return False  # No evaluation of the last half reached the (first) best before it: a plateau, or a decline.
-  if half < 4:
+  if fit is None:
     return True
-  x, y = np.asarray(steps[-half:], float), np.asarray(values[-half:], float)
-  fit = sp_stats.linregress(x, y)
   se = fit.stderr if np.isfinite(fit.stderr) else 0.0  # scipy gives nan for an exactly flat or exactly linear tail.
-  upper = (fit.slope + sp_stats.t.ppf(1.0 - IMPROVING_P, half - 2) * se) * (x[-1] - x[0])
+  upper = (fit.slope + sp_stats.t.ppf(1.0 - IMPROVING_P, half - 2) * se) * (steps[-1] - steps[-half])
   return not upper < 0.5 * ctx.cfg.equivalence_margin  # Fails closed: a nan bound shows no plateau.
 
 

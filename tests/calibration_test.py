@@ -98,3 +98,12 @@ def test_unequal_seed_counts_per_arm():
                            seeds_b=5)
   assert cal._curves(rng, curves, 150.0, 0.78, seeds=curves.seeds_b).shape == (5, curves.steps.size)
   assert len(cal.convergence(rng, 20, curves, 1.0, 0.05)["direction"]) == 20
+
+
+def test_each_arm_can_have_its_own_seed_spread():
+  """MEASURED_SPREADS: the runs of each arm vary with that arm's seed std (population AUCs, before test noise)."""
+  rng = np.random.default_rng(5)
+  design = cal.Design(auc=0.72, seed_std=0.5, n_test=500, seeds=3, arm_seed_std=(0.04, 0.0))
+  true = np.stack([cal.auc_study(rng, design, [0.75, 0.72], (3, 5))[0] for _ in range(40)])
+  assert np.all(true[:, 3:] == 0.72)  # No seed noise in arm b; seed_std (0.5) is not used.
+  assert 0.03 < true[:, :3].std(ddof=1) < 0.05

@@ -178,6 +178,7 @@ class RegistryTest(tf.test.TestCase):
     count = {i: sorted(r.seed for r in runs if r.init == i) for i in cfg.inits}
     self.assertEqual(count, {"random": [0, 1, 2, 3, 4], "pretrained": [0, 1, 2], "meanvar": [0, 1]})
     self.assertEqual(cfg.describe_seeds(), "3 seed(s) (meanvar 2, random 5)")
+    self.assertEqual(sorted(plan.arm_seed_counts(runs)), [2, 3, 5])
     with self.assertRaisesRegex(UsageError, r"--study_init_seeds=random=0: need at least 1 seed"):
       plan.plan_runs(dataclasses.replace(cfg, init_seeds={"random": 0}), catalog.experiments())
 

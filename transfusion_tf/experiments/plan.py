@@ -245,6 +245,15 @@ def plan_runs(cfg, experiments):
   return list(dict.fromkeys(runs))
 
 
+def arm_seed_counts(runs):
+  """The number of runs (seeds) in each arm of `runs`, an arm being one (model, init label, subset): [int] per arm,
+  in first-seen order."""
+  counts = {}
+  for r in runs:
+    counts[(r.model, r.init, r.subset)] = counts.get((r.model, r.init, r.subset), 0) + 1
+  return list(counts.values())
+
+
 def run_dir(cfg, run):
   return os.path.join(cfg.out, "runs", run.name)
 

@@ -72,6 +72,9 @@ def header(ctx, sources, wall_seconds):
                "plus the test-set noise the runs share (their joint DeLong covariance, each run's own test noise "
                "counted once: experiments/stats.py), each part with its own quantile: the seed spread's t at the "
                "Welch-Satterthwaite degrees of freedom, the shared test part's normal one. Numbers are × 100.")
+  design_note = stats.unequal_seeds_note(plan.arm_seed_counts(ctx.runs))
+  if design_note:
+    lines[-1] += " " + design_note
   patients = common.patients_note(ctx)
   if patients:
     lines.append(f"- **Test images:** {patients}.")

@@ -27,7 +27,7 @@ import keras
 from transfusion_tf import files, models
 from transfusion_tf.analysis import compare
 from transfusion_tf.errors import UsageError
-from transfusion_tf.experiments import catalog, common, parallel, plan, power, progress, report
+from transfusion_tf.experiments import catalog, common, parallel, plan, power, progress, report, stats
 from transfusion_tf.training import locks, rundir, trainer
 
 ANALYSIS_VERSION = 3  # Bump when an analysis computes something else from the same runs.
@@ -634,6 +634,9 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
       state = (f"  (other settings: {', '.join(diff)} differ)" if diff else f"  (unfinished: {problem})" if problem
                else "  (done)" if plan.is_done(plan.run_dir(cfg, r)) else "")
       print(f"  {r.name}{state}", flush=True)
+    design_note = stats.unequal_seeds_note(plan.arm_seed_counts(runs))
+    if design_note:
+      print(design_note, flush=True)
     if pilot is not None:
       pilot_power(cfg, pilot, experiments)
     return None

@@ -671,7 +671,8 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
   if intra_op is not None:
     # This process runs on its share of the cores (its thread pools cannot grow back): the analyses get a fresh
     # process with all of them (4.5 of the demo's minutes ran on one of two cores before).
-    print(f"== analyses and report: a fresh process with all {os.cpu_count()} cores", flush=True)
+    print(f"== analyses and report: a fresh process with all {os.cpu_count()} cores  (elapsed "
+          f"{_fmt_seconds(time.time() - t0)})", flush=True)
     code = parallel.run_report(argv, t0, workers)
     if code:
       raise SystemExit(code)  # The report process printed why.
@@ -688,17 +689,17 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
     # A helper of a report process, which holds the analysis lock and writes the report.
     run_analyses(ctx, experiments, only=only)
     return None
-  print("== analyses", flush=True)
+  print(f"== analyses  (elapsed {_fmt_seconds(time.time() - t0)})", flush=True)
   analysis_dir = os.path.join(cfg.out, "analysis")
   while True:
     with locks.hold(analysis_dir) as lock:
       if lock is not None:
         manifests = run_analyses(ctx, experiments, workers=workers, argv=argv)
         check_unchanged(ctx)
-        print("== report", flush=True)
+        print(f"== report  (elapsed {_fmt_seconds(time.time() - t0)})", flush=True)
         path = report.write_report(ctx, experiments, manifests, sources, wall_seconds=time.time() - t0)
         break
     print(f"  analyses held by {locks.describe(locks.holder(analysis_dir))}: waiting", flush=True)
     locks.wait_for(lambda: False, analysis_dir)
-  print(f"report written to {path}", flush=True)
+  print(f"report written to {path}  (elapsed {_fmt_seconds(time.time() - t0)})", flush=True)
   return path

@@ -667,6 +667,8 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
     if any(codes):
       print(f"warning: parallel children exited with {codes}; this process finished their runs", flush=True)
   if stage == "train" or cfg.shard[1] > 1:
+    if os.environ.get(parallel.CHILD_ENV):
+      print(f"== this sweep process's runs are done  (elapsed {_fmt_seconds(time.time() - t0)})", flush=True)
     return None
   if intra_op is not None:
     # This process runs on its share of the cores (its thread pools cannot grow back): the analyses get a fresh

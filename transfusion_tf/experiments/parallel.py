@@ -72,12 +72,16 @@ def _die_with_parent():
     pass  # Not Linux: children outlive a SIGKILLed parent, and their locks go stale when they finish.
 
 
-def spawn(count, argv, intra_op, gpus):
+def spawn(count, argv, intra_op, gpus, started=None):
   """Starts `count` child processes running this study's command with --study_stage=train. argv: the command
-  line as given (sys.argv); child k sees GPU k mod `gpus` when there are GPUs. Returns the Popen objects."""
+  line as given (sys.argv); child k sees GPU k mod `gpus` when there are GPUs; `started`: the study's start time
+  (time.time()), so that the children's elapsed times and the parent's read on one clock. Returns the Popen
+  objects."""
   children = []
   for k in range(1, count + 1):
     env = dict(os.environ, **{CHILD_ENV: str(k)})
+    if started is not None:
+      env[STARTED_ENV] = repr(float(started))
     if gpus:
       env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
     if intra_op is not None:
@@ -144,7 +148,7 @@ def spawn_analyses(argv, groups, threads=1):
 
 
 def started_time(default):
-  """The study's start time: the parent's (STARTED_ENV) in a report process, else `default`."""
+  """The study's start time: the parent's (STARTED_ENV) in a sweep child or a report process, else `default`."""
   try:
     return float(os.environ[STARTED_ENV])
   except (KeyError, ValueError):

@@ -91,7 +91,7 @@ def hms(seconds):
 
 
 def line(items, states, elapsed, procs=1, final=False):
-  """The progress line for `states` ({item name: State}) `elapsed` seconds into the sweep; with `final`, the
+  """The progress line for `states` ({item name: State}) `elapsed` seconds into the study; with `final`, the
   closing one (no ETA)."""
   runs = [it for it in items if not it.source]
   sources = [it for it in items if it.source]
@@ -119,13 +119,14 @@ class Reporter:
   """Prints `line` every `every` seconds from a daemon thread between start() and stop().
 
   items: [Item]; procs: processes sharing the sweep; clock: time.time or a fake; read: item -> State (tests pass a
-  fake); out: a print-like callable. A finished item is not read again."""
+  fake); out: a print-like callable; t0: the clock time the line's elapsed counts from (default: now). A finished
+  item is not read again."""
 
-  def __init__(self, items, procs=1, every=None, clock=time.time, read=read_state, out=None):
+  def __init__(self, items, procs=1, every=None, clock=time.time, read=read_state, out=None, t0=None):
     self.items, self.procs, self.every = list(items), procs, every or trainer.default_log_every()
     self.clock, self.read = clock, read
     self.out = out or _write_line
-    self.t0 = clock()
+    self.t0 = clock() if t0 is None else t0  # The study's start, so the line's elapsed is the study's.
     self.states = {}
     self._stop = threading.Event()
     self._thread = None

@@ -265,11 +265,12 @@ def set_aside_damaged_result(run, path):
         "result.json.damaged)", flush=True)
 
 
-def run_sweep(cfg, runs, sources, procs=1):
+def run_sweep(cfg, runs, sources, procs=1, started=None):
   """Pretrains and trains every run of this shard of `runs` (resuming). A run another live process holds is
   skipped, and waited for at the end (trained here if its holder dies without finishing it), so two processes on one
   --out train each run once and both end with every run finished. A run found recorded with other settings than
-  the plan's (another study on this --out, say) is a UsageError naming it, or, with cfg.overwrite, retrained."""
+  the plan's (another study on this --out, say) is a UsageError naming it, or, with cfg.overwrite, retrained.
+  started: the study's start time, from which the progress line counts (default: now)."""
   shard_runs = plan.shard_runs(cfg, runs)
   files.atomic_write_json(os.path.join(cfg.out, "plan.json"), plan.plan_record(cfg, runs, sources))
   # A --parallel_runs child leaves the plan and the estimate to its parent.
@@ -279,7 +280,7 @@ def run_sweep(cfg, runs, sources, procs=1):
   reporter = None
   if not os.environ.get(parallel.CHILD_ENV):  # One study-level line, from the process that leads the sweep.
     items = progress.sweep_items(cfg, shard_runs, [m for m, s in needed.items() if s == "pretrain"])
-    reporter = progress.Reporter(items, procs, cfg.base.log_every_seconds).start()
+    reporter = progress.Reporter(items, procs, cfg.base.log_every_seconds, t0=started).start()
   try:
     _train_shard(cfg, sources, shard_runs, needed, estimate, t0)
   except BaseException:
@@ -655,9 +656,9 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
     if n_procs > 1:
       print(f"parallel runs: {n_procs} processes" + (f", {intra_op} intra-op thread(s) each" if intra_op else ""),
             flush=True)
-      children = parallel.spawn(n_procs - 1, argv, intra_op, gpus)
+      children = parallel.spawn(n_procs - 1, argv, intra_op, gpus, started=t0)
     try:
-      run_sweep(cfg, runs, sources, n_procs)
+      run_sweep(cfg, runs, sources, n_procs, started=t0)
     except BaseException:
       for c in children:
         c.terminate()

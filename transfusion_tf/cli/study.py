@@ -7,7 +7,6 @@ over processes or machines with --shard=i/n --study_stage=train, then run once m
 and report.
 """
 import math
-import os
 import sys
 
 from absl import flags
@@ -141,13 +140,6 @@ def config_from_flags():
 def main(argv):
   del argv  # run_app refuses positional arguments.
   study.run_study(config_from_flags(), FLAGS.study_stage, argv=sys.argv, pilot=FLAGS.pilot)
-  if os.environ.get(parallel.CHILD_ENV) and FLAGS.study_stage == "train":
-    # A --parallel_runs child whose runs are all on disk (each run's files written whole, its writers closed, its
-    # locks released) skips the interpreter's teardown, which the parent waits for before the analyses start: on the
-    # demo (2-core AVX2 host) 53 s passed between the last run's result and the parent's next line.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # pylint: disable=protected-access
 
 
 def run():

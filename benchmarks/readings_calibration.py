@@ -1,6 +1,6 @@
 """How often the report's reading rules give each verdict, on simulated studies whose truth is known.
 
-    python benchmarks/readings_calibration.py                  # 2,000 studies per scenario, about 3 min on 2 cores
+    python benchmarks/readings_calibration.py                  # 2,000 studies per scenario, 28 min on 2 cores
     python benchmarks/readings_calibration.py --auc 0.74 --seed_std 0.015 --n_test 500 --seeds 2   # from a report
     python benchmarks/readings_calibration.py --studies 300     # a quick look (Monte Carlo SE about 0.9 pt at 5%)
     python benchmarks/readings_calibration.py --scenario "measured spreads 2 vs 1.2 pt), effect 0" --studies 20000

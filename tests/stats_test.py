@@ -161,7 +161,6 @@ def test_diff_interval_seed_only_coverage_and_few_seeds():
   assert iv.mean == pytest.approx(0.075) and iv.lo is None and iv.hi is None and iv.std is None
 
 
-
 def test_welch_size_is_liberal_only_where_the_smaller_arm_varies_more():
   # benchmarks/welch_df_size.py, 10^6 studies: 1.2% at 2 + 2, 3.2% at 2 + 5 with equal spreads, 3.1% at 3 + 5 when the
   # 3-seed arm has 4x the variance, 2.1% at 5 + 3 (the larger arm varying more). 200,000 studies: SE 0.035 points.
@@ -181,6 +180,7 @@ def test_unequal_seeds_note_names_each_pair_of_counts():
   assert "3 vs 5 seeds 2.3% at equal spreads and 3.0% when the 3-seed arm's variance is 4 times" in note
   assert "nominal 2.5%" in note
   assert stats.unequal_seeds_note([2, 3, 5]).count(" vs ") == 3
+
 
 def test_diff_interval_adds_the_shared_test_noise():
   rng = np.random.default_rng(12)

@@ -8,6 +8,7 @@ Layout of the output folder OUT:
   OUT/analysis/<figure>.png|json          F2-F5 and the curve figures
   OUT/report.md                           the report (experiments/report.py)
 """
+import collections
 import dataclasses
 import functools
 import os
@@ -248,10 +249,7 @@ def plan_runs(cfg, experiments):
 def arm_seed_counts(runs):
   """The number of runs (seeds) in each arm of `runs`, an arm being one (model, init label, subset): [int] per arm,
   in first-seen order."""
-  counts = {}
-  for r in runs:
-    counts[(r.model, r.init, r.subset)] = counts.get((r.model, r.init, r.subset), 0) + 1
-  return list(counts.values())
+  return list(collections.Counter((r.model, r.init, r.subset) for r in runs).values())
 
 
 def run_dir(cfg, run):

@@ -606,16 +606,21 @@ def main(argv=None):
     auc(f"AUC demo ({k} seeds, {sd})", demo, effect, tag=("demo", effect))
   for effect in (0.0, m, 0.05):  # What one more seed per arm buys.
     auc(f"AUC demo ({k + 1} seeds, {sd})", demo, effect, k + 1, tag=("demo+1", effect))
-  # The flagfiles' design: 3 transfer runs against 5 random ones (Welch-type dfs are least exact with unequal n).
+  # The flagfiles' design: 3 transfer runs against 5 random ones (unequal counts: Scheffe's pairing, stats.py).
   for effect in (0.0, m):
     auc(f"AUC demo ({k} vs {k + 2} seeds, {sd})", demo, effect, (k, k + 2), tag=("demo_unequal", effect))
-  # The same design with each arm's own spread as the README's demo report measured it (MEASURED_SPREADS): the
-  # Welch-Satterthwaite df is liberal where the arm with fewer seeds varies more (benchmarks/welch_df_size.py).
+  # The same design with each arm's own spread as the README's demo report measured it (MEASURED_SPREADS), where the
+  # Welch-Satterthwaite df was liberal (the arm with fewer seeds varies more: benchmarks/welch_df_size.py); and equal
+  # arms of 3 at ResNet50's measured spreads, which Welch-Satterthwaite still reads.
   for model, transfer_std, random_std in MEASURED_SPREADS:
     measured = dataclasses.replace(demo, arm_seed_std=(transfer_std, random_std))
     for effect in (0.0, m):
       auc(f"AUC demo (3 vs 5 seeds, {model}'s measured spreads {100 * transfer_std:g} vs {100 * random_std:g} pt)",
           measured, effect, (3, 5))
+  _, transfer_std, random_std = MEASURED_SPREADS[0]
+  for effect in (0.0, m):
+    auc(f"AUC demo (3 vs 3 seeds, {MEASURED_SPREADS[0][0]}'s measured spreads {100 * transfer_std:g} vs "
+        f"{100 * random_std:g} pt)", dataclasses.replace(demo, arm_seed_std=(transfer_std, random_std)), effect, (3, 3))
   for effect in (0.0, m):
     auc("AUC demo, correlated arms (seed std 0.2 pt)", arm_corr, effect)
   for effect in (0.0, m):

@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -146,40 +147,72 @@ def test_equivalence_refutes_a_true_zero_at_most_two_and_a_half_percent():
 def test_diff_interval_seed_only_coverage_and_few_seeds():
   rng = np.random.default_rng(11)
   equal = lambda: stats.diff_interval(0.02 + 0.01 * rng.standard_normal(2), 0.01 * rng.standard_normal(2))
-  # Two seeds per arm: the Satterthwaite df is conservative (about 97.6%), never liberal.
-  assert 0.95 <= _coverage(equal, 0.02, 4000) <= 0.985
-  # At a true 0 a wrong "larger" (the CI's lower end above 0) stays at or below the nominal 2.5% for equal spreads,
-  # also with unequal seed counts (5 + 3: the flagfiles' random vs transfer; Welch's 1947 df gave 2.9% there).
-  for n_a, n_b, draws in ((2, 2, 6000), (3, 3, 6000), (5, 3, 20000)):  # 20,000: Monte Carlo SE 0.11 points.
-    wrong = sum(stats.diff_interval(rng.standard_normal(n_a), rng.standard_normal(n_b)).lo > 0 for _ in range(draws))
+  # Two seeds per arm: Scheffé's pairing (1 df) is exact; Welch-Satterthwaite covered about 97.6% here.
+  assert 0.935 <= _coverage(equal, 0.02, 4000) <= 0.965
+  assert stats.diff_interval([0.1, 0.2], [0.3, 0.1]).rule == stats.SCHEFFE
+  # At a true 0 a wrong "larger" (the CI's lower end above 0) stays at or below the nominal 2.5%: Satterthwaite at
+  # equal counts of 3, Scheffé at unequal counts, also where the arm with fewer seeds varies more (Satterthwaite gave
+  # 3.1% at 3 + 5 with 4x the variance in the 3-seed arm, 3.2% at 2 + 5).
+  for n_a, n_b, sd_a, draws in ((2, 2, 1.0, 6000), (3, 3, 1.0, 6000), (5, 3, 1.0, 20000), (3, 5, 2.0, 20000),
+                                (2, 5, 1.0, 20000)):  # 20,000: Monte Carlo SE 0.11 points.
+    wrong = sum(stats.diff_interval(sd_a * rng.standard_normal(n_a), rng.standard_normal(n_b)).lo > 0
+                for _ in range(draws))
     assert wrong / draws <= 0.025 + 2 * math.sqrt(0.025 * 0.975 / draws), (n_a, n_b, wrong / draws)
-  # The known weak case of any Welch-type df: the smaller arm (2 seeds, one df) holds most of the variance. Measured
-  # 92-93% here; the README states it.
+  # The smaller arm (2 seeds) holds most of the variance: Satterthwaite covered 92-93%; the pairing stays at 95%.
   small_dominant = lambda: stats.diff_interval(0.02 + 0.01 * rng.standard_normal(3), 0.03 * rng.standard_normal(2))
-  assert 0.86 <= _coverage(small_dominant, 0.02) <= 0.98
+  assert 0.935 <= _coverage(small_dominant, 0.02, 4000) <= 0.965
   iv = stats.diff_interval([0.9], [0.8, 0.85])
   assert iv.mean == pytest.approx(0.075) and iv.lo is None and iv.hi is None and iv.std is None
 
 
-def test_welch_size_is_liberal_only_where_the_smaller_arm_varies_more():
-  # benchmarks/welch_df_size.py, 10^6 studies: 1.2% at 2 + 2, 3.2% at 2 + 5 with equal spreads, 3.1% at 3 + 5 when the
-  # 3-seed arm has 4x the variance, 2.1% at 5 + 3 (the larger arm varying more). 200,000 studies: SE 0.035 points.
-  assert stats.welch_size(2, 2) < 0.015
-  assert stats.welch_size(2, 5) > 0.029
-  assert stats.welch_size(3, 5, ratio=4.0) > 0.028
-  assert stats.welch_size(5, 3, ratio=4.0) < 0.025
-  assert stats.welch_size(3, 5) == stats.welch_size(3, 5)  # Seeded: the report prints the same number every time.
+def test_scheffe_pairing_by_hand():
+  # 2 vs 3 seeds: d_j = a_j - z_j with z_j = mean(b) + sqrt(2/3) (b_j - mean(b_1, b_2)), Student's t at 1 df.
+  a, b = np.array([0.30, 0.34]), np.array([0.20, 0.26, 0.29])
+  z = b.mean() + math.sqrt(2 / 3) * (b[:2] - b[:2].mean())
+  d = a - z
+  iv = stats.diff_interval(a, b)
+  assert iv.rule == stats.SCHEFFE and iv.df == pytest.approx(1.0) and iv.n_min == 2
+  assert iv.mean == pytest.approx(a.mean() - b.mean()) == pytest.approx(d.mean())
+  half = sp_stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
+  assert (iv.lo, iv.hi) == (pytest.approx(d.mean() - half), pytest.approx(d.mean() + half))
+  # Equal counts of 3 or more keep Welch-Satterthwaite; one arm keeps Student's n - 1.
+  assert stats.diff_interval([0.3, 0.34, 0.31], [0.2, 0.26, 0.29]).rule == stats.SATTERTHWAITE
+  assert stats.t_interval([0.3, 0.34]).rule == stats.STUDENT and stats.t_interval([0.3, 0.34]).df == pytest.approx(1)
+  # k arms (Bennett): the paired values average to the contrast, and a zero-weight arm gets zero columns.
+  m = stats.scheffe_matrix([2, 3, 4], [1.0, -0.5, 0.0])
+  x = np.arange(9.0) ** 1.5
+  assert m.shape == (2, 9) and not m[:, 5:].any()
+  assert (m @ x).mean() == pytest.approx(x[:2].mean() - 0.5 * x[2:5].mean())
+  # With a test-set covariance the paired values carry M cov M^T: the shared part is u^T cov u less their own noise.
+  c = np.full((5, 5), 1e-4) + 2e-4 * np.eye(5)
+  with_cov = stats.diff_interval(a, b, cov=c)
+  cd = stats.scheffe_matrix([2, 3], [1.0, -1.0]) @ c @ stats.scheffe_matrix([2, 3], [1.0, -1.0]).T
+  own = (np.mean(np.diag(cd)) - (cd.sum() - np.trace(cd)) / 2) / 2
+  u = np.array([0.5, 0.5, -1 / 3, -1 / 3, -1 / 3])
+  assert with_cov.own_var == pytest.approx(own) and with_cov.shared_var == pytest.approx(max(u @ c @ u - own, 0.0))
+
+
+def test_rule_rate_is_exact_where_paired_and_counts_power():
+  # 200,000 studies: SE 0.035 points at 2.5%. Scheffé at unequal counts and at 2 + 2 is exact whatever the spreads;
+  # Satterthwaite at equal counts of 3 stays below 2.5%.
+  for n_a, n_b, ratio in ((2, 2, 1.0), (3, 5, 4.0), (5, 3, 4.0), (2, 5, 1.0)):
+    assert abs(stats.rule_rate(n_a, n_b, ratio=ratio) - 0.025) < 0.0015, (n_a, n_b, ratio)
+  assert stats.rule_rate(3, 3) < 0.021
+  assert stats.rule_rate(3, 5) == stats.rule_rate(3, 5)  # Seeded: the report prints the same number every time.
+  # The price of pairing: 2 more transfer seeds (5 vs 5, Satterthwaite) more than double the power at 3 vs 5.
+  assert stats.rule_rate(5, 5, effect=2.0) > 2 * stats.rule_rate(3, 5, effect=2.0)
   with pytest.raises(UsageError, match="at least 2 seeds per arm"):
-    stats.welch_size(1, 5)
+    stats.rule_rate(1, 5)
 
 
-def test_unequal_seeds_note_names_each_pair_of_counts():
-  assert stats.unequal_seeds_note([3, 3, 3]) == ""
-  assert stats.unequal_seeds_note([1, 3, 3]) == ""  # A 1-seed arm has no interval at all.
-  note = stats.unequal_seeds_note([5, 3, 5, 3])
-  assert "3 vs 5 seeds 2.3% at equal spreads and 3.0% when the 3-seed arm's variance is 4 times" in note
-  assert "nominal 2.5%" in note
-  assert stats.unequal_seeds_note([2, 3, 5]).count(" vs ") == 3
+def test_pairing_note_names_each_paired_pair_of_counts():
+  assert stats.pairing_note([3, 3, 3]) == ""
+  assert stats.pairing_note([1, 3, 3]) == ""  # A 1-seed arm has no interval at all.
+  note = stats.pairing_note([5, 3, 5, 3])
+  assert "pairing by seed" in note and "3 vs 5 seeds 34% (5 vs 5: 77%)" in note
+  assert stats.pairing_note([2, 2]).count(" vs ") == 2  # 2 vs 2 seeds, against 3 vs 3.
+  assert re.findall(r"(\d) vs (\d) seeds \d+%", stats.pairing_note([2, 3, 5])) == [
+      ("2", "2"), ("2", "3"), ("2", "5"), ("3", "5")]
 
 
 def test_diff_interval_adds_the_shared_test_noise():
@@ -196,13 +229,16 @@ def test_diff_interval_adds_the_shared_test_noise():
 
   assert _coverage(lambda: draw(False), 0.0, 1000) < 0.8  # Seed spread alone misses the shared test noise.
   assert 0.92 <= _coverage(lambda: draw(True), 0.0) <= 0.98
-  # Known answer: seed spread + u^T cov u - the runs' own (unshared) test noise, which the spread already holds.
-  c = np.array([[4.0, 1.0, 0.5, 0.5], [1.0, 4.0, 0.5, 0.5], [0.5, 0.5, 3.0, 1.0], [0.5, 0.5, 1.0, 3.0]]) * 1e-5
-  a, b = [0.9, 0.91], [0.89, 0.9]
-  u = np.array([0.5, 0.5, -0.5, -0.5])
-  own = (4.0 - 1.0) * 1e-5 / 2 + (3.0 - 1.0) * 1e-5 / 2
+  # Known answer (3 seeds per arm: Welch-Satterthwaite; the paired form is test_scheffe_pairing_by_hand): seed spread +
+  # u^T cov u - the runs' own (unshared) test noise, which the spread already holds.
+  c = np.full((6, 6), 0.5e-5)
+  c[:3, :3], c[3:, 3:] = np.full((3, 3), 1e-5) + 3e-5 * np.eye(3), np.full((3, 3), 1e-5) + 2e-5 * np.eye(3)
+  a, b = [0.9, 0.91, 0.93], [0.89, 0.9, 0.88]
+  u = np.array([1, 1, 1, -1, -1, -1]) / 3
+  own = (4.0 - 1.0) * 1e-5 / 3 + (3.0 - 1.0) * 1e-5 / 3
   iv = stats.diff_interval(a, b, cov=c)
-  assert iv.se == pytest.approx(math.sqrt(np.var(a, ddof=1) / 2 + np.var(b, ddof=1) / 2 + u @ c @ u - own))
+  assert iv.rule == stats.SATTERTHWAITE
+  assert iv.se == pytest.approx(math.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 3 + u @ c @ u - own))
   with pytest.raises(UsageError):
     stats.diff_interval(a, b, cov=np.eye(3))
 
@@ -213,9 +249,9 @@ def test_contrast_interval_coverage_and_weights():
   truth = float(np.dot(w, mus))
   draw = lambda: stats.contrast_interval([m + s * rng.standard_normal(3) for m, s in zip(mus, sds)], w)
   assert 0.92 <= _coverage(draw, truth) <= 0.98
-  iv = stats.contrast_interval([[1.0, 3.0], [2.0], [0.0, 2.0]], [1.0, 0.0, -0.5])  # A zero weight needs no spread.
-  assert iv.mean == pytest.approx(1.5) and iv.lo is not None
-  assert iv.se == pytest.approx(math.sqrt(2.0 / 2 + 0.25 * 2.0 / 2))
+  iv = stats.contrast_interval([[1.0, 3.0, 2.0], [2.0], [0.0, 2.0, 1.0]], [1.0, 0.0, -0.5])  # A zero weight needs no
+  assert iv.mean == pytest.approx(1.5) and iv.lo is not None  # spread, nor does it count as a smaller arm.
+  assert iv.rule == stats.SATTERTHWAITE and iv.se == pytest.approx(math.sqrt(1.0 / 3 + 0.25 * 1.0 / 3))
   with pytest.raises(UsageError):
     stats.contrast_interval([[1.0, 2.0]], [1.0, 2.0])
 
@@ -538,15 +574,17 @@ def test_module_imports_neither_tensorflow_nor_keras():
 def test_seeds_needed_follows_the_variance_parts():
   z_dir = sp_stats.norm.ppf(0.975) + sp_stats.norm.ppf(0.8)
   # Seed noise only: se^2 = 2 s^2 / n, so n = ceil(2 s^2 z^2 / margin^2).
-  iv = stats.diff_interval([0.70, 0.72], [0.70, 0.72])  # s^2 = 2e-4 per arm.
-  assert iv.seed_var == pytest.approx(2e-4) and iv.shared_var == 0.0 and iv.n_min == 2
-  # With t quantiles at 2 (n - 1) df: the first n with (t_.975 + t_.8) sqrt(2 s^2 / n) <= margin.
-  expected = next(n for n in range(2, 1000) if (sp_stats.t.ppf(0.975, 2 * n - 2) + sp_stats.t.ppf(0.8, 2 * n - 2))
-                  * math.sqrt(2 * 2e-4 / n) <= 0.01)
-  assert expected > math.ceil(2 * 2e-4 * z_dir ** 2 / 0.01 ** 2)  # More than the normal approximation says.
+  iv = stats.diff_interval([0.69, 0.71, 0.73], [0.73, 0.71, 0.69])  # s^2 = 4e-4 per arm.
+  assert iv.seed_var == pytest.approx(2 * 4e-4 / 3) and iv.shared_var == 0.0 and iv.n_min == 3
+  # With t quantiles at 2 (n - 1) df (1 at 2 seeds, Scheffé's pairing): the first n with
+  # (t_.975 + t_.8) sqrt(2 s^2 / n) <= margin.
+  df = lambda n: 2 * n - 2 if n >= 3 else 1
+  expected = next(n for n in range(2, 1000) if (sp_stats.t.ppf(0.975, df(n)) + sp_stats.t.ppf(0.8, df(n)))
+                  * math.sqrt(2 * 4e-4 / n) <= 0.01)
+  assert expected > math.ceil(2 * 4e-4 * z_dir ** 2 / 0.01 ** 2)  # More than the normal approximation says.
   assert stats.seeds_needed(iv, 0.01, "direction") == expected
   assert stats.seeds_needed(iv, 0.01, "equivalence") > expected  # TOST at true 0 needs z_{0.9}, not z_{0.8}.
-  assert stats.predicted_se(iv, 2) == pytest.approx(iv.se)
+  assert stats.predicted_se(iv, 3) == pytest.approx(iv.se)
   # Shared test noise alone larger than the target: no number of seeds helps, more test images do.
   shared = np.full((4, 4), 4e-5) + np.eye(4) * 1e-5
   iv = stats.diff_interval([0.70, 0.7001], [0.70, 0.7001], cov=shared + np.kron(np.eye(2), np.full((2, 2), 1e-4)))

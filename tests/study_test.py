@@ -76,14 +76,15 @@ class QuickStudyTest(tf.test.TestCase):
                          capture_output=True, text=True, timeout=600)
     self.assertEqual(bad.returncode, 2)
     self.assertIn("--pilot goes with --study_stage=plan", bad.stderr)
-    # Unequal seed counts: the plan states the difference rule's size at that design before anything is trained.
+    # Unequal seed counts: the plan says those arms are paired (Scheffé) and what equal counts would buy, before
+    # anything is trained.
     fresh = os.path.join(tempfile.mkdtemp(prefix="transfusion_plan_"), "study")
     unequal = subprocess.run(quick_study.study_command(fresh) + ["--study_stage=plan", "--study_seeds=2",
                                                                  "--study_init_seeds=random=3"],
                              cwd=ROOT, capture_output=True, text=True, timeout=600)
     self.assertEqual(unequal.returncode, 0, unequal.stderr[-3000:])
-    self.assertRegex(unequal.stdout, r"2 vs 3 seeds \d\.\d% at equal spreads and \d\.\d% when the 2-seed arm's")
-    self.assertNotIn("Arms with unequal seed counts", plan_run.stdout)  # The quick study: 1 seed per arm.
+    self.assertRegex(unequal.stdout, r"pairing by seed.*2 vs 3 seeds \d+% \(3 vs 3: \d+%\)")
+    self.assertNotIn("pairing by seed", plan_run.stdout)  # The quick study: 1 seed per arm.
 
   def test_notebooks_run_and_are_stripped(self):
     out = quick_study.run_quick_study()["out"]

@@ -27,24 +27,34 @@ Sigma_jk (j != k within the arm) is the part of each run's test error that the a
   estimate = sum_i w_i^2 s_i^2 / n_i + max(u^T Sigma u - sum_i w_i^2 own_i / n_i, 0)
            = the seed spread (which already holds each run's own test noise) + the test noise the runs share,
 unbiased, counting no part twice; the floor only acts when the shared part comes out negative. The interval is
-estimate +- sqrt(t_df^2 * seed spread + z^2 * shared part): each part with its own quantile, the seed spread's t at
-the Welch-Satterthwaite degrees of freedom, (sum p_i)^2 / sum p_i^2 / (n_i - 1) over its terms p_i (n - 1 for one
-arm), the shared part, known from thousands of test images, with the normal one. Interval.df is the effective df that
-gives the same half-width from se (the readings' p-values use it, so they decide as the CI does). Why Satterthwaite and
-not Welch's (1947) form, (sum p_i)^2 / sum p_i^2 / (n_i + 1) - 2, which this module used before: on normal seeds at a
-true difference of 0, the one-sided rate of a wrong "larger" is 2.9% for Welch 1947 at 5 + 3 seeds (the flagfiles'
-random vs transfer), 2.7% at 2 + 2 and 2.5% at 3 + 3, against Satterthwaite's 2.3%, 1.2% and 1.8%
-(benchmarks/welch_df_size.py, 10^6 studies each): Satterthwaite stays at or below the nominal 2.5% at equal seed counts,
-with equal spreads and up to a 4x variance ratio (2.9% at 3 + 3 and 25x), at the price of a conservative interval with 2
-seeds per arm (97.6% coverage; its df falls between 1 and 2 when the two spreads differ by chance). Adding the shared
-part into one Satterthwaite df instead made one arm's mean cover 90-92%, so the parts keep their own quantiles. The test
-part shrinks with seeds (u ~ 1/n) down to the noise every run shares. Simulated coverage:
-benchmarks/readings_calibration.py and tests/stats_test.py (the README gives the figures). The weak case of every
-Welch-type df remains: unequal seed counts where the arm with fewer seeds holds most of the spread (3 + 5 seeds at the
-demo's measured ResNet50 spreads, a variance ratio of 2.8: a wrong "larger" in 2.9%; 4x: 3.1%; 2 + 5 seeds at equal
-spreads: 3.2%; 2 + 3, 25x: 4.3%). Scheffe's (1943) pairing by seed is exact there but reads only min(n) - 1 degrees of
-freedom (power 39% against 53% at the measured design); the benchmark and the README compare the rules;
-`unequal_seeds_note` states the rule's size at a study's seed counts in its plan and report. With fewer than 2 seeds in
+estimate +- sqrt(t_df^2 * seed spread + z^2 * shared part): each part with its own quantile, the shared part, known
+from thousands of test images, with the normal one, the seed spread with Student's t at df (Interval.df is the
+effective df that gives the same half-width from se; the readings' p-values use it, so they decide as the CI does).
+Adding the shared part into one Satterthwaite df instead made one arm's mean cover 90-92%, so the parts keep their own
+quantiles. The test part shrinks with seeds (u ~ 1/n) down to the noise every run shares.
+
+The seed spread's degrees of freedom (`uses_pairing`, chosen from the design, never from the values):
+  - one arm (a table cell): n - 1, Student's t, exact for normal seeds;
+  - equal arms of n >= 3 seeds: Welch-Satterthwaite, (sum p_i)^2 / sum p_i^2 / (n_i - 1) over the terms p_i =
+    w_i^2 s_i^2 / n_i. On normal seeds at a true difference of 0 its one-sided rate of a wrong "larger" stays at or
+    below the nominal 2.5% up to a 4x variance ratio (1.8% at 3 + 3 with equal spreads, 2.5% at 5 + 5 and 4x; 2.9% at
+    3 + 3 and 25x), where Welch's (1947) form, (sum p_i)^2 / sum p_i^2 / (n_i + 1) - 2, gives 2.7% at 2 + 2 and 3.6% at
+    3 + 3 and 25x;
+  - unequal seed counts, or 2 seeds per arm: Scheffe's (1943) pairing by seed (`scheffe_matrix`; Bennett's 1951
+    extension to k arms), Student's t at n_min - 1 df on n_min paired values that average to the contrast, exact at
+    every variance ratio. Welch-Satterthwaite fails there in both directions: at 3 + 5 seeds with the demo's measured
+    ResNet50 spreads (the 3-seed arm's variance 2.8 times the other's) it reads a wrong "larger" in 2.9% of studies,
+    at 2 + 5 with equal spreads 3.2%, and at 2 + 2 its df falls between 1 and 2 when the spreads differ by chance, so
+    its 95% CI covers 97.6%. The price of exactness is power: at 3 + 5 seeds a difference of 3 true standard errors
+    reads "larger" in 39% of studies against Welch-Satterthwaite's 53-61%, while at 2 + 2 the two are alike (18.5%
+    against 19.7%). Runs are paired by their place in seed order (the first n_min seeds of the larger arm), fixed
+    before any value is seen; that a shared seed makes two arms' runs move together is not assumed
+    (benchmarks/seed_pairing.py found no such correlation), so pairing only buys exactness, not precision.
+benchmarks/welch_df_size.py measures these rules and Cochran-Cox's on 10^6 normal studies per design;
+`pairing_note` states, in a study's plan and report, which of its arms are paired and what equal seed counts would
+buy. The same construction reads the paired values d = M x with their covariance M Sigma M^T (seed spread and own
+test noise from d, the shared part u^T Sigma u unchanged). Simulated coverage of the combined interval:
+benchmarks/readings_calibration.py and tests/stats_test.py (the README gives the figures). With fewer than 2 seeds in
 any arm the seed variance cannot be estimated and lo/hi are None: the readings then say inconclusive and why.
 """
 import dataclasses
@@ -62,6 +72,9 @@ from transfusion_tf.errors import UsageError
 HOLDS, DOES_NOT_HOLD, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 VERDICTS = (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE)
 FEW_SEEDS = "fewer than 2 seeds: the seed noise cannot be estimated"
+STUDENT = "Student's t at n - 1 df"
+SATTERTHWAITE = "Welch-Satterthwaite df"
+SCHEFFE = "Scheffe's pairing by seed, n_min - 1 df"
 ZERO_SPREAD = "every run gave the same value and no test-set noise is known: no interval can be estimated"
 
 RULES = {
@@ -337,7 +350,8 @@ class Interval:
   independent), or "". The parts of se^2 (for the power estimates of `seeds_needed`):
   seed_var = sum_i w_i^2 s_i^2 / n_i (the seed spread, holding each run's own test noise), own_var = that own test
   noise, sum_i w_i^2 own_i / n_i, and shared_var = the test noise every run shares; se^2 = seed_var + shared_var.
-  n_min: the smallest arm's number of runs. None when unknown.
+  n_min: the smallest arm's number of runs. None when unknown. rule: how the seed part's degrees of freedom were
+  found (STUDENT, SATTERTHWAITE or SCHEFFE; "" when no interval).
   """
   mean: float
   std: Optional[float]
@@ -352,6 +366,7 @@ class Interval:
   own_var: Optional[float] = None
   shared_var: Optional[float] = None
   n_min: Optional[int] = None
+  rule: str = ""
 
 
 def _check_level(level):
@@ -417,16 +432,53 @@ def _satterthwaite_df(parts, sizes):
   return total ** 2 / den if den > 0 else math.inf
 
 
+def scheffe_matrix(sizes, weights):
+  """The (n, sum sizes) matrix M of Scheffe's (1943) pairing by seed, extended to k groups (Bennett 1951): d = M x,
+  x the concatenated groups' values (sizes[i] runs of group i, in seed order), is n = min(sizes of the groups with a
+  non-zero weight) values d_j = sum_i w_i z_ij with z_ij = mean(x_i) + sqrt(n / n_i) (x_ij - mean_{k<=n} x_ik)
+  (z_i = x_i when n_i = n). For normal seeds the d_j are independent with one common variance and mean(d) =
+  sum_i w_i mean(x_i), so Student's t at n - 1 df is exact whatever the groups' spreads. Zero-weight groups get
+  zero columns."""
+  n = min(s for s, w in zip(sizes, weights) if w != 0)
+  blocks = []
+  for s, w in zip(sizes, weights):
+    if w == 0:
+      blocks.append(np.zeros((n, s)))
+      continue
+    t = np.full((n, s), 1.0 / s)
+    t[:, :n] += math.sqrt(n / s) * (np.eye(n) - 1.0 / n)
+    blocks.append(w * t)
+  return np.hstack(blocks)
+
+
+def uses_pairing(sizes):
+  """Whether contrast_interval reads a contrast of groups with these run counts (the weighted groups', each >= 2) by
+  Scheffe's pairing (unequal counts, or 2 runs each) rather than by Welch-Satterthwaite (equal counts of 3 or more,
+  or a single group). The choice rests on the design alone, never on the values (module docstring)."""
+  sizes = [int(s) for s in sizes]
+  return len(sizes) > 1 and (len(set(sizes)) > 1 or min(sizes) < 3)
+
+
+def _own_noise(sub):
+  """The part of each run's test error (a block `sub` of the joint covariance, (n, n), n >= 2) that the block's
+  other runs do not share: mean diag - mean off-diagonal."""
+  n = sub.shape[0]
+  return float(np.mean(np.diag(sub)) - (sub.sum() - np.trace(sub)) / (n * (n - 1)))
+
+
 def contrast_interval(groups, weights, level=0.95, cov=None):
   """Interval for sum_i w_i * mean(groups[i]), the groups being independent sets of runs (one value per seed).
 
-  groups: a list of (n_i,) arrays; weights: one float per group. Each set of runs must appear once: merge the weights
-  of a group used twice, e.g. conv1_gain - 0.5 * full_gain = conv1 - 0.5 * full - 0.5 * random.
+  groups: a list of (n_i,) arrays, each in seed order; weights: one float per group. Each set of runs must appear
+  once: merge the weights of a group used twice, e.g. conv1_gain - 0.5 * full_gain = conv1 - 0.5 * full - 0.5 * random.
   cov: None (seed spread only: values measured without test-set noise, or on a set the claim is about) or the joint
   test-set covariance of all the runs' values, (sum n_i, sum n_i) in the order of the concatenated groups (e.g.
   `delong_cov` of every run's test scores). The combined rule (module docstring): variance = seed part + u^T cov u,
-  u the per-run weights w_i / n_i. Returns an Interval (std None); lo/hi None when a group with non-zero weight has
-  fewer than 2 values.
+  u the per-run weights w_i / n_i. The seed part's degrees of freedom: Welch-Satterthwaite when every weighted group
+  has the same number n >= 3 of runs; otherwise (unequal counts, or 2 runs each) Scheffe's exact pairing by seed
+  (`scheffe_matrix`, n_min - 1 df), the seed spread and own test noise then read on the paired values d = M x with
+  covariance M cov M^T (`uses_pairing`; Interval.rule names the one used). Returns an Interval (std None); lo/hi
+  None when a group with non-zero weight has fewer than 2 values.
   """
   _check_level(level)
   if len(groups) != len(weights) or not groups:
@@ -438,32 +490,36 @@ def contrast_interval(groups, weights, level=0.95, cov=None):
   c = _check_cov(cov, n_total)
   if any(v.size < 2 and wi != 0 for wi, v in zip(w, vals)):
     return Interval(est, None, None, None, n_total, None, None, level, FEW_SEEDS)
-  seed_parts, sizes, u = [], [], []
-  own_total = 0.0  # The runs' own (unshared) test noise that the seed spread already holds.
-  start = 0
-  for wi, v in zip(w, vals):
-    block = slice(start, start + v.size)
-    start += v.size
-    u.append(np.full(v.size, wi / v.size))
-    if wi == 0:
-      continue
-    part = wi ** 2 * float(v.var(ddof=1)) / v.size
-    seed_parts.append(part)
-    sizes.append(v.size)
-    if c is not None:
-      sub = c[block, block]
-      own = float(np.mean(np.diag(sub)) - (sub.sum() - np.trace(sub)) / (v.size * (v.size - 1)))
-      own_total += wi ** 2 * own / v.size
-  test_var = 0.0
-  if c is not None:
-    uu = np.concatenate(u)
-    test_var = max(float(uu @ c @ uu) - own_total, 0.0)
-  if sum(seed_parts) + test_var <= 0.0:
+  sizes = [v.size for wi, v in zip(w, vals) if wi != 0]
+  if not sizes:
     return Interval(est, None, None, None, n_total, None, None, level, ZERO_SPREAD)
-  lo, hi, se, df = _t_bounds(est, float(sum(seed_parts)), _satterthwaite_df(seed_parts, sizes), test_var, level)
-  n_min = min(v.size for wi, v in zip(w, vals) if wi != 0)
-  return Interval(est, None, float(lo), float(hi), n_total, float(df), float(se), level, seed_var=float(sum(seed_parts)),
-                  own_var=float(own_total) if c is not None else 0.0, shared_var=float(test_var), n_min=int(n_min))
+  n_min = min(sizes)
+  u = np.concatenate([np.full(v.size, wi / v.size) for wi, v in zip(w, vals)])
+  if uses_pairing(sizes):
+    m = scheffe_matrix([v.size for v in vals], w)
+    d = m @ np.concatenate(vals)
+    seed_var, seed_df, rule = float(d.var(ddof=1)) / n_min, float(n_min - 1), SCHEFFE
+    own_total = _own_noise(m @ c @ m.T) / n_min if c is not None else 0.0
+  else:
+    seed_parts, own_total = [], 0.0  # own_total: the runs' own (unshared) test noise that the seed spread holds.
+    start = 0
+    for wi, v in zip(w, vals):
+      block = slice(start, start + v.size)
+      start += v.size
+      if wi == 0:
+        continue
+      seed_parts.append(wi ** 2 * float(v.var(ddof=1)) / v.size)
+      if c is not None:
+        own_total += wi ** 2 * _own_noise(c[block, block]) / v.size
+    seed_var, seed_df = float(sum(seed_parts)), _satterthwaite_df(seed_parts, sizes)
+    rule = SATTERTHWAITE if len(sizes) > 1 else STUDENT
+  test_var = max(float(u @ c @ u) - own_total, 0.0) if c is not None else 0.0
+  if seed_var + test_var <= 0.0:
+    return Interval(est, None, None, None, n_total, None, None, level, ZERO_SPREAD)
+  lo, hi, se, df = _t_bounds(est, seed_var, seed_df, test_var, level)
+  return Interval(est, None, float(lo), float(hi), n_total, float(df), float(se), level, seed_var=seed_var,
+                  own_var=float(own_total) if c is not None else 0.0, shared_var=float(test_var), n_min=int(n_min),
+                  rule=rule)
 
 
 def t_interval(values, level=0.95, cov=None):
@@ -493,41 +549,53 @@ def diff_interval(a_values, b_values, cov=None, level=0.95):
   return contrast_interval([a_values, b_values], [1.0, -1.0], level=level, cov=cov)
 
 
-def welch_size(n_a, n_b, ratio=1.0, level=0.95, studies=200_000, seed=0):
-  """The one-sided rate (0-1) at which the seed-spread difference rule (diff_interval without cov: Student's t at the
-  Welch-Satterthwaite df) reads mean(a) > mean(b) when the true difference is 0: its size at n_a + n_b seeds,
-  nominally (1 - level) / 2. Normal seeds with var(a) = ratio * var(b); a seeded Monte Carlo of `studies` studies
-  (SE about 0.035 points at 200,000), so the same call gives the same number. Where the arm with fewer seeds varies
-  more the df is liberal (module docstring; benchmarks/welch_df_size.py compares the rules)."""
+def rule_rate(n_a, n_b, effect=0.0, ratio=1.0, level=0.95, studies=200_000, seed=0):
+  """The rate (0-1) at which the difference rule on the seed spread (diff_interval without cov: Welch-Satterthwaite,
+  or Scheffe's pairing where `uses_pairing`) reads mean(a) > mean(b), its 95% CI's lower end above 0: the one-sided
+  size at effect 0 (nominally (1 - level) / 2), the power at effect > 0. Normal seeds, arm b's seed SD 1, arm a's
+  sqrt(ratio) and its mean higher by `effect` (in arm b's seed SDs); a seeded Monte Carlo of `studies` studies (SE
+  about 0.035 points at a 2.5% rate and 200,000 studies), so the same call gives the same number."""
   _check_level(level)
   if min(n_a, n_b) < 2 or ratio <= 0 or studies < 1:
-    raise UsageError(f"welch_size needs at least 2 seeds per arm, a positive ratio and studies >= 1, got {n_a}, "
+    raise UsageError(f"rule_rate needs at least 2 seeds per arm, a positive ratio and studies >= 1, got {n_a}, "
                      f"{n_b}, {ratio}, {studies}")
   rng = np.random.default_rng(seed)
-  a = math.sqrt(ratio) * rng.standard_normal((studies, n_a))
+  a = effect + math.sqrt(ratio) * rng.standard_normal((studies, n_a))
   b = rng.standard_normal((studies, n_b))
-  va, vb = a.var(axis=1, ddof=1) / n_a, b.var(axis=1, ddof=1) / n_b
-  df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
-  lo = a.mean(axis=1) - b.mean(axis=1) - sp_special.stdtrit(df, 0.5 + level / 2.0) * np.sqrt(va + vb)
+  p = 0.5 + level / 2.0
+  if uses_pairing((n_a, n_b)):
+    d = np.concatenate([a, b], axis=1) @ scheffe_matrix((n_a, n_b), (1.0, -1.0)).T
+    n = d.shape[1]
+    lo = d.mean(axis=1) - sp_special.stdtrit(n - 1, p) * d.std(axis=1, ddof=1) / math.sqrt(n)
+  else:
+    va, vb = a.var(axis=1, ddof=1) / n_a, b.var(axis=1, ddof=1) / n_b
+    df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
+    lo = a.mean(axis=1) - b.mean(axis=1) - sp_special.stdtrit(df, p) * np.sqrt(va + vb)
   return float(np.mean(lo > 0))
 
 
-def unequal_seeds_note(counts, level=0.95):
-  """A sentence on the difference rule's size between arms of unequal seed counts, or "" when no two arms (of 2 or
-  more seeds) differ in count. counts: each arm's number of seeds (any iterable of ints). For every pair of counts
-  it gives welch_size at equal spreads and where the arm with fewer seeds has 4 times the other's variance."""
+POWER_EFFECT = 2.0  # pairing_note's true difference, in seed SDs.
+
+
+def pairing_note(counts, level=0.95):
+  """A sentence on the arms whose differences read Scheffe's pairing (unequal seed counts, or 2 seeds each), with
+  the rule's simulated power at those counts against equal arms of more seeds, or "" when no pair of arms (of 2 or
+  more seeds) uses it. counts: each arm's number of seeds (any iterable of ints)."""
   distinct = sorted({int(c) for c in counts if c >= 2})
-  pairs = [(a, b) for i, a in enumerate(distinct) for b in distinct[i + 1:]]
+  pairs = [(a, b) for i, a in enumerate(distinct) for b in distinct[i:] if uses_pairing((a, b))]
   if not pairs:
     return ""
-  nominal = 100 * (1 - level) / 2
-  parts = [f"{a} vs {b} seeds {100 * welch_size(a, b, 1.0, level):.1f}% at equal spreads and "
-           f"{100 * welch_size(a, b, 4.0, level):.1f}% when the {a}-seed arm's variance is 4 times the other's"
-           for a, b in pairs]
-  return ("Arms with unequal seed counts: the Welch-Satterthwaite df is liberal where the arm with fewer seeds varies "
-          f"more. Its rate of a wrong 'larger' at a true difference of 0 (nominal {nominal:.1f}%, normal seeds, "
-          "simulated): " + "; ".join(parts) + f". At equal seed counts it stays at or below {nominal:.1f}% up to a 4x "
-          "variance ratio (measured at 2, 3 and 5 seeds per arm: README, benchmarks/welch_df_size.py).")
+  parts = []
+  for a, b in pairs:
+    k = max(b, 3)
+    parts.append(f"{a} vs {b} seeds {100 * rule_rate(a, b, POWER_EFFECT, level=level):.0f}% ({k} vs {k}: "
+                 f"{100 * rule_rate(k, k, POWER_EFFECT, level=level):.0f}%)")
+  return ("Differences between arms of unequal seed counts, or of 2 seeds each, read Scheffé's (1943) pairing by "
+          "seed: Student's t at the smaller arm's seeds − 1 degrees of freedom, exact whatever the arms' spreads "
+          "(the Welch-Satterthwaite df, used between equal arms of 3 or more seeds, is liberal where the arm with fewer "
+          "seeds varies more), at a cost in power. A true difference of "
+          f"{POWER_EFFECT:g} seed SDs reads 'larger' in (normal seeds, equal spreads, simulated): " + "; ".join(parts)
+          + ". Equal seed counts of 3 or more give the most power for the runs.")
 
 
 UNBOUNDED = ("unbounded: the denominator's 95% CI includes 0 (Fieller), so no finite interval holds the share at "
@@ -935,15 +1003,16 @@ def seeds_needed(interval: Interval, margin: float, rule: str, test_factor: floa
   """The fewest runs per arm (at test_factor x the pilot's test images) with which the claim is decidable with
   probability `power` when the true difference is 0: for "equivalence", the TOST at `level` shows |d| < margin
   ((t_{1-alpha/2} + t_{1-beta/2}) se <= margin); for "direction", the CI rules out an effect of `margin` on the
-  claimed side ((t_{1-alpha/2} + t_{power}) se <= margin), t at 2 (seeds - 1) degrees of freedom.
+  claimed side ((t_{1-alpha/2} + t_{power}) se <= margin), t at 2 (seeds - 1) degrees of freedom (1 at 2 seeds).
   Returns an int, or None when unknown or when even MAX_SEEDS runs would not do (the shared test noise alone is
   too large: more test images are needed)."""
   if interval is None or margin is None or not margin > 0:
     return None
 
   def enough(seeds):
-    # t quantiles at the pooled df of two equal arms of `seeds` runs (about the df the interval will have).
-    df = 2.0 * (seeds - 1)
+    # t quantiles at about the df the interval will have with two equal arms of `seeds` runs: up to the pooled
+    # 2 (seeds - 1) from Welch-Satterthwaite, 1 from Scheffe's pairing at 2 seeds (uses_pairing).
+    df = 2.0 * (seeds - 1) if seeds >= 3 else 1.0
     q = _quantile(df, 0.5 + level / 2.0) + _quantile(df, 1.0 - (1.0 - power) / 2.0 if rule == "equivalence"
                                                      else power)
     return predicted_se(interval, seeds, test_factor) * q <= margin

@@ -635,7 +635,7 @@ def run_study(cfg, stage="all", argv=None, pilot=None):
       state = (f"  (other settings: {', '.join(diff)} differ)" if diff else f"  (unfinished: {problem})" if problem
                else "  (done)" if plan.is_done(plan.run_dir(cfg, r)) else "")
       print(f"  {r.name}{state}", flush=True)
-    design_note = stats.unequal_seeds_note(plan.arm_seed_counts(runs))
+    design_note = stats.pairing_note(plan.arm_seed_counts(runs))
     if design_note:
       print(design_note, flush=True)
     if pilot is not None:

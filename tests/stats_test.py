@@ -175,6 +175,7 @@ def test_scheffe_pairing_by_hand():
   assert iv.mean == pytest.approx(a.mean() - b.mean()) == pytest.approx(d.mean())
   half = sp_stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
   assert (iv.lo, iv.hi) == (pytest.approx(d.mean() - half), pytest.approx(d.mean() + half))
+  assert "paired by seed (Scheffé, 2 pairs, 1 df)" in stats.read_direction(iv, margin=0.01).text
   # Equal counts of 3 or more keep Welch-Satterthwaite; one arm keeps Student's n - 1.
   assert stats.diff_interval([0.3, 0.34, 0.31], [0.2, 0.26, 0.29]).rule == stats.SATTERTHWAITE
   assert stats.t_interval([0.3, 0.34]).rule == stats.STUDENT and stats.t_interval([0.3, 0.34]).df == pytest.approx(1)
@@ -641,6 +642,20 @@ def test_share_interval_covers_the_true_share(seeds, sds):
     iv = stats.share_interval(base, part, full)
     hits += iv.lo is None or iv.lo <= 0.4 <= iv.hi
   assert 0.92 <= hits / 2000 <= 0.975
+
+
+@pytest.mark.parametrize("seeds", [(5, 3, 3), (2, 2, 2)])
+def test_share_interval_pairs_unequal_arms(seeds):
+  # Random 5 vs Mean-Var and transfer 3 (the flagfiles' counts), and 2 seeds each: Scheffé's pairing, exact for
+  # normal seeds, with Mean-Var's arm 4x as spread as the others (where Satterthwaite's df covered about 93%).
+  rng = np.random.default_rng(sum(seeds))
+  hits = 0
+  for _ in range(2000):
+    base, part, full = (rng.normal(m, sd, n) for m, sd, n in zip((0.3, 0.42, 0.6), (0.02, 0.08, 0.02), seeds))
+    iv = stats.share_interval(base, part, full)
+    hits += iv.lo is None or iv.lo <= 0.4 <= iv.hi
+  assert 0.93 <= hits / 2000 <= 0.97
+  assert stats.share_interval([0.3, 0.31, 0.29], [0.4, 0.45], [0.6, 0.62, 0.61]).df == pytest.approx(1.0)
 
 
 # -- several labelings of the same images (auc_mean of multi-label and one-vs-rest tasks) ----------------------------

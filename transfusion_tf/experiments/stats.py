@@ -46,8 +46,8 @@ The seed spread's degrees of freedom (`uses_pairing`, chosen from the design, ne
     ResNet50 spreads (the 3-seed arm's variance 2.8 times the other's) it reads a wrong "larger" in 2.9% of studies,
     at 2 + 5 with equal spreads 3.2%, and at 2 + 2 its df falls between 1 and 2 when the spreads differ by chance, so
     its 95% CI covers 97.6%. The price of exactness is power: at 3 + 5 seeds a difference of 3 true standard errors
-    reads "larger" in 39% of studies against Welch-Satterthwaite's 53-61%, while at 2 + 2 the two are alike (18.5%
-    against 19.7%). Runs are paired by their place in seed order (the first n_min seeds of the larger arm), fixed
+    reads "larger" in 39% of studies against Welch-Satterthwaite's 53-60%, while at 2 + 2 the two are alike (18.7%
+    against 19.8%). Runs are paired by their place in seed order (the first n_min seeds of the larger arm), fixed
     before any value is seen; that a shared seed makes two arms' runs move together is not assumed
     (benchmarks/seed_pairing.py found no such correlation), so pairing only buys exactness, not precision.
 benchmarks/welch_df_size.py measures these rules and Cochran-Cox's on 10^6 normal studies per design;
@@ -440,15 +440,14 @@ def scheffe_matrix(sizes, weights):
   sum_i w_i mean(x_i), so Student's t at n - 1 df is exact whatever the groups' spreads. Zero-weight groups get
   zero columns."""
   n = min(s for s, w in zip(sizes, weights) if w != 0)
-  blocks = []
-  for s, w in zip(sizes, weights):
-    if w == 0:
-      blocks.append(np.zeros((n, s)))
-      continue
-    t = np.full((n, s), 1.0 / s)
-    t[:, :n] += math.sqrt(n / s) * (np.eye(n) - 1.0 / n)
-    blocks.append(w * t)
-  return np.hstack(blocks)
+  return np.hstack([w * _pairing_block(s, n) if w != 0 else np.zeros((n, s)) for s, w in zip(sizes, weights)])
+
+
+def _pairing_block(size, n):
+  """(n, size): one group's z = T x of `scheffe_matrix` for `size` >= n runs."""
+  t = np.full((n, size), 1.0 / size)
+  t[:, :n] += math.sqrt(n / size) * (np.eye(n) - 1.0 / n)
+  return t
 
 
 def uses_pairing(sizes):
@@ -613,7 +612,8 @@ def share_interval(base_values, part_values, full_values, level=0.95):
   (a - theta b)^2 <= t^2 (V_aa - 2 theta V_ab + theta^2 V_bb), t the `level` quantile of Student's t with the
   Welch-Satterthwaite df of the pivot a - theta b = mean(part) - theta mean(full) - (1 - theta) mean(base) at theta =
   a / b (simulated coverage 93-97% at 3 and 5 seeds per arm, tests/stats_test.py; the df of the plain sum of the
-  three terms gave 92-96%). It is the finite interval between the two roots when b is significantly non-zero
+  three terms gave 92-96%). Where the arms' seed counts differ, or are 2 each (`uses_pairing`), V comes from Scheffe's
+  paired values of a and b (n_min of each) and t has n_min - 1 df, as in contrast_interval. It is the finite interval between the two roots when b is significantly non-zero
   (b^2 > t^2 V_bb); otherwise the set is unbounded and lo/hi are None with note UNBOUNDED.
   Returns an Interval (mean: the ratio of means, std None, se None); lo/hi None with note FEW_SEEDS when an arm has
   fewer than 2 values, or with a note when b is exactly 0.
@@ -627,12 +627,19 @@ def share_interval(base_values, part_values, full_values, level=0.95):
   est = float(a / b) if b != 0 else math.nan
   if any(v.size < 2 for v in arms):
     return Interval(est, None, None, None, n_total, None, None, level, FEW_SEEDS)
-  vb, vp, vf = (float(v.var(ddof=1)) / v.size for v in arms)
-  v_aa, v_bb, v_ab = vp + vb, vf + vb, vb
-  theta = est if math.isfinite(est) else 0.0
-  pivot = ((1.0 - theta) ** 2 * vb, vp, theta ** 2 * vf)  # The pivot's variance terms, arm by arm.
-  den = sum(x ** 2 / (v.size - 1) for x, v in zip(pivot, arms))
-  df = sum(pivot) ** 2 / den if den > 0 else math.inf
+  if uses_pairing([v.size for v in arms]):
+    # Scheffe's pairing (module docstring): n paired values of a and b, so V and the pivot's df (n - 1) are exact.
+    n = min(v.size for v in arms)
+    zb, zp, zf = (_pairing_block(v.size, n) @ v for v in arms)
+    pair = np.cov(np.stack([zp - zb, zf - zb]), ddof=1) / n
+    v_aa, v_bb, v_ab, df = float(pair[0, 0]), float(pair[1, 1]), float(pair[0, 1]), float(n - 1)
+  else:
+    vb, vp, vf = (float(v.var(ddof=1)) / v.size for v in arms)
+    v_aa, v_bb, v_ab = vp + vb, vf + vb, vb
+    theta = est if math.isfinite(est) else 0.0
+    pivot = ((1.0 - theta) ** 2 * vb, vp, theta ** 2 * vf)  # The pivot's variance terms, arm by arm.
+    den = sum(x ** 2 / (v.size - 1) for x, v in zip(pivot, arms))
+    df = sum(pivot) ** 2 / den if den > 0 else math.inf
   q2 = _quantile(df, 0.5 + level / 2.0) ** 2
   # (b^2 - q2 V_bb) theta^2 - 2 (a b - q2 V_ab) theta + (a^2 - q2 V_aa) <= 0.
   qa, qb, qc = b * b - q2 * v_bb, a * b - q2 * v_ab, a * a - q2 * v_aa
@@ -810,8 +817,11 @@ def _prefix(what):
 
 
 def _ci_text(interval, unit=""):
+  paired = (f", paired by seed (Scheffé, {interval.n_min} pairs, {interval.n_min - 1} df)"
+            if interval.rule == SCHEFFE else "")
   return (f"difference {_fmt(interval.mean)}, {interval.level:.0%} CI [{_fmt(interval.lo)}, {_fmt(interval.hi)}], "
-          f"n={interval.n}" + (f" {unit}" if unit else "") + (f" ({interval.note})" if interval.note else ""))
+          f"n={interval.n}" + (f" {unit}" if unit else "") + paired
+          + (f" ({interval.note})" if interval.note else ""))
 
 
 def _sf(df, x):

@@ -175,7 +175,16 @@ def test_scheffe_pairing_by_hand():
   assert iv.mean == pytest.approx(a.mean() - b.mean()) == pytest.approx(d.mean())
   half = sp_stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
   assert (iv.lo, iv.hi) == (pytest.approx(d.mean() - half), pytest.approx(d.mean() + half))
-  assert "paired by seed (Scheffé, 2 pairs, 1 df)" in stats.read_direction(iv, margin=0.01).text
+  assert "paired by seed (Scheffé, 2 pairs, seed spread at 1 df)" in stats.read_direction(iv, margin=0.01).text
+  # Runs that all scored the same have no spread, paired or not (rounding must not make a tiny interval), and the
+  # matrix refuses a contrast with no weight.
+  for a_n, b_n in ((3, 5), (3, 4), (2, 2), (4, 4)):
+    same = stats.diff_interval([0.1] * a_n, [1.0] * b_n)
+    assert same.lo is None and same.note == stats.ZERO_SPREAD, (a_n, b_n)
+    assert stats.read_equivalence(same, 0.01).verdict == stats.INCONCLUSIVE
+  assert stats.contrast_interval([[0.1, 0.2], [0.3]], [0.0, 0.0]).note == stats.NO_WEIGHT
+  with pytest.raises(UsageError, match="non-zero weight"):
+    stats.scheffe_matrix([2, 3], [0.0, 0.0])
   # Equal counts of 3 or more keep Welch-Satterthwaite; one arm keeps Student's n - 1.
   assert stats.diff_interval([0.3, 0.34, 0.31], [0.2, 0.26, 0.29]).rule == stats.SATTERTHWAITE
   assert stats.t_interval([0.3, 0.34]).rule == stats.STUDENT and stats.t_interval([0.3, 0.34]).df == pytest.approx(1)
@@ -655,7 +664,8 @@ def test_share_interval_pairs_unequal_arms(seeds):
     iv = stats.share_interval(base, part, full)
     hits += iv.lo is None or iv.lo <= 0.4 <= iv.hi
   assert 0.93 <= hits / 2000 <= 0.97
-  assert stats.share_interval([0.3, 0.31, 0.29], [0.4, 0.45], [0.6, 0.62, 0.61]).df == pytest.approx(1.0)
+  paired = stats.share_interval([0.3, 0.31, 0.29], [0.4, 0.45], [0.6, 0.62, 0.61])
+  assert paired.df == pytest.approx(1.0) and paired.rule == stats.SCHEFFE and paired.n_min == 2
 
 
 # -- several labelings of the same images (auc_mean of multi-label and one-vs-rest tasks) ----------------------------

@@ -53,7 +53,7 @@ The seed spread's degrees of freedom (`uses_pairing`, chosen from the design, ne
 benchmarks/welch_df_size.py measures these rules and Cochran-Cox's on 10^6 normal studies per design;
 `pairing_note` states, in a study's plan and report, which of its arms are paired and what equal seed counts would
 buy. The same construction reads the paired values d = M x with their covariance M Sigma M^T (seed spread and own
-test noise from d, the shared part u^T Sigma u unchanged). Simulated coverage of the combined interval:
+test noise from d, so the shared part is u^T Sigma u less that own noise: what var(d) holds is counted once). Simulated coverage of the combined interval:
 benchmarks/readings_calibration.py and tests/stats_test.py (the README gives the figures). With fewer than 2 seeds in
 any arm the seed variance cannot be estimated and lo/hi are None: the readings then say inconclusive and why.
 """
@@ -75,6 +75,7 @@ FEW_SEEDS = "fewer than 2 seeds: the seed noise cannot be estimated"
 STUDENT = "Student's t at n - 1 df"
 SATTERTHWAITE = "Welch-Satterthwaite df"
 SCHEFFE = "Scheffe's pairing by seed, n_min - 1 df"
+NO_WEIGHT = "every group has weight 0: there is no contrast to estimate"
 ZERO_SPREAD = "every run gave the same value and no test-set noise is known: no interval can be estimated"
 
 RULES = {
@@ -350,6 +351,8 @@ class Interval:
   independent), or "". The parts of se^2 (for the power estimates of `seeds_needed`):
   seed_var = sum_i w_i^2 s_i^2 / n_i (the seed spread, holding each run's own test noise), own_var = that own test
   noise, sum_i w_i^2 own_i / n_i, and shared_var = the test noise every run shares; se^2 = seed_var + shared_var.
+  With Scheffe's pairing (rule SCHEFFE) seed_var is var(d) / n_min and own_var the own noise of d (from M cov M^T)
+  / n_min, d = M x the paired values.
   n_min: the smallest arm's number of runs. None when unknown. rule: how the seed part's degrees of freedom were
   found (STUDENT, SATTERTHWAITE or SCHEFFE; "" when no interval).
   """
@@ -407,7 +410,8 @@ def _quantile(df, p):
 def _t_bounds(est, seed_var, seed_df, test_var, level):
   """(lo, hi, se, df) of the combined interval: half-width sqrt(t_{seed_df}^2 seed_var + z^2 test_var).
 
-  Each part gets its own quantile: the seed spread its t at seed_df (Welch-Satterthwaite), the test part, known from
+  Each part gets its own quantile: the seed spread its t at seed_df (Student, Welch-Satterthwaite or Scheffe's
+  pairing: contrast_interval), the test part, known from
   the test set's thousands of images, the normal one. df is the effective df: the t whose quantile times se gives the same
   half-width, so that the p-values of the readings (t at df on est / se) decide exactly as the CI does at `level`.
   """
@@ -438,7 +442,12 @@ def scheffe_matrix(sizes, weights):
   non-zero weight) values d_j = sum_i w_i z_ij with z_ij = mean(x_i) + sqrt(n / n_i) (x_ij - mean_{k<=n} x_ik)
   (z_i = x_i when n_i = n). For normal seeds the d_j are independent with one common variance and mean(d) =
   sum_i w_i mean(x_i), so Student's t at n - 1 df is exact whatever the groups' spreads. Zero-weight groups get
-  zero columns."""
+  zero columns. The pairing is by position, so each group must come in an order fixed before its values are seen
+  (seed order; never sorted by value)."""
+  if len(sizes) != len(weights) or not any(w != 0 for w in weights) or any(
+      s < 1 for s, w in zip(sizes, weights) if w != 0):
+    raise UsageError(f"scheffe_matrix needs one weight per group, a non-zero weight and at least 1 run in each weighted "
+                     f"group, got sizes {list(sizes)} and weights {list(weights)}")
   n = min(s for s, w in zip(sizes, weights) if w != 0)
   return np.hstack([w * _pairing_block(s, n) if w != 0 else np.zeros((n, s)) for s, w in zip(sizes, weights)])
 
@@ -491,12 +500,14 @@ def contrast_interval(groups, weights, level=0.95, cov=None):
     return Interval(est, None, None, None, n_total, None, None, level, FEW_SEEDS)
   sizes = [v.size for wi, v in zip(w, vals) if wi != 0]
   if not sizes:
-    return Interval(est, None, None, None, n_total, None, None, level, ZERO_SPREAD)
+    return Interval(est, None, None, None, n_total, None, None, level, NO_WEIGHT)
   n_min = min(sizes)
   u = np.concatenate([np.full(v.size, wi / v.size) for wi, v in zip(w, vals)])
   if uses_pairing(sizes):
     m = scheffe_matrix([v.size for v in vals], w)
-    d = m @ np.concatenate(vals)
+    # Each group's spread from its first run (pairing moves every d_j alike, so var(d) is unchanged): runs that
+    # all scored the same give exactly 0, not rounding noise that a reading would take for a tiny interval.
+    d = m @ np.concatenate([v - v[0] for v in vals])
     seed_var, seed_df, rule = float(d.var(ddof=1)) / n_min, float(n_min - 1), SCHEFFE
     own_total = _own_noise(m @ c @ m.T) / n_min if c is not None else 0.0
   else:
@@ -507,7 +518,7 @@ def contrast_interval(groups, weights, level=0.95, cov=None):
       start += v.size
       if wi == 0:
         continue
-      seed_parts.append(wi ** 2 * float(v.var(ddof=1)) / v.size)
+      seed_parts.append(wi ** 2 * float((v - v[0]).var(ddof=1)) / v.size)  # Exactly 0 for equal runs.
       if c is not None:
         own_total += wi ** 2 * _own_noise(c[block, block]) / v.size
     seed_var, seed_df = float(sum(seed_parts)), _satterthwaite_df(seed_parts, sizes)
@@ -594,7 +605,7 @@ def pairing_note(counts, level=0.95):
           "(the Welch-Satterthwaite df, used between equal arms of 3 or more seeds, is liberal where the arm with fewer "
           "seeds varies more), at a cost in power. A true difference of "
           f"{POWER_EFFECT:g} seed SDs reads 'larger' in (normal seeds, equal spreads, simulated): " + "; ".join(parts)
-          + ". Equal seed counts of 3 or more give the most power for the runs.")
+          + ". Equal seed counts of 3 or more read Welch-Satterthwaite, with more degrees of freedom.")
 
 
 UNBOUNDED = ("unbounded: the denominator's 95% CI includes 0 (Fieller), so no finite interval holds the share at "
@@ -630,16 +641,18 @@ def share_interval(base_values, part_values, full_values, level=0.95):
   if uses_pairing([v.size for v in arms]):
     # Scheffe's pairing (module docstring): n paired values of a and b, so V and the pivot's df (n - 1) are exact.
     n = min(v.size for v in arms)
-    zb, zp, zf = (_pairing_block(v.size, n) @ v for v in arms)
+    zb, zp, zf = (_pairing_block(v.size, n) @ (v - v[0]) for v in arms)  # Shifted: equal runs give exactly 0.
     pair = np.cov(np.stack([zp - zb, zf - zb]), ddof=1) / n
     v_aa, v_bb, v_ab, df = float(pair[0, 0]), float(pair[1, 1]), float(pair[0, 1]), float(n - 1)
+    rule = SCHEFFE
   else:
-    vb, vp, vf = (float(v.var(ddof=1)) / v.size for v in arms)
+    vb, vp, vf = (float((v - v[0]).var(ddof=1)) / v.size for v in arms)
     v_aa, v_bb, v_ab = vp + vb, vf + vb, vb
     theta = est if math.isfinite(est) else 0.0
     pivot = ((1.0 - theta) ** 2 * vb, vp, theta ** 2 * vf)  # The pivot's variance terms, arm by arm.
     den = sum(x ** 2 / (v.size - 1) for x, v in zip(pivot, arms))
     df = sum(pivot) ** 2 / den if den > 0 else math.inf
+    rule = SATTERTHWAITE
   q2 = _quantile(df, 0.5 + level / 2.0) ** 2
   # (b^2 - q2 V_bb) theta^2 - 2 (a b - q2 V_ab) theta + (a^2 - q2 V_aa) <= 0.
   qa, qb, qc = b * b - q2 * v_bb, a * b - q2 * v_ab, a * a - q2 * v_aa
@@ -647,7 +660,8 @@ def share_interval(base_values, part_values, full_values, level=0.95):
     note = UNBOUNDED if b != 0 or v_bb > 0 else "the full gain is exactly 0: no share"
     return Interval(est, None, None, None, n_total, float(df), None, level, note)
   root = math.sqrt(max(qb * qb - qa * qc, 0.0))  # >= 0 whenever qa > 0: a/b itself satisfies the inequality.
-  return Interval(est, None, float((qb - root) / qa), float((qb + root) / qa), n_total, float(df), None, level)
+  return Interval(est, None, float((qb - root) / qa), float((qb + root) / qa), n_total, float(df), None, level,
+                  n_min=int(min(v.size for v in arms)), rule=rule)
 
 
 def format_interval(interval: Interval, scale=100.0, digits=1, signed=False) -> str:
@@ -817,7 +831,7 @@ def _prefix(what):
 
 
 def _ci_text(interval, unit=""):
-  paired = (f", paired by seed (Scheffé, {interval.n_min} pairs, {interval.n_min - 1} df)"
+  paired = (f", paired by seed (Scheffé, {interval.n_min} pairs, seed spread at {interval.n_min - 1} df)"
             if interval.rule == SCHEFFE else "")
   return (f"difference {_fmt(interval.mean)}, {interval.level:.0%} CI [{_fmt(interval.lo)}, {_fmt(interval.hi)}], "
           f"n={interval.n}" + (f" {unit}" if unit else "") + paired

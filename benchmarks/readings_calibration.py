@@ -1,6 +1,6 @@
 """How often the report's reading rules give each verdict, on simulated studies whose truth is known.
 
-    python benchmarks/readings_calibration.py                  # 2,000 studies per scenario, 28 min on 2 cores
+    python benchmarks/readings_calibration.py                  # 2,000 studies per scenario, 28-38 min on 2 cores
     python benchmarks/readings_calibration.py --auc 0.74 --seed_std 0.015 --n_test 500 --seeds 2   # from a report
     python benchmarks/readings_calibration.py --studies 300     # a quick look (Monte Carlo SE about 0.9 pt at 5%)
     python benchmarks/readings_calibration.py --scenario "measured spreads 2 vs 1.2 pt), effect 0" --studies 20000
@@ -20,9 +20,10 @@ The operating point (flags; AUC in [0, 1] units, 0.01 = one AUC point):
     referable prevalence is 0.40:
     transfusion_tf/data/synthetic.py draws grades 0-4 with probabilities 45/15/20/10/10% and referable = grade >= 2.
     The arms' spreads differ in the demo, and a Welch-type df is least exact with unequal seed counts when the arm with
-    fewer seeds varies more, so T1's design (3 transfer vs 5 random) is also simulated with each arm's own spread as
-    the README's demo report measured it (MEASURED_SPREADS): ResNet50 transfer 2.0 vs random 1.2 points, CBR-Small 0.7
-    vs 1.5. Those stds come from 3 and 5 seeds and are themselves uncertain (a variance ratio of 2.8 measured on 2 and
+    fewer seeds varies more (the study pairs such arms by seed instead: stats.uses_pairing), so T1's design (3
+    transfer vs 5 random) is also simulated with each arm's own spread as the README's demo report measured it
+    (MEASURED_SPREADS): ResNet50 transfer 2.0 vs random 1.2 points, CBR-Small 0.7 vs 1.5; and 3 vs 3 seeds at
+    ResNet50's spreads, where Welch-Satterthwaite still reads. Those stds come from 3 and 5 seeds and are themselves uncertain (a variance ratio of 2.8 measured on 2 and
     4 df has a 95% CI of 0.26 to 109 for the true ratio).
     seed_std is the spread of the runs' POPULATION AUCs; a real report's spread of test AUCs also holds each run's
     own test noise, so reading 2 points as seed_std is on the sceptical side. The earlier demo (2 seeds, 500 test
@@ -59,7 +60,8 @@ Run-level F readings (F5-like, F2 with disjoint pairs likewise): one value per r
   margin 0.05. For contrast only, the old per-filter reading of one run per arm (n = 64 filters, pseudo-replication).
 
 Scenarios: the null (equal arms); planted effects of 1, 2 and 5 points; equivalence at the margin (true difference = the
-margin: "holds" there is the rule's size); T1's 3 vs 5 seeds at equal and at the measured spreads; correlated arms; eye
+margin: "holds" there is the rule's size); T1's 3 vs 5 seeds at equal and at the measured spreads, and 3 vs 3 at
+ResNet50's measured spreads; correlated arms; eye
 pairs (clustered DeLong, the unclustered reading shown for contrast); directional refutation (true difference 0: the
 rate of "does not hold" is the power to refute; true difference = the margin: "does not hold" there is wrong); a T3-like
 contrast of four arms; the convergence and F readings; and the family-wise rate under a global null: 17 readings per

@@ -56,8 +56,8 @@ Convergence curves (MV/WT/GB-like): AUC(t) = a_inf - (a_inf - 0.5) exp(-t / tau)
   difference is that of the noise-free curves (quadrature over tau); with equal tau it is exactly 0, also when one
   arm plateaus higher ("plateaus higher, not faster").
 Run-level F readings (F5-like, F2 with disjoint pairs likewise): one value per run (a run's mean over its 64 conv1
-  filters; filters std 0.10, run effect std 0.03), a directional Welch reading (diff_interval without cov) with the
-  margin 0.05. For contrast only, the old per-filter reading of one run per arm (n = 64 filters, pseudo-replication).
+  filters; filters std 0.10, run effect std 0.03), a directional reading (diff_interval without cov: Scheffe's pairing at 2 seeds per arm,
+  Welch-Satterthwaite at 3) with the margin 0.05. For contrast only, the old per-filter reading of one run per arm (n = 64 filters, pseudo-replication).
 
 Scenarios: the null (equal arms); planted effects of 1, 2 and 5 points; equivalence at the margin (true difference = the
 margin: "holds" there is the rule's size); T1's 3 vs 5 seeds at equal and at the measured spreads, and 3 vs 3 at
@@ -411,7 +411,7 @@ RUN_STD, FILTER_STD, FILTERS = 0.03, 0.10, 64  # Run-level F statistic: run effe
 
 def run_level(rng, studies, seeds, delta, margin, run_std=RUN_STD, filter_std=FILTER_STD, filters=FILTERS):
   """F5-like: arm a's runs have a per-filter statistic (e.g. orientation selectivity, 0-1) higher by delta. Returns
-  {"direction": the run-level Welch verdicts (one value per run: its mean over filters), "direction_per_filter": the
+  {"direction": the run-level verdicts (one value per run: its mean over filters), "direction_per_filter": the
   pseudo-replicated reading over the filters of the first run of each arm (contrast only)}."""
   out = {"direction": [], "direction_per_filter": []}
   for _ in range(studies):

@@ -5,7 +5,8 @@
 A seed fixes a run's data order and augmentation (a pure function of (seed, example index), see
 transfusion_tf/training/trainer.py), so the random-init and transfer runs of one seed see the same batches in the
 same order. If that made their test AUCs move together, the difference of paired runs would vary less than the
-difference of arm means taken as independent, and the study could pair arms by seed. This script trains `--seeds`
+difference of arm means taken as independent, and the study's pairing by seed (stats.uses_pairing, chosen for
+exactness) would also be narrower. This script trains `--seeds`
 seeds of each arm with the study command (--study_stage=train; the same command resumes a killed run), then reads
 each run's selected test AUC (result.json) and prints, per model:
   - r, the correlation over seeds of the two arms' test AUCs, with its 95% CI (Fisher z, n − 3 df);
@@ -113,7 +114,8 @@ def main():
           f"[{p['ratio_ci'][0]:.2f}, {p['ratio_ci'][1]:.2f}]")
     helps = p["ratio_ci"][1] < 1.0
     print("  pairing by seed " + ("makes the difference more precise" if helps else
-                                  "is not shown to help (the ratio's CI reaches 1): the study does not pair"))
+                                  "is not shown to help (the ratio's CI reaches 1): it buys no precision "
+                                  "here (the study pairs unequal or 2-seed arms for exactness only)"))
     last = (model, p)
   if last is None:
     sys.exit("no model has 4 seeds with both arms under " + args.out)

@@ -19,8 +19,9 @@ on exactly normal seeds, for the seed counts the flagfiles use and for arms whos
 ratios measured in the README's demo report (T1, 3 transfer vs 5 random seeds: ResNet50 2.0 vs 1.2 points, a
 variance ratio of 2.8; CBR-Small 0.7 vs 1.5, 0.22) and offline_paper.cfg's 2-seed arms (MV, WT, GB) against its 5
 random runs. The Behrens-Fisher problem has no exact answer that uses every run: each df rule is off somewhere, and
-only Scheffe's pairing, which gives up degrees of freedom, is exact everywhere; the study uses it where the
-Satterthwaite df is off by more than the simulation's error. Before measuring anything the script checks that its
+only Scheffe's pairing, which gives up degrees of freedom, is exact everywhere; the study uses it at unequal seed
+counts and at 2 seeds per arm (stats.uses_pairing), where Satterthwaite is liberal or over-covers, and keeps Satterthwaite
+between equal arms of 3 or more. Before measuring anything the script checks that its
 vectorised formulas give stats.diff_interval's bounds.
 
   python benchmarks/welch_df_size.py [--studies 1000000]

@@ -3,8 +3,9 @@ random-vs-random baseline (pairs of different seeds).
 
 Pairs are disjoint within a kind, so each pair is an independent unit: pretrained-vs-random pairs seed i of the
 pretrained arm with seed i of the random arm, random-vs-random pairs seeds (0, 1), (2, 3), ... (n seeds per arm give
-n and n // 2 pairs). The two kinds share random runs, so the two means are not independent of each other; the Welch
-interval over pairs treats them as independent [a stated approximation].
+n and n // 2 pairs). The two kinds share random runs, so the two means are not independent of each other; the interval
+over pairs treats them as independent [a stated approximation]. With n and n // 2 pairs the kinds' counts differ, so
+diff_interval pairs them by position (Scheffe: pair j of each kind, stats.uses_pairing).
 
 Claims read (the paper): for the large models (ResNet50, InceptionV3) pretrained-vs-random similarity is below the
 random-vs-random baseline (a directional test with --similarity_margin as its margin); for the small CBRs there is

@@ -8,7 +8,8 @@ minus the mean similarity of the stages above (its "lowest margin"), a t-interva
 a control for what any initialisation would give: each random-init run's trained weights are also compared with an
 unrelated initialisation (the next random seed's step0, kind "unrelated_init"), and the run's own-init lowest margin
 must exceed its unrelated-init lowest margin (paired over runs, directional); (a) holds when both hold. (b) the
-pretrained-minus-random gap is positive in the bottom two stages: a directional Welch test per stage over runs,
+pretrained-minus-random gap is positive in the bottom two stages: a directional diff_interval per stage over runs (paired by seed where the arms' counts differ or are 2 each,
+else Welch-Satterthwaite: stats.uses_pairing),
 holding when both hold. Directional margin: --similarity_margin. The unit of every interval is the run.
 Stage order always comes from the model's stage list (plan.model_stages), never from a dict's key order.
 """

@@ -38,18 +38,19 @@ The seed spread's degrees of freedom (`uses_pairing`, chosen from the design, ne
   - equal arms of n >= 3 seeds: Welch-Satterthwaite, (sum p_i)^2 / sum p_i^2 / (n_i - 1) over the terms p_i =
     w_i^2 s_i^2 / n_i. On normal seeds at a true difference of 0 its one-sided rate of a wrong "larger" stays at or
     below the nominal 2.5% up to a 4x variance ratio (1.8% at 3 + 3 with equal spreads, 2.5% at 5 + 5 and 4x; 2.9% at
-    3 + 3 and 25x), where Welch's (1947) form, (sum p_i)^2 / sum p_i^2 / (n_i + 1) - 2, gives 2.7% at 2 + 2 and 3.6% at
-    3 + 3 and 25x;
+    3 + 3 and 25x), where Welch's (1947) form, (sum p_i)^2 / sum p_i^2 / (n_i + 1) - 2, gives 3.0% at 3 + 3 and 4x and 3.6%
+    at 3 + 3 and 25x;
   - unequal seed counts, or 2 seeds per arm: Scheffe's (1943) pairing by seed (`scheffe_matrix`; Bennett's 1951
     extension to k arms), Student's t at n_min - 1 df on n_min paired values that average to the contrast, exact at
     every variance ratio. Welch-Satterthwaite fails there in both directions: at 3 + 5 seeds with the demo's measured
     ResNet50 spreads (the 3-seed arm's variance 2.8 times the other's) it reads a wrong "larger" in 2.9% of studies,
     at 2 + 5 with equal spreads 3.2%, and at 2 + 2 its df falls between 1 and 2 when the spreads differ by chance, so
     its 95% CI covers 97.6%. The price of exactness is power: at 3 + 5 seeds a difference of 3 true standard errors
-    reads "larger" in 39% of studies against Welch-Satterthwaite's 53-60%, while at 2 + 2 the two are alike (18.7%
+    reads "larger" in 39% of studies against Welch-Satterthwaite's 60% at equal spreads (53% at the demo's measured
+    ResNet50 spreads), while at 2 + 2 the two are alike (18.7%
     against 19.8%). Runs are paired by their place in seed order (the first n_min seeds of the larger arm), fixed
     before any value is seen; that a shared seed makes two arms' runs move together is not assumed
-    (benchmarks/seed_pairing.py found no such correlation), so pairing only buys exactness, not precision.
+    (benchmarks/seed_pairing.py found no such correlation), so pairing is relied on for exactness, not precision.
 benchmarks/welch_df_size.py measures these rules and Cochran-Cox's on 10^6 normal studies per design;
 `pairing_note` states, in a study's plan and report, which of its arms are paired and what equal seed counts would
 buy. The same construction reads the paired values d = M x with their covariance M Sigma M^T (seed spread and own

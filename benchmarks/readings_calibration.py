@@ -19,12 +19,12 @@ The operating point (flags; AUC in [0, 1] units, 0.01 = one AUC point):
     transfer arm's (T1 compares it with 5 random runs; at equal spreads equal arms of 3 are the stricter case). The
     referable prevalence is 0.40:
     transfusion_tf/data/synthetic.py draws grades 0-4 with probabilities 45/15/20/10/10% and referable = grade >= 2.
-    The arms' spreads differ in the demo, and a Welch-type df is least exact with unequal seed counts when the arm with
-    fewer seeds varies more (the study pairs such arms by seed instead: stats.uses_pairing), so T1's design (3
+    The arms' spreads differ in the demo, and a Welch-type df is least exact with unequal seed counts when the arm
+    with fewer seeds varies more (the study pairs such arms by seed instead: stats.uses_pairing), so T1's design (3
     transfer vs 5 random) is also simulated with each arm's own spread as the README's demo report measured it
     (MEASURED_SPREADS): ResNet50 transfer 2.0 vs random 1.2 points, CBR-Small 0.7 vs 1.5; and 3 vs 3 seeds at
-    ResNet50's spreads, where Welch-Satterthwaite still reads. Those stds come from 3 and 5 seeds and are themselves uncertain (a variance ratio of 2.8 measured on 2 and
-    4 df has a 95% CI of 0.26 to 109 for the true ratio).
+    ResNet50's spreads, where Welch-Satterthwaite still reads. Those stds come from 3 and 5 seeds and are themselves
+    uncertain (a variance ratio of 2.8 measured on 2 and 4 df has a 95% CI of 0.26 to 109 for the true ratio).
     seed_std is the spread of the runs' POPULATION AUCs; a real report's spread of test AUCs also holds each run's
     own test noise, so reading 2 points as seed_std is on the sceptical side. The earlier demo (2 seeds, 500 test
     images, seed spread up to 3 points) is the run `--seeds 2 --n_test 500 --seed_std 0.03`.
@@ -56,8 +56,9 @@ Convergence curves (MV/WT/GB-like): AUC(t) = a_inf - (a_inf - 0.5) exp(-t / tau)
   difference is that of the noise-free curves (quadrature over tau); with equal tau it is exactly 0, also when one
   arm plateaus higher ("plateaus higher, not faster").
 Run-level F readings (F5-like, F2 with disjoint pairs likewise): one value per run (a run's mean over its 64 conv1
-  filters; filters std 0.10, run effect std 0.03), a directional reading (diff_interval without cov: Scheffe's pairing at 2 seeds per arm,
-  Welch-Satterthwaite at 3) with the margin 0.05. For contrast only, the old per-filter reading of one run per arm (n = 64 filters, pseudo-replication).
+  filters; filters std 0.10, run effect std 0.03), a directional reading (diff_interval without cov: Scheffe's pairing
+  at 2 seeds per arm, Welch-Satterthwaite at 3) with the margin 0.05. For contrast only, the old per-filter reading of
+  one run per arm (n = 64 filters, pseudo-replication).
 
 Scenarios: the null (equal arms); planted effects of 1, 2 and 5 points; equivalence at the margin (true difference = the
 margin: "holds" there is the rule's size); T1's 3 vs 5 seeds at equal and at the measured spreads, and 3 vs 3 at

@@ -20,9 +20,9 @@ ratios measured in the README's demo report (T1, 3 transfer vs 5 random seeds: R
 variance ratio of 2.8; CBR-Small 0.7 vs 1.5, 0.22) and offline_paper.cfg's 2-seed arms (MV, WT, GB) against its 5
 random runs. The Behrens-Fisher problem has no exact answer that uses every run: each df rule is off somewhere, and
 only Scheffe's pairing, which gives up degrees of freedom, is exact everywhere; the study uses it at unequal seed
-counts and at 2 seeds per arm (stats.uses_pairing), where Satterthwaite is liberal or over-covers, and keeps Satterthwaite
-between equal arms of 3 or more. Before measuring anything the script checks that its
-vectorised formulas give stats.diff_interval's bounds.
+counts and at 2 seeds per arm (stats.uses_pairing), where Satterthwaite is liberal or over-covers, and keeps
+Satterthwaite between equal arms of 3 or more. Before measuring anything the script checks that its vectorised
+formulas give stats.diff_interval's bounds.
 
   python benchmarks/welch_df_size.py [--studies 1000000]
 
@@ -65,17 +65,9 @@ def df_rules(va, vb, na, nb):
 
 
 def scheffe_pairs(a, b):
-  """(N, min(na, nb)) Scheffe (1943) differences of a: (N, na) and b: (N, nb) seed values, paired in seed order.
-
-  With n <= m runs, d_j = x_j - sqrt(n/m) y_j + sum_{k<=n} y_k / sqrt(n m) - mean(y) for the smaller arm x and the
-  larger y (signs flipped when a is the larger): independent normals with common variance and mean(d) =
-  mean(a) - mean(b), so Student's t at n - 1 df is exact whatever the two arms' variances."""
-  if a.shape[1] > b.shape[1]:
-    return -scheffe_pairs(b, a)
-  n, m = a.shape[1], b.shape[1]
-  head = b[:, :n]
-  return a - math.sqrt(n / m) * head + head.sum(axis=1, keepdims=True) / math.sqrt(n * m) - b.mean(axis=1,
-                                                                                                   keepdims=True)
+  """(N, min(na, nb)) Scheffe (1943) differences of a: (N, na) and b: (N, nb) seed values, paired in seed order:
+  stats.scheffe_matrix, the study's own pairing, applied to each study's runs."""
+  return np.concatenate([a, b], axis=1) @ stats.scheffe_matrix((a.shape[1], b.shape[1]), (1.0, -1.0)).T
 
 
 def bounds(a, b):

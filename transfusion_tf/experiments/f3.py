@@ -1,16 +1,15 @@
 """F3: per stage, the SVCCA similarity of each trained network to its own initialisation.
 
 Stage outputs are taken where models/stages.py names them: for the CBRs that is after the block's max-pooling
-(conv1 ... conv5 are conv-BN-ReLU-pool blocks), for ResNet50 and InceptionV3 the block outputs.
-
-Claims read (the paper): (a) the lowest stage stays closest to its initialisation: per run, similarity(lowest)
-minus the mean similarity of the stages above (its "lowest margin"), a t-interval over runs, directional (> 0); with
-a control for what any initialisation would give: each random-init run's trained weights are also compared with an
-unrelated initialisation (the next random seed's step0, kind "unrelated_init"), and the run's own-init lowest margin
-must exceed its unrelated-init lowest margin (paired over runs, directional); (a) holds when both hold. (b) the
-pretrained-minus-random gap is positive in the bottom two stages: a directional diff_interval per stage over runs (paired by seed where the arms' counts differ or are 2 each,
-else Welch-Satterthwaite: stats.uses_pairing),
-holding when both hold. Directional margin: --similarity_margin. The unit of every interval is the run.
+(conv1 ... conv5 are conv-BN-ReLU-pool blocks), for ResNet50 and InceptionV3 the block outputs.  Claims read (the
+paper): (a) the lowest stage stays closest to its initialisation: per run, similarity(lowest) minus the mean
+similarity of the stages above (its "lowest margin"), a t-interval over runs, directional (> 0); with a control for
+what any initialisation would give: each random-init run's trained weights are also compared with an unrelated
+initialisation (the next random seed's step0, kind "unrelated_init"), and the run's own-init lowest margin must exceed
+its unrelated-init lowest margin (paired over runs, directional); (a) holds when both hold. (b) the
+pretrained-minus-random gap is positive in the bottom two stages: a directional diff_interval per stage over runs
+(paired by seed where the arms' counts differ or are 2 each, else Welch-Satterthwaite: stats.uses_pairing), holding
+when both hold. Directional margin: --similarity_margin. The unit of every interval is the run.
 Stage order always comes from the model's stage list (plan.model_stages), never from a dict's key order.
 """
 from transfusion_tf.analysis import representation as rep

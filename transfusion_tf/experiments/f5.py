@@ -5,10 +5,10 @@ mean orientation selectivity of conv1 after training and its mean relative L2 ch
 the first seed of each (model, init).
 
 Claims read (the paper): (a) pretrained conv1 filters are Gabor-like: after the same training, the pretrained-init
-runs' conv1 is more oriented than the random-init runs' (mean selectivity per run, diff_interval over runs, directional);
-(b) ResNet50's filters barely move while the CBR's move a lot (random init, mean relative L2 change per run,
-diff_interval over runs, directional). diff_interval pairs the runs by seed where the arms' counts differ or are 2 each
-(Scheffe), else Welch-Satterthwaite (stats.uses_pairing). Directional margin 0.05 (common.FRACTION_MARGIN).
+runs' conv1 is more oriented than the random-init runs' (mean selectivity per run, diff_interval over runs,
+directional); (b) ResNet50's filters barely move while the CBR's move a lot (random init, mean relative L2 change per
+run, diff_interval over runs, directional). diff_interval pairs the runs by seed where the arms' counts differ or are
+2 each (Scheffe), else Welch-Satterthwaite (stats.uses_pairing). Directional margin 0.05 (common.FRACTION_MARGIN).
 """
 import numpy as np
 

@@ -70,9 +70,10 @@ def header(ctx, sources, wall_seconds):
                "convergence measures are on validation.")
   lines.append("- **Uncertainty:** table cells are mean ± std over seeds [95% CI]. An AUC's CI is the seed spread "
                "plus the test-set noise the runs share (their joint DeLong covariance, each run's own test noise "
-               "counted once: experiments/stats.py), each part with its own quantile: the seed spread's t, the shared "
-               "test part's normal one. The seed spread's t: n − 1 degrees of freedom for one arm, Welch-Satterthwaite "
-               "between equal arms of 3 or more seeds, Scheffé's pairing by seed otherwise. Numbers are × 100.")
+               "counted once: experiments/stats.py), each part with its own quantile: the seed spread's t, the "
+               "shared test part's normal one. The seed spread's t: n − 1 degrees of freedom for one arm, "
+               "Welch-Satterthwaite between equal arms of 3 or more seeds, Scheffé's pairing by seed otherwise. "
+               "Numbers are × 100.")
   design_note = stats.pairing_note(plan.arm_seed_counts(ctx.runs))
   if design_note:
     lines[-1] += " " + design_note

@@ -35,10 +35,10 @@ quantiles. The test part shrinks with seeds (u ~ 1/n) down to the noise every ru
 
 The seed spread's degrees of freedom (`uses_pairing`, chosen from the design, never from the values):
   - one arm (a table cell): n - 1, Student's t, exact for normal seeds;
-  - equal arms of n >= 3 seeds: Welch-Satterthwaite, (sum p_i)^2 / sum p_i^2 / (n_i - 1) over the terms p_i =
-    w_i^2 s_i^2 / n_i. On normal seeds at a true difference of 0 its one-sided rate of a wrong "larger" stays at or
-    below the nominal 2.5% up to a 4x variance ratio (1.8% at 3 + 3 with equal spreads, 2.5% at 5 + 5 and 4x; 2.9% at
-    3 + 3 and 25x), where Welch's (1947) form, (sum p_i)^2 / sum p_i^2 / (n_i + 1) - 2, gives 3.0% at 3 + 3 and 4x and 3.6%
+  - equal arms of n >= 3 seeds: Welch-Satterthwaite, (sum p_i)^2 / sum p_i^2 / (n_i - 1) over the terms p_i = w_i^2
+    s_i^2 / n_i. On normal seeds at a true difference of 0 its one-sided rate of a wrong "larger" stays at or below
+    the nominal 2.5% up to a 4x variance ratio (1.8% at 3 + 3 with equal spreads, 2.5% at 5 + 5 and 4x; 2.9% at 3 + 3
+    and 25x), where Welch's (1947) form, (sum p_i)^2 / sum p_i^2 / (n_i + 1) - 2, gives 3.0% at 3 + 3 and 4x and 3.6%
     at 3 + 3 and 25x;
   - unequal seed counts, or 2 seeds per arm: Scheffe's (1943) pairing by seed (`scheffe_matrix`; Bennett's 1951
     extension to k arms), Student's t at n_min - 1 df on n_min paired values that average to the contrast, exact at
@@ -47,16 +47,17 @@ The seed spread's degrees of freedom (`uses_pairing`, chosen from the design, ne
     at 2 + 5 with equal spreads 3.2%, and at 2 + 2 its df falls between 1 and 2 when the spreads differ by chance, so
     its 95% CI covers 97.6%. The price of exactness is power: at 3 + 5 seeds a difference of 3 true standard errors
     reads "larger" in 39% of studies against Welch-Satterthwaite's 60% at equal spreads (53% at the demo's measured
-    ResNet50 spreads), while at 2 + 2 the two are alike (18.7%
-    against 19.8%). Runs are paired by their place in seed order (the first n_min seeds of the larger arm), fixed
-    before any value is seen; that a shared seed makes two arms' runs move together is not assumed
-    (benchmarks/seed_pairing.py found no such correlation), so pairing is relied on for exactness, not precision.
+    ResNet50 spreads), while at 2 + 2 the two are alike (18.7% against 19.8%). Runs are paired by their place in seed
+    order (the first n_min seeds of the larger arm), fixed before any value is seen; that a shared seed makes two
+    arms' runs move together is not assumed (benchmarks/seed_pairing.py found no such correlation), so pairing is
+    relied on for exactness, not precision.
 benchmarks/welch_df_size.py measures these rules and Cochran-Cox's on 10^6 normal studies per design;
 `pairing_note` states, in a study's plan and report, which of its arms are paired and what equal seed counts would
-buy. The same construction reads the paired values d = M x with their covariance M Sigma M^T (seed spread and own
-test noise from d, so the shared part is u^T Sigma u less that own noise: what var(d) holds is counted once). Simulated coverage of the combined interval:
-benchmarks/readings_calibration.py and tests/stats_test.py (the README gives the figures). With fewer than 2 seeds in
-any arm the seed variance cannot be estimated and lo/hi are None: the readings then say inconclusive and why.
+buy. The same construction reads the paired values d = M x with their covariance M Sigma M^T (seed spread and own test
+noise from d, so the shared part is u^T Sigma u less that own noise: what var(d) holds is counted once). Simulated
+coverage of the combined interval: benchmarks/readings_calibration.py and tests/stats_test.py (the README gives the
+figures). With fewer than 2 seeds in any arm the seed variance cannot be estimated and lo/hi are None: the readings
+then say inconclusive and why.
 """
 import dataclasses
 import itertools
@@ -412,9 +413,9 @@ def _t_bounds(est, seed_var, seed_df, test_var, level):
   """(lo, hi, se, df) of the combined interval: half-width sqrt(t_{seed_df}^2 seed_var + z^2 test_var).
 
   Each part gets its own quantile: the seed spread its t at seed_df (Student, Welch-Satterthwaite or Scheffe's
-  pairing: contrast_interval), the test part, known from
-  the test set's thousands of images, the normal one. df is the effective df: the t whose quantile times se gives the same
-  half-width, so that the p-values of the readings (t at df on est / se) decide exactly as the CI does at `level`.
+  pairing: contrast_interval), the test part, known from the test set's thousands of images, the normal one. df is the
+  effective df: the t whose quantile times se gives the same half-width, so that the p-values of the readings (t at df
+  on est / se) decide exactly as the CI does at `level`.
   """
   p = 0.5 + level / 2.0
   se = math.sqrt(seed_var + test_var)
@@ -447,8 +448,8 @@ def scheffe_matrix(sizes, weights):
   (seed order; never sorted by value)."""
   if len(sizes) != len(weights) or not any(w != 0 for w in weights) or any(
       s < 1 for s, w in zip(sizes, weights) if w != 0):
-    raise UsageError(f"scheffe_matrix needs one weight per group, a non-zero weight and at least 1 run in each weighted "
-                     f"group, got sizes {list(sizes)} and weights {list(weights)}")
+    raise UsageError(f"scheffe_matrix needs one weight per group, a non-zero weight and at least 1 run in each "
+                     f"weighted group, got sizes {list(sizes)} and weights {list(weights)}")
   n = min(s for s, w in zip(sizes, weights) if w != 0)
   return np.hstack([w * _pairing_block(s, n) if w != 0 else np.zeros((n, s)) for s, w in zip(sizes, weights)])
 
@@ -603,8 +604,8 @@ def pairing_note(counts, level=0.95):
                  f"{100 * rule_rate(k, k, POWER_EFFECT, level=level):.0f}%)")
   return ("Differences between arms of unequal seed counts, or of 2 seeds each, read Scheffé's (1943) pairing by "
           "seed: Student's t at the smaller arm's seeds − 1 degrees of freedom, exact whatever the arms' spreads "
-          "(the Welch-Satterthwaite df, used between equal arms of 3 or more seeds, is liberal where the arm with fewer "
-          "seeds varies more), at a cost in power. A true difference of "
+          "(the Welch-Satterthwaite df, used between equal arms of 3 or more seeds, is liberal where the arm with "
+          "fewer seeds varies more), at a cost in power. A true difference of "
           f"{POWER_EFFECT:g} seed SDs reads 'larger' in (normal seeds, equal spreads, simulated): " + "; ".join(parts)
           + ". Equal seed counts of 3 or more read Welch-Satterthwaite, with more degrees of freedom.")
 
@@ -620,13 +621,13 @@ def share_interval(base_values, part_values, full_values, level=0.95):
   base_values, part_values, full_values: (n_b,), (n_p,), (n_f,) one value per run of three independent arms (e.g.
   normalised curve areas of random, Mean-Var and transfer); the seed spread only. With a = mean(part) - mean(base),
   b = mean(full) - mean(base), their seed variances V_aa = s_p^2/n_p + s_b^2/n_b, V_bb = s_f^2/n_f + s_b^2/n_b and
-  covariance V_ab = s_b^2/n_b (the shared base mean), the interval is every theta with
-  (a - theta b)^2 <= t^2 (V_aa - 2 theta V_ab + theta^2 V_bb), t the `level` quantile of Student's t with the
-  Welch-Satterthwaite df of the pivot a - theta b = mean(part) - theta mean(full) - (1 - theta) mean(base) at theta =
-  a / b (simulated coverage 93-97% at 3 and 5 seeds per arm, tests/stats_test.py; the df of the plain sum of the
-  three terms gave 92-96%). Where the arms' seed counts differ, or are 2 each (`uses_pairing`), V comes from Scheffe's
-  paired values of a and b (n_min of each) and t has n_min - 1 df, as in contrast_interval. It is the finite interval between the two roots when b is significantly non-zero
-  (b^2 > t^2 V_bb); otherwise the set is unbounded and lo/hi are None with note UNBOUNDED.
+  covariance V_ab = s_b^2/n_b (the shared base mean), the interval is every theta with (a - theta b)^2 <= t^2 (V_aa -
+  2 theta V_ab + theta^2 V_bb), t the `level` quantile of Student's t with the Welch-Satterthwaite df of the pivot a -
+  theta b = mean(part) - theta mean(full) - (1 - theta) mean(base) at theta = a / b (simulated coverage 93-97% at 3
+  and 5 seeds per arm, tests/stats_test.py; the df of the plain sum of the three terms gave 92-96%). Where the arms'
+  seed counts differ, or are 2 each (`uses_pairing`), V comes from Scheffe's paired values of a and b (n_min of each)
+  and t has n_min - 1 df, as in contrast_interval. It is the finite interval between the two roots when b is
+  significantly non-zero (b^2 > t^2 V_bb); otherwise the set is unbounded and lo/hi are None with note UNBOUNDED.
   Returns an Interval (mean: the ratio of means, std None, se None); lo/hi None with note FEW_SEEDS when an arm has
   fewer than 2 values, or with a note when b is exactly 0.
   """
